@@ -1,0 +1,59 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/urfave/cli/v2"
+
+	"upgradectl/host"
+)
+
+func init() {
+	register(&cli.Command{
+		Name:     "log",
+		Category: "upgrade",
+		Usage:    "print the upgrade log",
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "last", Usage: "only the last `N` entries"},
+		},
+		Action: action(func(c *cli.Context, e *env) error {
+			entries, bad, err := e.Log().Read()
+			if err != nil {
+				return err
+			}
+			if n := c.Int("last"); n > 0 && n < len(entries) {
+				entries = entries[len(entries)-n:]
+			}
+			if e.JSON {
+				enc := json.NewEncoder(e.Out)
+				for _, en := range entries {
+					if err := enc.Encode(en); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			printLog(e, entries)
+			if bad > 0 {
+				fmt.Fprintf(e.Err, "upgradectl: %d unreadable line(s) in %s skipped\n", bad, e.Log().Path)
+			}
+			return nil
+		}),
+	})
+}
+
+func printLog(e *env, entries []host.LogEntry) {
+	tw := tabwriter.NewWriter(e.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tPARENT\tACTION\tSTART\tDURATION\tSCOPE\tHOST\tRESULT\tMODE\tMESSAGE")
+	for _, en := range entries {
+		parent := ""
+		if en.Parent != 0 {
+			parent = fmt.Sprint(en.Parent)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%.1fs\t%s\t%s\t%s\t%s\t%s\n", en.ID, parent, en.Action,
+			en.Start.Local().Format("2006-01-02 15:04:05"), en.Duration, en.Scope, en.Host, en.Result, en.Mode, en.Message)
+	}
+	tw.Flush()
+}

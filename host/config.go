@@ -1,0 +1,272 @@
+package host
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+//go:embed default.toml
+var defaultConfig string
+
+// DefaultConfigText is the embedded default configuration.
+func DefaultConfigText() string { return defaultConfig }
+
+// DefaultConfigPath is where the configuration lives under the root.
+const DefaultConfigPath = "/etc/upgradectl/upgradectl.toml"
+
+// Duration is a time.Duration written as "5s", "500ms", "24h".
+type Duration struct{ time.Duration }
+
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration (like 5s, 500ms, 24h)", b)
+	}
+	if v < 0 {
+		return fmt.Errorf("%q is negative", b)
+	}
+	d.Duration = v
+	return nil
+}
+
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
+
+// Size is a byte count written as a number or with a unit: "3GiB", "500MB".
+type Size int64
+
+func (s *Size) UnmarshalText(b []byte) error {
+	v, err := ParseSize(string(b))
+	if err != nil {
+		return err
+	}
+	*s = Size(v)
+	return nil
+}
+
+func (s Size) MarshalText() ([]byte, error) { return []byte(FormatSize(int64(s))), nil }
+
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40},
+	{"B", 1},
+}
+
+// ParseSize reads "3GiB", "10MB", "4096".
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range sizeUnits {
+		if strings.HasSuffix(t, u.suffix) {
+			t = strings.TrimSpace(strings.TrimSuffix(t, u.suffix))
+			mult = u.mult
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(t, 64)
+	if err != nil || f < 0 || f*float64(mult) > 1<<62 {
+		return 0, fmt.Errorf("%q is not a size (like 3GiB, 500MB, 4096)", s)
+	}
+	return int64(f * float64(mult)), nil
+}
+
+// FormatSize prints a byte count in binary units.
+func FormatSize(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%dB", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTP"[exp])
+}
+
+// Config is upgradectl's configuration.
+type Config struct {
+	Product     ProductConfig     `toml:"product"`
+	Checks      ChecksConfig      `toml:"checks"`
+	ISO         ISOConfig         `toml:"iso"`
+	Tag         TagConfig         `toml:"tag"`
+	Maintenance MaintenanceConfig `toml:"maintenance"`
+	Stages      StagesConfig      `toml:"stages"`
+
+	// Source says where the configuration came from: a path under the
+	// root, or "embedded default".
+	Source string `toml:"-"`
+}
+
+type ProductConfig struct {
+	Type    string `toml:"type"`
+	Version string `toml:"version"`
+}
+
+type ChecksConfig struct {
+	Accept  []string     `toml:"accept"`
+	Timeout Duration     `toml:"timeout"`
+	NTP     NTPConfig    `toml:"ntp"`
+	RTC     RTCConfig    `toml:"rtc"`
+	Disk    []DiskConfig `toml:"disk"`
+	Backup  BackupConfig `toml:"backup"`
+	Auth    AuthConfig   `toml:"auth"`
+}
+
+type NTPConfig struct {
+	Servers    []string `toml:"servers"`
+	FromHost   bool     `toml:"from_host"`
+	WarnOffset Duration `toml:"warn_offset"`
+	FailOffset Duration `toml:"fail_offset"`
+	MaxError   Duration `toml:"max_error"`
+}
+
+type RTCConfig struct {
+	Device    string   `toml:"device"`
+	WarnDrift Duration `toml:"warn_drift"`
+	FailDrift Duration `toml:"fail_drift"`
+}
+
+type DiskConfig struct {
+	Path           string  `toml:"path"`
+	MinFree        Size    `toml:"min_free"`
+	MinFreePercent float64 `toml:"min_free_percent"`
+	MinFreeInodes  int64   `toml:"min_free_inodes"`
+}
+
+type BackupConfig struct {
+	Paths  []string `toml:"paths"`
+	MaxAge Duration `toml:"max_age"`
+}
+
+type AuthConfig struct {
+	Accounts []string `toml:"accounts"`
+}
+
+type ISOConfig struct {
+	StagingDir string `toml:"staging_dir"`
+}
+
+type TagConfig struct {
+	Attribute string `toml:"attribute"`
+}
+
+type MaintenanceConfig struct {
+	Message   string   `toml:"message"`
+	KeepUnits []string `toml:"keep_units"`
+}
+
+type StagesConfig struct {
+	Maintenance  bool   `toml:"maintenance"`
+	RebootOnRoll bool   `toml:"reboot_on_roll"`
+	HooksDir     string `toml:"hooks_dir"`
+}
+
+// DefaultConfig returns the embedded default configuration.
+func DefaultConfig() *Config {
+	c, err := ParseConfig([]byte(defaultConfig), "embedded default")
+	if err != nil {
+		panic("embedded default configuration is invalid: " + err.Error())
+	}
+	return c
+}
+
+// ParseConfig reads a configuration on top of the embedded default: keys
+// present in data replace the default's, arrays of tables ([[checks.disk]])
+// replace the default's list whole. Every problem is reported, not just the
+// first.
+func ParseConfig(data []byte, source string) (*Config, error) {
+	c := &Config{}
+	if source != "embedded default" {
+		c = DefaultConfig()
+		c.Checks.Disk = nil
+	}
+	md, err := toml.Decode(string(data), c)
+	if err != nil {
+		return nil, Usage("cannot read configuration %s: %s", source, oneLine(err))
+	}
+	if source != "embedded default" && !md.IsDefined("checks", "disk") {
+		c.Checks.Disk = DefaultConfig().Checks.Disk
+	}
+	var problems []string
+	for _, k := range md.Undecoded() {
+		problems = append(problems, fmt.Sprintf("unknown key %s", k))
+	}
+	problems = append(problems, c.validate()...)
+	if len(problems) > 0 {
+		return nil, Usage("invalid configuration %s: %s", source, strings.Join(problems, "; "))
+	}
+	c.Source = source
+	return c, nil
+}
+
+func oneLine(err error) string {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		return fmt.Sprintf("line %d: %s", pe.Position.Line, pe.Message)
+	}
+	return strings.ReplaceAll(err.Error(), "\n", " ")
+}
+
+func (c *Config) validate() []string {
+	var p []string
+	if c.Checks.NTP.WarnOffset.Duration > c.Checks.NTP.FailOffset.Duration {
+		p = append(p, "checks.ntp.warn_offset is above checks.ntp.fail_offset")
+	}
+	if c.Checks.RTC.WarnDrift.Duration > c.Checks.RTC.FailDrift.Duration {
+		p = append(p, "checks.rtc.warn_drift is above checks.rtc.fail_drift")
+	}
+	if c.Checks.Timeout.Duration <= 0 {
+		p = append(p, "checks.timeout must be above zero")
+	}
+	for i, d := range c.Checks.Disk {
+		if !strings.HasPrefix(d.Path, "/") {
+			p = append(p, fmt.Sprintf("checks.disk[%d].path %q is not absolute", i, d.Path))
+		}
+		if d.MinFreePercent < 0 || d.MinFreePercent > 100 {
+			p = append(p, fmt.Sprintf("checks.disk[%d].min_free_percent %v is not between 0 and 100", i, d.MinFreePercent))
+		}
+	}
+	for _, s := range []struct{ key, val string }{
+		{"iso.staging_dir", c.ISO.StagingDir}, {"stages.hooks_dir", c.Stages.HooksDir}, {"checks.rtc.device", c.Checks.RTC.Device},
+	} {
+		if s.val != "" && !strings.HasPrefix(s.val, "/") {
+			p = append(p, fmt.Sprintf("%s %q is not absolute", s.key, s.val))
+		}
+	}
+	if a := c.Tag.Attribute; !strings.HasPrefix(a, "trusted.") && !strings.HasPrefix(a, "user.") {
+		p = append(p, fmt.Sprintf("tag.attribute %q is not in the trusted. or user. namespace", a))
+	}
+	return p
+}
+
+// LoadConfig reads the configuration file at path (a host path, resolved
+// inside root). If explicit is false and the file does not exist, the
+// embedded default is used.
+func LoadConfig(root Root, path string, explicit bool) (*Config, error) {
+	if path == "" {
+		path = DefaultConfigPath
+	}
+	real, err := root.Resolve(path)
+	if err != nil {
+		return nil, Usage("cannot read configuration %s: %v", path, err)
+	}
+	data, err := os.ReadFile(real)
+	if errors.Is(err, os.ErrNotExist) && !explicit {
+		return DefaultConfig(), nil
+	}
+	if err != nil {
+		return nil, Usage("cannot read configuration %s: %v", path, errors.Unwrap(err))
+	}
+	return ParseConfig(data, path)
+}

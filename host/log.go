@@ -1,0 +1,188 @@
+package host
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Log result values.
+const (
+	ResultSuccess = "success"
+	ResultWarning = "warning"
+	ResultFailed  = "failed"
+	ResultStarted = "started"
+	ResultWaived  = "waived"
+)
+
+// Log modes: whether an operator ran the action or the host did (boot hook).
+const (
+	ModeManual    = "manual"
+	ModeAutomatic = "automatic"
+)
+
+// LogEntry is one line of the upgrade log.
+type LogEntry struct {
+	ID       int64     `json:"id"`
+	Parent   int64     `json:"parent,omitempty"`
+	Action   string    `json:"action"`
+	Start    time.Time `json:"start"`
+	End      time.Time `json:"end"`
+	Duration float64   `json:"duration"` // seconds
+	Scope    string    `json:"scope,omitempty"`
+	Host     string    `json:"host"`
+	Result   string    `json:"result"`
+	Mode     string    `json:"mode"`
+	Message  string    `json:"message,omitempty"`
+}
+
+// UpgradeLog is the append-only upgrade log: JSON lines, each written with
+// O_APPEND|O_SYNC under an flock on the file, with increasing ids.
+type UpgradeLog struct {
+	Path string
+	Mode string // default mode for entries that leave it empty
+}
+
+// LogFile is the name of the upgrade log in the state directory.
+const LogFile = "upgrade.log"
+
+// OpenLog returns the upgrade log in stateDir (a path on the running system).
+func OpenLog(stateDir, mode string) *UpgradeLog {
+	if mode == "" {
+		mode = ModeManual
+	}
+	return &UpgradeLog{Path: filepath.Join(stateDir, LogFile), Mode: mode}
+}
+
+// Append writes e as a new line and returns it with its id, host, mode and
+// duration filled in.
+func (l *UpgradeLog) Append(e LogEntry) (LogEntry, error) {
+	if err := os.MkdirAll(filepath.Dir(l.Path), 0o755); err != nil {
+		return e, CannotRun("cannot create %s: %v", filepath.Dir(l.Path), errors.Unwrap(err))
+	}
+	f, err := os.OpenFile(l.Path, os.O_RDWR|os.O_APPEND|os.O_CREATE|os.O_SYNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		return e, CannotRun("cannot open upgrade log %s: %v", l.Path, errors.Unwrap(err))
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		return e, CannotRun("cannot lock upgrade log %s: %v", l.Path, err)
+	}
+	last, err := lastID(f)
+	if err != nil {
+		return e, CannotRun("cannot read upgrade log %s: %v", l.Path, err)
+	}
+	e.ID = last + 1
+	if e.Host == "" {
+		e.Host, _ = os.Hostname()
+	}
+	if e.Mode == "" {
+		e.Mode = l.Mode
+	}
+	if e.End.IsZero() {
+		e.End = time.Now()
+	}
+	if e.Start.IsZero() {
+		e.Start = e.End
+	}
+	e.Duration = e.End.Sub(e.Start).Round(time.Millisecond).Seconds()
+	b, err := json.Marshal(e)
+	if err != nil {
+		return e, err
+	}
+	b = append(b, '\n')
+	if _, err := f.Write(b); err != nil {
+		return e, CannotRun("cannot append to upgrade log %s: %v", l.Path, err)
+	}
+	return e, nil
+}
+
+// lastID finds the id of the last complete line. A torn last line (crash in
+// the middle of a write) is skipped.
+func lastID(f *os.File) (int64, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	size := fi.Size()
+	if size == 0 {
+		return 0, nil
+	}
+	// Read the tail; lines are short, 64 KiB holds many.
+	off := size - 64*1024
+	if off < 0 {
+		off = 0
+	}
+	buf := make([]byte, size-off)
+	if _, err := f.ReadAt(buf, off); err != nil && err != io.EOF {
+		return 0, err
+	}
+	lines := bytes.Split(buf, []byte{'\n'})
+	var max int64
+	for i := len(lines) - 1; i >= 0; i-- {
+		var e struct {
+			ID int64 `json:"id"`
+		}
+		if json.Unmarshal(lines[i], &e) == nil && e.ID > max {
+			max = e.ID
+		}
+	}
+	if max == 0 && off > 0 {
+		// Pathological: no parsable line in the tail; fall back to a full scan.
+		entries, _, err := readEntries(io.NewSectionReader(f, 0, size))
+		if err != nil {
+			return 0, err
+		}
+		for _, e := range entries {
+			if e.ID > max {
+				max = e.ID
+			}
+		}
+	}
+	return max, nil
+}
+
+// Read returns every entry of the log; an absent log is empty. Lines that do
+// not parse (a torn write) are counted in bad, not returned.
+func (l *UpgradeLog) Read() (entries []LogEntry, bad int, err error) {
+	f, err := os.Open(l.Path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, CannotRun("cannot open upgrade log %s: %v", l.Path, errors.Unwrap(err))
+	}
+	defer f.Close()
+	return readEntries(f)
+}
+
+func readEntries(r io.Reader) ([]LogEntry, int, error) {
+	var out []LogEntry
+	bad := 0
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 16*1024*1024)
+	for sc.Scan() {
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 {
+			continue
+		}
+		var e LogEntry
+		if err := json.Unmarshal(line, &e); err != nil {
+			bad++
+			continue
+		}
+		out = append(out, e)
+	}
+	if err := sc.Err(); err != nil {
+		return out, bad, fmt.Errorf("cannot read upgrade log: %w", err)
+	}
+	return out, bad, nil
+}

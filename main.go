@@ -1,0 +1,180 @@
+// Command upgradectl runs on each server during a software upgrade: it
+// verifies, reads, mounts and stages ISO images, keeps tagged copies of the
+// files an upgrade replaces, switches the host into and out of maintenance
+// mode, runs the pre- and post-upgrade health checks and drives the staged
+// upgrade itself.
+//
+// This file holds the command line only: global flags, the error to exit
+// code switch and the fix-it hints. The commands are in cmd_*.go, each a
+// thin wrapper around a package function.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"upgradectl/host"
+)
+
+// version is stamped by build.sh.
+var version = "dev"
+
+// commands is filled by the cmd_*.go files.
+var commands []*cli.Command
+
+func register(c ...*cli.Command) { commands = append(commands, c...) }
+
+// env is what every command gets from the global flags.
+type env struct {
+	Root       host.Root
+	ConfigPath string // host path of the configuration
+	Config     *host.Config
+	StateDir   string // host path of the state directory
+	JSON       bool
+	Mode       string // host.ModeManual or host.ModeAutomatic
+	Out        io.Writer
+	Err        io.Writer
+}
+
+// State is the state directory on the running system.
+func (e *env) State() string { return e.Root.Path(e.StateDir) }
+
+// Log is the upgrade log.
+func (e *env) Log() *host.UpgradeLog { return host.OpenLog(e.State(), e.Mode) }
+
+func newEnv(c *cli.Context) (*env, error) {
+	root, err := host.NewRoot(c.String("root"))
+	if err != nil {
+		return nil, err
+	}
+	cfgPath := c.String("config")
+	cfg, err := host.LoadConfig(root, cfgPath, c.IsSet("config"))
+	if err != nil {
+		return nil, err
+	}
+	mode := host.ModeManual
+	if c.Bool("automatic") {
+		mode = host.ModeAutomatic
+	}
+	stateDir := c.String("state-dir")
+	if !filepath.IsAbs(stateDir) {
+		return nil, host.Usage("cannot use state directory %s: not an absolute path", stateDir)
+	}
+	return &env{Root: root, ConfigPath: cfgPath, Config: cfg, StateDir: stateDir,
+		JSON: c.Bool("json"), Mode: mode, Out: c.App.Writer, Err: c.App.ErrWriter}, nil
+}
+
+// action wraps a command body so that it gets the env.
+func action(f func(c *cli.Context, e *env) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		e, err := newEnv(c)
+		if err != nil {
+			return err
+		}
+		return f(c, e)
+	}
+}
+
+func newApp() *cli.App {
+	sort.SliceStable(commands, func(i, j int) bool { return commands[i].Category < commands[j].Category })
+	return &cli.App{
+		Name:    "upgradectl",
+		Usage:   "verify, stage and run a software upgrade on this server",
+		Version: version,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "root", Value: "/", Usage: "act on the system whose / is `DIR` (a mounted system image in rescue)"},
+			&cli.StringFlag{Name: "config", Value: host.DefaultConfigPath, Usage: "configuration `FILE`, inside the root (the embedded default when absent)"},
+			&cli.StringFlag{Name: "state-dir", Value: "/var/lib/upgradectl", Usage: "state `DIR`, inside the root"},
+			&cli.BoolFlag{Name: "json", Usage: "print JSON for programs instead of tables"},
+			&cli.BoolFlag{Name: "automatic", Hidden: true, Usage: "record log entries as automatic (boot hooks)"},
+		},
+		Commands:             commands,
+		EnableBashCompletion: true,
+		HideHelpCommand:      true,
+		ExitErrHandler:       func(*cli.Context, error) {},
+		CommandNotFound: func(c *cli.Context, name string) {
+			unknownCommand = name
+		},
+		OnUsageError: func(c *cli.Context, err error, isSub bool) error {
+			return host.Usage("%v", err)
+		},
+	}
+}
+
+func main() {
+	os.Exit(run(os.Args, os.Stdout, os.Stderr))
+}
+
+// run is main without the exit, for tests.
+func run(args []string, stdout, stderr io.Writer) int {
+	app := newApp()
+	app.Writer, app.ErrWriter = stdout, stderr
+	unknownCommand = ""
+	err := app.Run(args)
+	if unknownCommand != "" {
+		err = host.WithHint(host.Usage("unknown command %q", unknownCommand), "see 'upgradectl --help'")
+	}
+	if err == nil {
+		return 0
+	}
+	code := exitCode(err)
+	fmt.Fprintf(stderr, "upgradectl: %v\n", err)
+	if h := hint(err); h != "" {
+		fmt.Fprintf(stderr, "hint: %s\n", h)
+	}
+	return code
+}
+
+// unknownCommand is set by the app when a command name is not known.
+var unknownCommand string
+
+// errSilent is returned by commands that already printed their verdict
+// (a failed check table) and only need the exit code.
+type errSilent struct{ code int }
+
+func (e errSilent) Error() string { return fmt.Sprintf("exit %d", e.code) }
+
+// exitCode is the one switch from errors to exit codes (see README).
+func exitCode(err error) int {
+	var es errSilent
+	if errors.As(err, &es) {
+		return es.code
+	}
+	if k := host.KindOf(err); k != 0 {
+		return int(k)
+	}
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		return ec.ExitCode()
+	}
+	switch {
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS),
+		errors.Is(err, syscall.EIO), errors.Is(err, syscall.ENOSPC),
+		errors.Is(err, syscall.ENOTSUP), errors.Is(err, syscall.ENODEV):
+		return int(host.KindCannotRun)
+	case errors.Is(err, fs.ErrNotExist):
+		return int(host.KindBad)
+	}
+	return int(host.KindUsage)
+}
+
+func hint(err error) string {
+	if h := host.HintOf(err); h != "" {
+		return h
+	}
+	switch {
+	case errors.Is(err, fs.ErrPermission) && os.Geteuid() != 0:
+		return "run it as root: sudo upgradectl ..."
+	case errors.Is(err, syscall.ENOSPC):
+		return "free some space on that filesystem and run the command again"
+	}
+	return ""
+}
