@@ -32,6 +32,19 @@ var commands []*cli.Command
 
 func register(c ...*cli.Command) { commands = append(commands, c...) }
 
+// registerSub adds subcommands to the top-level command name, creating it
+// with usage and category if it does not exist yet, so that several files
+// can contribute to one command group ("iso verify" and "iso mount").
+func registerSub(name, category, usage string, subs ...*cli.Command) {
+	for _, c := range commands {
+		if c.Name == name {
+			c.Subcommands = append(c.Subcommands, subs...)
+			return
+		}
+	}
+	register(&cli.Command{Name: name, Category: category, Usage: usage, Subcommands: subs})
+}
+
 // env is what every command gets from the global flags.
 type env struct {
 	Root       host.Root
