@@ -1,0 +1,241 @@
+package stage
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"upgradectl/host"
+)
+
+// Fact is one line of what status shows about the host besides the
+// stages (version lookup, maintenance mode, a mount).
+type Fact struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// StageStatus is one stage as status shows it.
+type StageStatus struct {
+	Name    Name      `json:"name"`
+	Status  Status    `json:"status"`
+	Attempt int       `json:"attempt,omitempty"`
+	Started time.Time `json:"started,omitzero"`
+	Ended   time.Time `json:"ended,omitzero"`
+	Error   string    `json:"error,omitempty"`
+	// Interrupted: recorded as running or undoing, but no process holds
+	// the state lock.
+	Interrupted bool `json:"interrupted,omitempty"`
+	// Waiting is what a running stage waits for ("reboot").
+	Waiting string `json:"waiting,omitempty"`
+}
+
+// Report is the status of the upgrade on this host.
+type Report struct {
+	InProgress     bool          `json:"in_progress"`
+	Upgrade        string        `json:"upgrade,omitempty"`
+	Image          string        `json:"image,omitempty"`
+	OldVersion     string        `json:"old_version,omitempty"`
+	RunningVersion string        `json:"running_version"`
+	NewVersion     string        `json:"new_version"`
+	ActiveVersion  string        `json:"active_version"`
+	Stages         []StageStatus `json:"stages"`
+	// Busy is the process that holds the state lock, if any.
+	Busy int `json:"busy_pid,omitempty"`
+	// Repair lists what on the host contradicts the record.
+	Repair []string `json:"repair,omitempty"`
+	Next   string   `json:"next"`
+	Facts  []Fact   `json:"facts,omitempty"`
+	// History lists archived upgrades (history/VERSION/UPGRADE).
+	History []string `json:"history,omitempty"`
+}
+
+// Status reports the upgrade without taking the lock (a running stage is
+// shown as running, by its process).
+func (e *Engine) Status() (*Report, error) {
+	st, err := loadState(e.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{ActiveVersion: ActiveVersion(e.StateDir, e.Config), History: e.history()}
+	rep.Busy = lockHolder(filepath.Join(e.StateDir, "lock"))
+	if e.Facts != nil {
+		rep.Facts = e.Facts()
+	}
+	if st == nil {
+		rep.RunningVersion = rep.ActiveVersion
+		rep.NewVersion = rep.ActiveVersion
+		for _, n := range Order {
+			rep.Stages = append(rep.Stages, StageStatus{Name: n, Status: NotStarted})
+		}
+		rep.Next = nextText(nil)
+		return rep, nil
+	}
+	rep.InProgress = true
+	rep.Upgrade, rep.Image = st.Upgrade, st.Vars["iso"]
+	rep.OldVersion, rep.NewVersion, rep.RunningVersion = st.OldVersion, st.NewVersion, st.RunningVersion()
+	if rep.NewVersion == "" {
+		rep.NewVersion = rep.ActiveVersion
+	}
+	for _, r := range st.Stages {
+		ss := StageStatus{Name: r.Name, Status: r.Status, Attempt: r.Attempt, Started: r.Started, Ended: r.Ended,
+			Error: r.Error, Waiting: r.Data[waitingKey]}
+		ss.Interrupted = r.active() && rep.Busy == 0 && ss.Waiting == ""
+		rep.Stages = append(rep.Stages, ss)
+	}
+	if rep.Busy != 0 {
+		rep.Repair = st.Repair
+		rep.Next = fmt.Sprintf("wait: process %d is working on the upgrade", rep.Busy)
+		return rep, nil
+	}
+	rep.Repair = e.verify(st, len(Order)-1)
+	rep.Next = nextText(st)
+	if len(rep.Repair) > 0 {
+		rep.Next = "repair: redo the stage that disagrees with 'upgradectl STAGE --force', or act anyway with 'upgradectl continue --force' / 'upgradectl undo STAGE --force'"
+	}
+	return rep, nil
+}
+
+// nextText says what to run next, for people.
+func nextText(st *State) string {
+	if st == nil {
+		return "upgradectl setup --iso IMAGE"
+	}
+	n, o := next(st)
+	switch o {
+	case opNone:
+		return "upgradectl continue (finishes archiving the upgrade)"
+	case opUndo:
+		return fmt.Sprintf("upgradectl undo %s (finishes the undo; 'upgradectl continue' does the same)", n)
+	}
+	rec := st.Stage(n)
+	cmd := "upgradectl " + string(n)
+	if n == Setup && st.Vars["iso"] == "" {
+		cmd += " --iso IMAGE"
+	}
+	switch rec.Status {
+	case Running:
+		if rec.Data[waitingKey] == "reboot" {
+			return fmt.Sprintf("reboot: the boot hook completes %s (or 'upgradectl continue')", n)
+		}
+		return fmt.Sprintf("upgradectl continue (completes the interrupted %s), or upgradectl undo %s", n, n)
+	case Failed:
+		return fmt.Sprintf("%s (retry; 'upgradectl continue' does the same), or upgradectl undo %s", cmd, n)
+	}
+	return cmd
+}
+
+// lockHolder returns the process holding the state lock at path, without
+// touching the lock: the pid LockStateDir wrote into the file, if
+// /proc/locks shows that process holding an flock on the file's inode. 0
+// when none.
+func lockHolder(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	sys, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0
+	}
+	locks, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		// No /proc/locks: trust a live process.
+		if syscall.Kill(pid, 0) == nil {
+			return pid
+		}
+		return 0
+	}
+	// 1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF  (a waiter has "->" after the number)
+	ino := fmt.Sprintf(":%d", sys.Ino)
+	for _, line := range strings.Split(string(locks), "\n") {
+		fs := strings.Fields(line)
+		if len(fs) > 1 && fs[1] == "->" {
+			continue
+		}
+		if len(fs) < 6 || fs[1] != "FLOCK" || fs[4] != strconv.Itoa(pid) || !strings.HasSuffix(fs[5], ino) {
+			continue
+		}
+		return pid
+	}
+	return 0
+}
+
+// HistoryDir is where finished upgrades are archived, in the state
+// directory: history/VERSION/UPGRADE/{stages.json,upgrade.log}.
+const HistoryDir = "history"
+
+func (e *Engine) history() []string {
+	base := filepath.Join(e.StateDir, HistoryDir)
+	vers, _ := os.ReadDir(base)
+	var out []string
+	for _, v := range vers {
+		ups, _ := os.ReadDir(filepath.Join(base, v.Name()))
+		for _, u := range ups {
+			out = append(out, filepath.Join(HistoryDir, v.Name(), u.Name()))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// archive ends a finished upgrade: its state and log move to the history
+// for the new version and the state file goes, so that no upgrade is in
+// progress. Each step is safe to repeat after a crash; the state file is
+// removed last.
+func (e *Engine) archive(st *State) error {
+	ver := st.NewVersion
+	if ver == "" {
+		ver = "unknown"
+	}
+	rel := filepath.Join(HistoryDir, safeName(ver), safeName(st.Upgrade))
+	dir := filepath.Join(e.StateDir, rel)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return host.CannotRun("cannot archive the upgrade in %s: %v", dir, errors.Unwrap(err))
+	}
+	e.Log.Append(host.LogEntry{Action: "upgrade", Parent: st.LogID, Scope: "server", Result: host.ResultSuccess,
+		Message: fmt.Sprintf("upgrade %s complete: version %s to %s; archived in %s", st.Upgrade, orUnknown(st.OldVersion), ver, rel)})
+	if err := saveState(dir, st); err != nil {
+		return err
+	}
+	dst := filepath.Join(dir, host.LogFile)
+	if b, err := os.ReadFile(e.Log.Path); err == nil {
+		if old, err := os.ReadFile(dst); err == nil {
+			b = append(old, b...)
+		}
+		if err := host.WriteFileAtomic(dst, b, 0o644); err != nil {
+			return fmt.Errorf("cannot archive the upgrade log: %w", err)
+		}
+		if err := host.RemoveDurable(e.Log.Path); err != nil {
+			return err
+		}
+	}
+	if err := host.RemoveDurable(filepath.Join(e.StateDir, StateFile)); err != nil {
+		return err
+	}
+	e.printf("upgrade complete: active version %s; log archived in %s", ver, filepath.Join(rel, host.LogFile))
+	return nil
+}
+
+func safeName(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '/' || r == 0 {
+			return '_'
+		}
+		return r
+	}, strings.TrimLeft(s, "."))
+}
