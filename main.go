@@ -139,6 +139,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	code := exitCode(err)
+	if errors.As(err, new(errSilent)) {
+		return code
+	}
 	fmt.Fprintf(stderr, "upgradectl: %v\n", err)
 	if h := hint(err); h != "" {
 		fmt.Fprintf(stderr, "hint: %s\n", h)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -114,13 +115,16 @@ type ProductConfig struct {
 }
 
 type ChecksConfig struct {
-	Accept  []string     `toml:"accept"`
-	Timeout Duration     `toml:"timeout"`
-	NTP     NTPConfig    `toml:"ntp"`
-	RTC     RTCConfig    `toml:"rtc"`
-	Disk    []DiskConfig `toml:"disk"`
-	Backup  BackupConfig `toml:"backup"`
-	Auth    AuthConfig   `toml:"auth"`
+	Accept  []string `toml:"accept"`
+	Timeout Duration `toml:"timeout"`
+	// Severity overrides a check's severity on failure: check id ->
+	// "inhibitor" or "warning".
+	Severity map[string]string `toml:"severity"`
+	NTP      NTPConfig         `toml:"ntp"`
+	RTC      RTCConfig         `toml:"rtc"`
+	Disk     []DiskConfig      `toml:"disk"`
+	Backup   BackupConfig      `toml:"backup"`
+	Auth     AuthConfig        `toml:"auth"`
 }
 
 type NTPConfig struct {
@@ -142,6 +146,8 @@ type DiskConfig struct {
 	MinFree        Size    `toml:"min_free"`
 	MinFreePercent float64 `toml:"min_free_percent"`
 	MinFreeInodes  int64   `toml:"min_free_inodes"`
+	// Profiles limits the entry to the "pre" or "post" checks; empty: both.
+	Profiles []string `toml:"profiles"`
 }
 
 type BackupConfig struct {
@@ -210,6 +216,15 @@ func ParseConfig(data []byte, source string) (*Config, error) {
 	return c, nil
 }
 
+func sortedKeys(m map[string]string) []string {
+	k := make([]string, 0, len(m))
+	for s := range m {
+		k = append(k, s)
+	}
+	sort.Strings(k)
+	return k
+}
+
 func oneLine(err error) string {
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
@@ -235,6 +250,24 @@ func (c *Config) validate() []string {
 		}
 		if d.MinFreePercent < 0 || d.MinFreePercent > 100 {
 			p = append(p, fmt.Sprintf("checks.disk[%d].min_free_percent %v is not between 0 and 100", i, d.MinFreePercent))
+		}
+		if d.MinFreeInodes < 0 {
+			p = append(p, fmt.Sprintf("checks.disk[%d].min_free_inodes %d is negative", i, d.MinFreeInodes))
+		}
+		for _, pr := range d.Profiles {
+			if pr != "pre" && pr != "post" {
+				p = append(p, fmt.Sprintf("checks.disk[%d].profiles: %q is not pre or post", i, pr))
+			}
+		}
+	}
+	for _, id := range sortedKeys(c.Checks.Severity) {
+		if s := c.Checks.Severity[id]; s != "inhibitor" && s != "warning" {
+			p = append(p, fmt.Sprintf("checks.severity.%q = %q is not inhibitor or warning", id, s))
+		}
+	}
+	for _, s := range c.Checks.NTP.Servers {
+		if strings.TrimSpace(s) == "" || strings.ContainsAny(s, " \t/") {
+			p = append(p, fmt.Sprintf("checks.ntp.servers: %q is not a host or host:port", s))
 		}
 	}
 	for _, s := range []struct{ key, val string }{

@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/urfave/cli/v2"
+
+	"upgradectl/host"
+	"upgradectl/host/check"
+)
+
+func init() {
+	register(&cli.Command{
+		Name:      "check",
+		Category:  "checks",
+		Usage:     "run the pre- or post-upgrade health checks",
+		ArgsUsage: "[pre|post]",
+		Description: "Runs the health checks of the profile (pre by default) in parallel and prints\n" +
+			"a table (or JSON with --json). Exits 1 when a check of severity inhibitor fails\n" +
+			"and is not accepted. Every run is appended to the upgrade log.\n\n" +
+			"Checks: " + strings.Join(check.IDs(), ", "),
+		Flags: []cli.Flag{
+			&cli.StringSliceFlag{Name: "only", Usage: "run only the checks `ID,...` (any profile)"},
+			&cli.StringSliceFlag{Name: "accept", Usage: "waive the failure of check `ID` (repeatable; recorded in the log)"},
+		},
+		Action: action(func(c *cli.Context, e *env) error {
+			if c.NArg() > 1 {
+				return host.Usage("check takes one profile, pre or post, not %q", strings.Join(c.Args().Slice(), " "))
+			}
+			profile := c.Args().First()
+			if profile == "" {
+				profile = check.Pre
+			}
+			if profile != check.Pre && profile != check.Post {
+				return host.Usage("unknown check profile %q: use pre or post", profile)
+			}
+			rep, err := check.Run(context.Background(), check.Options{
+				Root: e.Root, Config: e.Config, Profile: profile,
+				Only: splitIDs(c.StringSlice("only")), Accept: splitIDs(c.StringSlice("accept")),
+			})
+			if err != nil {
+				return err
+			}
+			if _, err := check.Log(e.Log(), rep, 0); err != nil {
+				fmt.Fprintf(e.Err, "upgradectl: checks not recorded in the upgrade log: %v\n", err)
+			}
+			if e.JSON {
+				enc := json.NewEncoder(e.Out)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(rep); err != nil {
+					return err
+				}
+			} else {
+				printReport(e.Out, rep)
+			}
+			if rep.Inhibited {
+				return errSilent{int(host.KindBad)}
+			}
+			return nil
+		}),
+	})
+}
+
+// splitIDs accepts "a,b" as well as repeated flags, and trims spaces.
+func splitIDs(in []string) []string {
+	var out []string
+	for _, s := range in {
+		for _, id := range strings.Split(s, ",") {
+			if id = strings.TrimSpace(id); id != "" {
+				out = append(out, id)
+			}
+		}
+	}
+	return out
+}
+
+func printReport(w io.Writer, rep check.Report) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CHECK\tSTATUS\tSEVERITY\tRESULT")
+	for _, r := range rep.Checks {
+		st := strings.ToUpper(string(r.Status))
+		if r.Waived {
+			st += " (accepted)"
+		}
+		sev := string(r.Severity)
+		if r.Status == check.Skip || r.Status == check.Pass {
+			sev = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.ID, st, sev, r.Message)
+	}
+	tw.Flush()
+	verdict := "upgrade may go on"
+	if rep.Inhibited {
+		verdict = "upgrade blocked"
+	}
+	fmt.Fprintf(w, "\n%s checks: %s: %s\n", rep.Profile, verdict, rep.Summary())
+}
