@@ -1,0 +1,375 @@
+package hosttest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The cached container system: a Debian bookworm minbase with systemd,
+// built once per machine with debootstrap and copied for every container.
+const (
+	defaultCache  = "/var/cache/upgradectl-test"
+	rootfsName    = "bookworm-rootfs"
+	rootfsVersion = "1" // bump when the package list changes
+	mirror        = "http://deb.debian.org/debian"
+)
+
+// Packages in the container besides minbase.
+var containerPackages = []string{"systemd", "systemd-sysv", "dbus", "procps", "bsdutils"}
+
+// Container is a Debian bookworm system booted with systemd-nspawn --boot.
+type Container struct {
+	Dir  string // the container's root directory on this machine (a private copy)
+	Log  string // file collecting the container's console output
+	name string
+	opts ContainerOptions
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	done   chan struct{}
+	status int
+}
+
+// ContainerOptions say how to make and boot a container.
+type ContainerOptions struct {
+	// Bin, if set, is copied into the container as /usr/local/bin/upgradectl.
+	Bin string
+	// KernelArgs are extra arguments for the container's init, such as
+	// "systemd.unit=rescue.target".
+	KernelArgs []string
+	// NspawnArgs are extra systemd-nspawn options, such as
+	// "--bind=/dev/fuse".
+	NspawnArgs []string
+}
+
+func cacheDir() string {
+	if d := os.Getenv("UPGRADECTL_TEST_CACHE"); d != "" {
+		return d
+	}
+	return defaultCache
+}
+
+// Rootfs returns the cached container system, building it first if needed
+// (about a minute; file-locked so concurrent tests build it once).
+func Rootfs(t testing.TB) string {
+	t.Helper()
+	RequireRoot(t)
+	RequireCommand(t, "systemd-nspawn", "debootstrap", "nsenter")
+	dir := cacheDir()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	rootfs := filepath.Join(dir, rootfsName)
+	stamp := filepath.Join(rootfs, ".upgradectl-test-rootfs")
+	if b, err := os.ReadFile(stamp); err == nil && strings.TrimSpace(string(b)) == rootfsVersion {
+		return rootfs
+	}
+	tmp := rootfs + ".tmp"
+	os.RemoveAll(tmp)
+	os.RemoveAll(rootfs)
+	t.Logf("building the container system with debootstrap into %s", rootfs)
+	cmd := exec.Command("debootstrap", "--variant=minbase", "--include="+strings.Join(containerPackages, ","), "bookworm", tmp, mirror)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		os.RemoveAll(tmp)
+		t.Fatalf("debootstrap failed (needs the Debian mirror): %v\n%s", err, tail(out, 4000))
+	}
+	// A machine id is made at first boot of each copy; no getty on the
+	// nspawn console is needed for tests.
+	os.WriteFile(filepath.Join(tmp, "etc/machine-id"), nil, 0o444)
+	os.WriteFile(filepath.Join(tmp, "etc/hostname"), []byte("upgradectl-test\n"), 0o644)
+	os.Symlink("/dev/null", filepath.Join(tmp, "etc/systemd/system/console-getty.service"))
+	if err := os.WriteFile(filepath.Join(tmp, ".upgradectl-test-rootfs"), []byte(rootfsVersion+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, rootfs); err != nil {
+		t.Fatal(err)
+	}
+	return rootfs
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
+
+// NewContainer makes a private copy of the cached container system. It
+// does not boot it, so a test can change files in c.Dir first.
+func NewContainer(t testing.TB, opts ContainerOptions) *Container {
+	t.Helper()
+	src := Rootfs(t)
+	base := t.TempDir()
+	dir := filepath.Join(base, "root")
+	if out, err := exec.Command("cp", "-a", "--reflink=auto", src, dir).CombinedOutput(); err != nil {
+		t.Fatalf("cannot copy the container system: %v\n%s", err, out)
+	}
+	if opts.Bin != "" {
+		b, err := os.ReadFile(opts.Bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "usr/local/bin/upgradectl"), b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var rnd [4]byte
+	rand.Read(rnd[:])
+	c := &Container{Dir: dir, Log: filepath.Join(base, "console.log"), name: "uctl-" + hex.EncodeToString(rnd[:]), opts: opts}
+	t.Cleanup(func() {
+		c.stop()
+		if t.Failed() {
+			if b, err := os.ReadFile(c.Log); err == nil {
+				t.Logf("container console (last 6000 bytes):\n%s", tail(b, 6000))
+			}
+		}
+	})
+	return c
+}
+
+// Boot starts systemd-nspawn --boot on c.Dir in the background and waits
+// until systemd inside reports running or degraded.
+func (c *Container) Boot(t testing.TB) {
+	t.Helper()
+	c.mu.Lock()
+	if c.cmd != nil {
+		select {
+		case <-c.done:
+		default:
+			c.mu.Unlock()
+			t.Fatal("container already running")
+		}
+	}
+	logf, err := os.OpenFile(c.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		c.mu.Unlock()
+		t.Fatal(err)
+	}
+	fmt.Fprintf(logf, "\n==== boot %s ====\n", time.Now().Format(time.RFC3339))
+	args := []string{"-D", c.Dir, "--boot", "--register=no", "--keep-unit", "-M", c.name, "--console=read-only"}
+	args = append(args, c.opts.NspawnArgs...)
+	args = append(args, c.opts.KernelArgs...)
+	cmd := exec.Command("systemd-nspawn", args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), "SYSTEMD_NSPAWN_TMPFS_TMP=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		c.mu.Unlock()
+		logf.Close()
+		t.Fatalf("cannot start systemd-nspawn: %v", err)
+	}
+	c.cmd = cmd
+	c.done = make(chan struct{})
+	done := c.done
+	go func() {
+		cmd.Wait()
+		logf.Close()
+		c.mu.Lock()
+		c.status = cmd.ProcessState.ExitCode()
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			c.status = 128 + int(ws.Signal())
+		}
+		c.mu.Unlock()
+		close(done)
+	}()
+	c.mu.Unlock()
+
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		select {
+		case <-done:
+			t.Fatalf("systemd-nspawn exited with status %d during boot", c.status)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the container did not finish booting within 3 minutes")
+		}
+		if c.leader() > 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			out, _, err := c.exec(ctx, "systemctl", "is-system-running", "--wait")
+			cancel()
+			state := strings.TrimSpace(out)
+			if err == nil && (state == "running" || state == "degraded") {
+				return
+			}
+			if err == nil && state != "" && state != "starting" && state != "initializing" && !strings.Contains(state, "Failed to connect") {
+				// maintenance, stopping...: booted, but not into the default target;
+				// tests that use rescue or isolate look at it themselves.
+				return
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// leader finds the container's PID 1 as seen from this machine: the
+// descendant of systemd-nspawn whose pid in its own namespace is 1.
+func (c *Container) leader() int {
+	c.mu.Lock()
+	cmd, done := c.cmd, c.done
+	c.mu.Unlock()
+	if cmd == nil {
+		return 0
+	}
+	select {
+	case <-done:
+		return 0
+	default:
+	}
+	queue := []int{cmd.Process.Pid}
+	for depth := 0; depth < 3 && len(queue) > 0; depth++ {
+		var next []int
+		for _, pid := range queue {
+			for _, child := range children(pid) {
+				if isNamespaceInit(child) {
+					return child
+				}
+				next = append(next, child)
+			}
+		}
+		queue = next
+	}
+	return 0
+}
+
+func children(pid int) []int {
+	var out []int
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, task := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(f); err == nil {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
+
+func isNamespaceInit(pid int) bool {
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(st), "\n") {
+		if strings.HasPrefix(line, "NSpid:") {
+			f := strings.Fields(line)
+			return len(f) >= 3 && f[len(f)-1] == "1"
+		}
+	}
+	return false
+}
+
+// Exec runs a command inside the booted container and returns its
+// combined output and exit code; err is set only when it could not run.
+func (c *Container) Exec(args ...string) (out string, code int, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	return c.exec(ctx, args...)
+}
+
+func (c *Container) exec(ctx context.Context, args ...string) (string, int, error) {
+	pid := c.leader()
+	if pid == 0 {
+		return "", -1, fmt.Errorf("the container is not running")
+	}
+	full := append([]string{"-t", strconv.Itoa(pid), "-m", "-u", "-i", "-n", "-p", "-C", "-r", "-w", "--",
+		"/usr/bin/env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "TERM=dumb"}, args...)
+	cmd := exec.CommandContext(ctx, "nsenter", full...)
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return buf.String(), ee.ExitCode(), nil
+	}
+	if err != nil {
+		return buf.String(), -1, err
+	}
+	return buf.String(), 0, nil
+}
+
+// MustExec is Exec that fails the test on a non-zero exit code.
+func (c *Container) MustExec(t testing.TB, args ...string) string {
+	t.Helper()
+	out, code, err := c.Exec(args...)
+	if err != nil || code != 0 {
+		t.Fatalf("in the container: %s: exit %d %v\n%s", strings.Join(args, " "), code, err, out)
+	}
+	return out
+}
+
+// WaitExit waits up to timeout for systemd-nspawn to exit and returns its
+// exit status (133 after a reboot inside, 0 after a poweroff).
+func (c *Container) WaitExit(t testing.TB, timeout time.Duration) int {
+	t.Helper()
+	c.mu.Lock()
+	done := c.done
+	c.mu.Unlock()
+	if done == nil {
+		t.Fatal("the container was never booted")
+	}
+	select {
+	case <-done:
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.status
+	case <-time.After(timeout):
+		t.Fatalf("systemd-nspawn did not exit within %s", timeout)
+		return -1
+	}
+}
+
+// stop powers the container off, and kills it if it does not go.
+func (c *Container) stop() {
+	c.mu.Lock()
+	cmd, done := c.cmd, c.done
+	c.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	select {
+	case <-done:
+		return
+	default:
+	}
+	// SIGTERM asks systemd-nspawn to power the container off.
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+		return
+	case <-time.After(30 * time.Second):
+	}
+	if pid := c.leader(); pid > 0 {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+	}
+}
