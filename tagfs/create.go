@@ -1,0 +1,487 @@
+package tagfs
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/pkg/xattr"
+	"golang.org/x/sys/unix"
+
+	"upgradectl/host"
+)
+
+// CreateOptions tune Create.
+type CreateOptions struct {
+	// Force tags in directories that users other than root can write to.
+	Force bool
+	// NoSpaceCheck skips the free space and inode check (tests use it to
+	// run into a real ENOSPC).
+	NoSpaceCheck bool
+	// NoDigest leaves out the SHA-256 of each copy: faster on large sets,
+	// but 'check --content' then cannot tell whether a copy changed.
+	NoDigest bool
+}
+
+// Report says what an operation did. Paths are host paths of originals.
+type Report struct {
+	Action  string   `json:"action"`
+	Version string   `json:"version,omitempty"`
+	Done    []string `json:"done"`              // acted on by this run
+	Already []string `json:"already,omitempty"` // already in the wanted state
+	Foreign []string `json:"foreign,omitempty"` // .Old.. files without our attribute, left alone
+	Temps   []string `json:"temps,omitempty"`   // temporary files removed
+	Cloned  int      `json:"cloned,omitempty"`  // reflink clones made
+	Copied  int      `json:"copied,omitempty"`  // data copies made
+	Bytes   int64    `json:"bytes,omitempty"`   // bytes copied (not cloned)
+}
+
+// Create tags the files at the given host paths (a directory stands for
+// the regular files and symlinks below it) with version: each gets a
+// complete .Old.. copy carrying version in the attribute. Files already
+// tagged with version are left as they are, so that running Create again
+// after a crash completes the set.
+func (t *Tags) Create(version string, paths []string, opt CreateOptions) (*Report, error) {
+	rep := &Report{Action: "create", Version: version}
+	if version == "" {
+		return rep, host.Usage("cannot tag: no version given")
+	}
+	if len(paths) == 0 {
+		return rep, host.Usage("cannot tag: no paths given")
+	}
+	rec, err := t.Load()
+	if err != nil {
+		return rep, err
+	}
+	if rec.Version != "" && rec.Version != version && len(rec.Files) > 0 {
+		return rep, host.WithHint(host.Refused("cannot tag for version %s: %d files are tagged for version %s", version, len(rec.Files), rec.Version),
+			"restore or clean them first: 'upgradectl tag restore' or 'upgradectl tag clean'")
+	}
+	// Remove what an interrupted run left, in every directory it planned.
+	if !rec.Complete {
+		if err := t.removeTemps(rec.Files, rep); err != nil {
+			return rep, err
+		}
+	}
+	items, err := t.expand(paths, opt.Force)
+	if err != nil {
+		return rep, err
+	}
+	idx := rec.index()
+	if err := t.prepare(items, idx, rec, version); err != nil {
+		return rep, err
+	}
+	if !opt.NoSpaceCheck {
+		if err := t.checkSpace(items); err != nil {
+			return rep, err
+		}
+	}
+	// Persist the plan before acting: a crash leaves a record that names
+	// every file this run may have touched.
+	rec.Version = version
+	rec.Complete = false
+	for _, it := range items {
+		if _, ok := idx[it.path()]; !ok {
+			idx[it.path()] = len(rec.Files)
+			rec.Files = append(rec.Files, Entry{Path: it.path()})
+		}
+	}
+	if err := t.save(rec); err != nil {
+		return rep, err
+	}
+	runErr := t.createAll(items, rec, idx, version, opt, rep)
+	if runErr == nil {
+		rec.Complete = true
+		for _, e := range rec.Files {
+			if e.Type == "" {
+				rec.Complete = false
+			}
+		}
+	}
+	if err := t.save(rec); err != nil && runErr == nil {
+		runErr = err
+	}
+	return rep, runErr
+}
+
+// prepare marks the items that are tagged with version already and refuses
+// (all problems together) the ones whose .Old.. name is taken by something
+// that is not ours, or that are tagged with another version.
+func (t *Tags) prepare(items []item, idx map[string]int, rec *Record, version string) error {
+	var probs problems
+	c := t.cursor()
+	defer c.close()
+	for i := range items {
+		it := &items[i]
+		d, err := c.open(it.dir)
+		if err != nil {
+			probs.add("%s: %v", it.path(), err)
+			continue
+		}
+		state, v, err := t.taggedState(d, TaggedName(it.name))
+		switch {
+		case err != nil:
+			probs.add("%s: %v", it.path(), err)
+		case state == stateForeign:
+			probs.add("%s: %s exists and is not a tagged file (left alone)", it.path(), d.hostPath(TaggedName(it.name)))
+		case state == stateOurs && v != version:
+			probs.add("%s: already tagged for version %s", it.path(), v)
+		case state == stateOurs:
+			j, recorded := idx[it.path()]
+			switch {
+			case recorded && rec.Files[j].Type != "":
+				it.done = true // created and synced by an earlier run
+			case t.sameAsOriginal(d, it):
+				it.done = true
+			case recorded:
+				// Planned by an interrupted run and not what the original
+				// is: written but lost in a power cut. Made again.
+			default:
+				probs.add("%s: %s is tagged for %s but differs from the original and is not in the record (left alone)",
+					it.path(), d.hostPath(TaggedName(it.name)), v)
+			}
+		}
+	}
+	return probs.err("tag")
+}
+
+// Tagged-name states.
+const (
+	stateAbsent  = iota
+	stateOurs    // carries our attribute
+	stateForeign // exists without our attribute
+)
+
+// taggedState says whether name in d is absent, ours (with its version) or
+// someone else's.
+func (t *Tags) taggedState(d *dir, name string) (int, string, error) {
+	if _, err := lstatAt(d, name); err != nil {
+		if err == unix.ENOENT {
+			return stateAbsent, "", nil
+		}
+		return 0, "", err
+	}
+	v, ok, err := t.getAttr(d, name)
+	switch {
+	case err != nil:
+		return 0, "", err
+	case !ok:
+		return stateForeign, "", nil
+	}
+	return stateOurs, v, nil
+}
+
+// sameAsOriginal reports whether the tagged copy of it has the original's
+// type, size, mode, owner and modification time (and a symlink its target).
+func (t *Tags) sameAsOriginal(d *dir, it *item) bool {
+	ost, err := lstatAt(d, TaggedName(it.name))
+	if err != nil {
+		return false
+	}
+	st := it.st
+	if ost.Mode != st.Mode || ost.Size != st.Size || ost.Uid != st.Uid || ost.Gid != st.Gid || ost.Mtim != st.Mtim {
+		return false
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		a, err1 := readlinkAt(d, it.name)
+		b, err2 := readlinkAt(d, TaggedName(it.name))
+		return err1 == nil && err2 == nil && a == b
+	}
+	return true
+}
+
+// removeTemps removes the temporary names of the given entries.
+func (t *Tags) removeTemps(entries []Entry, rep *Report) error {
+	c := t.cursor()
+	defer c.close()
+	for _, e := range entries {
+		dp, name := splitHost(e.Path)
+		d, err := c.open(dp)
+		if err != nil {
+			continue // the directory is gone: nothing of ours is in it
+		}
+		tmp := tmpName(name)
+		if _, err := lstatAt(d, tmp); err != nil {
+			continue
+		}
+		if err := removeTemp(d, tmp); err != nil {
+			return host.CannotRun("cannot remove temporary file %v", err)
+		}
+		rep.Temps = append(rep.Temps, d.hostPath(tmp))
+	}
+	return nil
+}
+
+// createAll makes the tagged copies, stopping at the first error. Every
+// filesystem written to is synced before the record says the copies exist.
+func (t *Tags) createAll(items []item, rec *Record, idx map[string]int, version string, opt CreateOptions, rep *Report) (err error) {
+	c := t.cursor()
+	syncs := map[uint64]string{} // one directory per filesystem written to
+	var made []Entry
+	defer func() {
+		c.close()
+		if serr := t.syncAll(syncs); serr != nil && err == nil {
+			err = serr
+		}
+		for _, e := range made {
+			rec.Files[idx[e.Path]] = e
+		}
+	}()
+	total := 0
+	for i := range items {
+		it := &items[i]
+		if it.done {
+			rep.Already = append(rep.Already, it.path())
+			if rec.Files[idx[it.path()]].Type == "" {
+				e, err := t.describe(it, !opt.NoDigest)
+				if err != nil {
+					return err
+				}
+				made = append(made, e)
+			}
+			continue
+		}
+		d, err := c.open(it.dir)
+		if err != nil {
+			return host.CannotRun("cannot tag %s: %v", it.path(), err)
+		}
+		if _, ok := syncs[d.st.Dev]; !ok {
+			syncs[d.st.Dev] = it.dir
+		}
+		e, res, err := t.createOne(d, it, version, !opt.NoDigest)
+		if err != nil {
+			return t.createError(it, err, total, len(items))
+		}
+		made = append(made, e)
+		rep.Done = append(rep.Done, it.path())
+		if res.cloned {
+			rep.Cloned++
+		} else if e.Type == typeFile {
+			rep.Copied++
+			rep.Bytes += e.Size
+		}
+		total++
+	}
+	return nil
+}
+
+// syncAll syncs the filesystems of the given directories, so that the
+// copies are on disk before the record says they exist.
+func (t *Tags) syncAll(dirs map[uint64]string) error {
+	for _, p := range dirs {
+		d, err := t.openDir(p)
+		if err != nil {
+			return host.CannotRun("cannot sync %s: %v", p, err)
+		}
+		err = unix.Syncfs(d.fd)
+		d.close()
+		if err != nil {
+			return host.CannotRun("cannot sync the filesystem of %s: %v", p, err)
+		}
+	}
+	return nil
+}
+
+func (t *Tags) createError(it *item, err error, done, total int) error {
+	what := fmt.Sprintf("cannot tag %s: %v (%d of %d files tagged by this run)", it.path(), err, done, total)
+	hint := "fix the cause and run the same command again to complete the set, or 'upgradectl tag clean' to drop it"
+	if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+		hint = "free some space on that filesystem and run the same command again, or 'upgradectl tag clean' to drop the set"
+	}
+	return host.WithHint(host.CannotRun("%s", what), hint)
+}
+
+// describe records an existing tagged copy (left by an interrupted run and
+// found complete) in an entry.
+func (t *Tags) describe(it *item, digest bool) (Entry, error) {
+	d, err := t.openDir(it.dir)
+	if err != nil {
+		return Entry{}, host.CannotRun("cannot tag %s: %v", it.path(), err)
+	}
+	defer d.close()
+	e := entryOf(it.path(), &it.st)
+	if digest {
+		if e.SHA256, err = t.digest(d, TaggedName(it.name), e.Type); err != nil {
+			return e, host.CannotRun("cannot read %s: %v", d.hostPath(TaggedName(it.name)), err)
+		}
+	}
+	return e, nil
+}
+
+// digest is the SHA-256 of the content of name in d (of a symlink's target).
+func (t *Tags) digest(d *dir, name, typ string) (string, error) {
+	if typ == typeSymlink {
+		target, err := readlinkAt(d, name)
+		if err != nil {
+			return "", err
+		}
+		return sumString(target), nil
+	}
+	f, err := openAt(d, name)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	return sumFile(f)
+}
+
+func entryOf(p string, st *unix.Stat_t) Entry {
+	e := Entry{Path: p, Type: typeFile, Size: st.Size, Mode: st.Mode, UID: st.Uid, GID: st.Gid, Mtime: st.Mtim.Nano()}
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		e.Type = typeSymlink
+	}
+	return e
+}
+
+// createOne writes the tagged copy of it under its temporary name and
+// renames it into place complete: data (a clone where possible), owner,
+// mode, extended attributes, the version attribute, then timestamps.
+func (t *Tags) createOne(d *dir, it *item, version string, digest bool) (Entry, copyResult, error) {
+	var res copyResult
+	tmp := tmpName(it.name)
+	old := TaggedName(it.name)
+	if err := removeTemp(d, tmp); err != nil {
+		return Entry{}, res, err
+	}
+	st, err := lstatAt(d, it.name)
+	if err != nil {
+		return Entry{}, res, err
+	}
+	// The .Old.. name must be absent or ours (checked in prepare; again
+	// here so that nothing planted since is replaced).
+	state, _, err := t.taggedState(d, old)
+	if err != nil {
+		return Entry{}, res, err
+	}
+	if state == stateForeign {
+		return Entry{}, res, fmt.Errorf("%s exists and is not a tagged file (left alone)", d.hostPath(old))
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			unix.Unlinkat(d.fd, tmp, 0)
+		}
+	}()
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		res, err = t.copyFile(d, it.name, tmp, &st, version, digest)
+	case unix.S_IFLNK:
+		res, err = t.copySymlink(d, it.name, tmp, &st, version)
+	default:
+		err = errors.New("not a regular file or symlink")
+	}
+	if err != nil {
+		return Entry{}, res, err
+	}
+	if state == stateOurs {
+		err = unix.Renameat(d.fd, tmp, d.fd, old)
+	} else {
+		err = unix.Renameat2(d.fd, tmp, d.fd, old, unix.RENAME_NOREPLACE)
+	}
+	if err != nil {
+		return Entry{}, res, fmt.Errorf("cannot rename %s to %s: %w", tmp, old, err)
+	}
+	ok = true
+	e := entryOf(it.path(), &st)
+	e.Cloned = res.cloned
+	e.SHA256 = res.sum
+	e.Created = true
+	return e, res, nil
+}
+
+func (t *Tags) copyFile(d *dir, name, tmp string, st *unix.Stat_t, version string, digest bool) (copyResult, error) {
+	var res copyResult
+	src, err := openAt(d, name)
+	if err != nil {
+		return res, err
+	}
+	defer src.Close()
+	var sst unix.Stat_t
+	if err := unix.Fstat(int(src.Fd()), &sst); err != nil {
+		return res, err
+	}
+	if sst.Ino != st.Ino || sst.Dev != st.Dev {
+		return res, errors.New("the file changed while it was being tagged")
+	}
+	*st = sst
+	fd, err := unix.Openat(d.fd, tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return res, err
+	}
+	dst := os.NewFile(uintptr(fd), d.hostPath(tmp))
+	defer dst.Close()
+	if res.cloned, err = copyData(dst, src); err != nil {
+		return res, err
+	}
+	if digest {
+		if res.sum, err = sumFile(dst); err != nil {
+			return res, err
+		}
+	}
+	// Owner first: chown clears set-id bits and capabilities, which the
+	// chmod and the attribute copy then put back.
+	if err := unix.Fchown(fd, int(st.Uid), int(st.Gid)); err != nil {
+		return res, err
+	}
+	if err := unix.Fchmod(fd, st.Mode&0o7777); err != nil {
+		return res, err
+	}
+	if err := copyXattrsFD(dst, src, t.attr); err != nil {
+		return res, err
+	}
+	if err := xattr.FSet(dst, t.attr, []byte(version)); err != nil {
+		return res, t.attrError(err)
+	}
+	if err := unix.UtimesNanoAt(d.fd, tmp, timespecs(st), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+func (t *Tags) copySymlink(d *dir, name, tmp string, st *unix.Stat_t, version string) (copyResult, error) {
+	var res copyResult
+	target, err := readlinkAt(d, name)
+	if err != nil {
+		return res, err
+	}
+	res.sum = sumString(target)
+	if err := unix.Symlinkat(target, d.fd, tmp); err != nil {
+		return res, err
+	}
+	if err := unix.Fchownat(d.fd, tmp, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return res, err
+	}
+	if err := copyXattrs(t.at(d, tmp), t.at(d, name), t.attr); err != nil {
+		return res, err
+	}
+	if err := xattr.LSet(t.at(d, tmp), t.attr, []byte(version)); err != nil {
+		return res, t.attrError(err)
+	}
+	if err := unix.UtimesNanoAt(d.fd, tmp, timespecs(st), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// attrError explains a refused version attribute.
+func (t *Tags) attrError(err error) error {
+	err = errors.Unwrap(err)
+	switch {
+	case errors.Is(err, unix.ENOTSUP):
+		return fmt.Errorf("the filesystem does not support the attribute %s", t.attr)
+	case errors.Is(err, unix.EPERM):
+		return fmt.Errorf("the filesystem refuses the attribute %s (%v; trusted.* needs root, user.* cannot be set on symlinks)", t.attr, err)
+	}
+	return fmt.Errorf("cannot set the attribute %s: %w", t.attr, err)
+}
+
+func splitHost(p string) (string, string) {
+	i := len(p) - 1
+	for i > 0 && p[i] != '/' {
+		i--
+	}
+	if i == 0 {
+		return "/", p[1:]
+	}
+	return p[:i], p[i+1:]
+}

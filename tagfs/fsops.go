@@ -1,0 +1,319 @@
+package tagfs
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+
+	"github.com/pkg/xattr"
+	"golang.org/x/sys/unix"
+
+	"upgradectl/host"
+)
+
+// dir is a directory inside the root, opened without following any symlink
+// below the root.
+type dir struct {
+	f    *os.File // owns fd
+	fd   int
+	host string // host path, as seen inside the root
+	real string // path on the running system
+	st   unix.Stat_t
+}
+
+func (d *dir) close() {
+	if d != nil && d.f != nil {
+		d.f.Close()
+		d.f, d.fd = nil, -1
+	}
+}
+
+func newDir(fd int, hostPath, real string) *dir {
+	return &dir{f: os.NewFile(uintptr(fd), hostPath), fd: fd, host: hostPath, real: real}
+}
+
+// at is a path on the running system for name in d, good for the L* xattr
+// calls: the directory is reached through its descriptor, name is not
+// followed by them.
+func (t *Tags) at(d *dir, name string) string {
+	if t.procOK {
+		return "/proc/self/fd/" + strconv.Itoa(d.fd) + "/" + name
+	}
+	return d.real + "/" + name
+}
+
+// hostPath joins a directory's host path and a name.
+func (d *dir) hostPath(name string) string { return path.Join(d.host, name) }
+
+func (t *Tags) openRoot() (int, error) {
+	if t.rootFD >= 0 {
+		return t.rootFD, nil
+	}
+	fd, err := unix.Open(t.root.Dir(), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, host.CannotRun("cannot open root %s: %v", t.root.Dir(), err)
+	}
+	t.rootFD = fd
+	return fd, nil
+}
+
+// errSymlinkOnWay is returned when a directory on the way is a symlink.
+var errSymlinkOnWay = errors.New("a symlink is on the way (not followed)")
+
+// openDir opens the directory at host path p (already resolved) without
+// following symlinks and without leaving the root.
+func (t *Tags) openDir(p string) (*dir, error) {
+	rfd, err := t.openRoot()
+	if err != nil {
+		return nil, err
+	}
+	rel := strings.TrimPrefix(path.Clean("/"+p), "/")
+	if rel == "" {
+		rel = "."
+	}
+	how := &unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	}
+	fd, err := unix.Openat2(rfd, rel, how)
+	if err != nil {
+		switch err {
+		case unix.ELOOP, unix.EXDEV:
+			err = errSymlinkOnWay
+		case unix.ENOTDIR:
+			err = errors.New("not a directory (or a file on the way)")
+		case unix.ENOSYS:
+			err = errors.New("the kernel has no openat2 (Linux 5.6 or later is needed)")
+		}
+		return nil, &os.PathError{Op: "open", Path: p, Err: err}
+	}
+	d := newDir(fd, path.Clean("/"+p), t.root.Path(p))
+	if err := unix.Fstat(fd, &d.st); err != nil {
+		d.close()
+		return nil, &os.PathError{Op: "stat", Path: p, Err: err}
+	}
+	return d, nil
+}
+
+// writableByOthers says who other than root can write to a directory, or "".
+func writableByOthers(st *unix.Stat_t) string {
+	m := st.Mode
+	switch {
+	case m&0o002 != 0:
+		return "everyone"
+	case m&0o020 != 0 && st.Gid != 0:
+		return fmt.Sprintf("group %d", st.Gid)
+	case m&0o200 != 0 && st.Uid != 0:
+		return fmt.Sprintf("user %d", st.Uid)
+	}
+	return ""
+}
+
+func lstatAt(d *dir, name string) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	err := unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	return st, err
+}
+
+// getAttr returns the version attribute of name in d (not followed).
+func (t *Tags) getAttr(d *dir, name string) (string, bool, error) {
+	v, err := xattr.LGet(t.at(d, name), t.attr)
+	if err != nil {
+		if errors.Is(err, xattr.ENOATTR) {
+			return "", false, nil
+		}
+		return "", false, errors.Unwrap(err)
+	}
+	return string(v), true, nil
+}
+
+// removeTemp removes a temporary name of ours if it is there.
+func removeTemp(d *dir, tmp string) error {
+	err := unix.Unlinkat(d.fd, tmp, 0)
+	if err == nil || err == unix.ENOENT {
+		return nil
+	}
+	return &os.PathError{Op: "remove", Path: d.hostPath(tmp), Err: err}
+}
+
+// copyResult says how a copy was made.
+type copyResult struct {
+	cloned bool
+	sum    string
+}
+
+// copyData fills dst with src's content: a reflink clone when the
+// filesystem can, else copy_file_range (in-kernel), else read and write.
+func copyData(dst, src *os.File) (cloned bool, err error) {
+	err = unix.IoctlFileClone(int(dst.Fd()), int(src.Fd()))
+	if err == nil {
+		return true, nil
+	}
+	switch err {
+	case unix.EOPNOTSUPP, unix.EXDEV, unix.EINVAL, unix.ENOTTY, unix.ENOSYS, unix.EPERM:
+	default:
+		return false, err
+	}
+	var done int64
+	for {
+		n, err := unix.CopyFileRange(int(src.Fd()), nil, int(dst.Fd()), nil, 1<<30, 0)
+		if err != nil {
+			if done == 0 && (err == unix.EXDEV || err == unix.ENOSYS || err == unix.EINVAL || err == unix.EOPNOTSUPP) {
+				break
+			}
+			return false, err
+		}
+		if n == 0 {
+			return false, nil
+		}
+		done += int64(n)
+	}
+	_, err = io.Copy(onlyWriter{dst}, onlyReader{src})
+	return false, err
+}
+
+// onlyReader and onlyWriter hide ReadFrom/WriteTo so io.Copy uses a plain
+// buffer (the in-kernel paths were tried already).
+type onlyReader struct{ io.Reader }
+type onlyWriter struct{ io.Writer }
+
+// copyXattrs copies every extended attribute of src to dst except skip: ACLs
+// (system.posix_acl_*), file capabilities (security.capability) and the
+// rest. Call it after chown and chmod, which clear capabilities.
+func copyXattrs(dstPath, srcPath string, skip string) error {
+	names, err := xattr.LList(srcPath)
+	if err != nil {
+		if errors.Is(err, unix.ENOTSUP) {
+			return nil
+		}
+		return errors.Unwrap(err)
+	}
+	for _, n := range names {
+		if n == skip {
+			continue
+		}
+		v, err := xattr.LGet(srcPath, n)
+		if err != nil {
+			if errors.Is(err, xattr.ENOATTR) {
+				continue
+			}
+			return fmt.Errorf("attribute %s: %w", n, errors.Unwrap(err))
+		}
+		if err := xattr.LSet(dstPath, n, v); err != nil {
+			return fmt.Errorf("attribute %s: %w", n, errors.Unwrap(err))
+		}
+	}
+	return nil
+}
+
+// copyXattrsFD is copyXattrs between open files.
+func copyXattrsFD(dst, src *os.File, skip string) error {
+	names, err := xattr.FList(src)
+	if err != nil {
+		if errors.Is(err, unix.ENOTSUP) {
+			return nil
+		}
+		return errors.Unwrap(err)
+	}
+	for _, n := range names {
+		if n == skip {
+			continue
+		}
+		v, err := xattr.FGet(src, n)
+		if err != nil {
+			if errors.Is(err, xattr.ENOATTR) {
+				continue
+			}
+			return fmt.Errorf("attribute %s: %w", n, errors.Unwrap(err))
+		}
+		if err := xattr.FSet(dst, n, v); err != nil {
+			return fmt.Errorf("attribute %s: %w", n, errors.Unwrap(err))
+		}
+	}
+	return nil
+}
+
+// sumFile is the SHA-256 of an open file's content, read from the start.
+func sumFile(f *os.File) (string, error) {
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(f, 0, 1<<62)); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func sumString(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:])
+}
+
+func shortHash(s string) []byte {
+	h := sha256.Sum256([]byte(s))
+	return h[:12]
+}
+
+// readlinkAt reads the target of symlink name in d.
+func readlinkAt(d *dir, name string) (string, error) {
+	buf := make([]byte, 256)
+	for {
+		n, err := unix.Readlinkat(d.fd, name, buf)
+		if err != nil {
+			return "", err
+		}
+		if n < len(buf) {
+			return string(buf[:n]), nil
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// openAt opens name in d for reading without following a symlink and
+// without touching its access time.
+func openAt(d *dir, name string) (*os.File, error) {
+	fd, err := unix.Openat(d.fd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NOATIME, 0)
+	if err == unix.EPERM {
+		fd, err = unix.Openat(d.fd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), d.hostPath(name)), nil
+}
+
+func timespecs(st *unix.Stat_t) []unix.Timespec {
+	return []unix.Timespec{st.Atim, st.Mtim}
+}
+
+// cursor keeps the directory of the current path open while a sorted list
+// of paths is worked through, one directory after the other.
+type cursor struct {
+	t   *Tags
+	d   *dir
+	p   string
+	err error
+}
+
+func (t *Tags) cursor() *cursor { return &cursor{t: t, p: "\x00"} }
+
+// open returns the open directory at host path p (an earlier error for the
+// same directory is returned again).
+func (c *cursor) open(p string) (*dir, error) {
+	if p == c.p {
+		return c.d, c.err
+	}
+	c.d.close()
+	c.p = p
+	c.d, c.err = c.t.openDir(p)
+	return c.d, c.err
+}
+
+func (c *cursor) close() {
+	c.d.close()
+	c.d, c.p = nil, "\x00"
+}

@@ -1,0 +1,221 @@
+package tagfs
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"sort"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"upgradectl/host"
+)
+
+// item is one file to tag: a name in a directory (host paths, resolved).
+type item struct {
+	dir  string
+	name string
+	st   unix.Stat_t
+	done bool // already tagged with this version
+}
+
+func (it item) path() string { return path.Join(it.dir, it.name) }
+
+// problems collects every problem of an input before anything is done.
+type problems []string
+
+func (p *problems) add(format string, args ...any) { *p = append(*p, fmt.Sprintf(format, args...)) }
+
+func (p problems) err(what string) error {
+	if len(p) == 0 {
+		return nil
+	}
+	if len(p) == 1 {
+		return host.Bad("cannot %s %s", what, p[0])
+	}
+	const show = 10
+	msg := strings.Join(p[:min(len(p), show)], "; ")
+	if len(p) > show {
+		msg += fmt.Sprintf("; and %d more", len(p)-show)
+	}
+	return host.Bad("cannot %s %d paths: %s", what, len(p), msg)
+}
+
+// resolve turns an operator's host path into the resolved host path of its
+// parent directory and its name: symlinks in the directories are followed
+// inside the root (as the system under the root sees them), the name is not.
+func (t *Tags) resolve(p string) (dirPath, name string, err error) {
+	if !strings.HasPrefix(p, "/") {
+		return "", "", fmt.Errorf("%s: not an absolute path", p)
+	}
+	real, err := t.root.ResolveParent(p)
+	if err != nil {
+		return "", "", fmt.Errorf("%s: %v", p, errors.Unwrap(err))
+	}
+	hp, err := t.root.Rel(real)
+	if err != nil {
+		return "", "", fmt.Errorf("%s: %v", p, err)
+	}
+	if hp == "/" {
+		return "", "", fmt.Errorf("%s: is the root", p)
+	}
+	return path.Dir(hp), path.Base(hp), nil
+}
+
+// expand plans the files to tag for the given host paths: a directory
+// stands for the regular files and symlinks below it (on the same
+// filesystem, tagged copies and temporaries left out). Every problem is
+// reported together.
+func (t *Tags) expand(paths []string, force bool) ([]item, error) {
+	var probs problems
+	var items []item
+	seen := map[string]bool{}
+	checked := map[string]bool{}
+	checkDir := func(d *dir) bool {
+		if force || checked[d.host] {
+			return true
+		}
+		if who := writableByOthers(&d.st); who != "" {
+			probs.add("in %s: the directory is writable by %s (use --force to tag there anyway)", d.host, who)
+			return false
+		}
+		checked[d.host] = true
+		return true
+	}
+	add := func(d *dir, name string, st unix.Stat_t) {
+		p := d.hostPath(name)
+		if seen[p] {
+			return
+		}
+		seen[p] = true
+		items = append(items, item{dir: d.host, name: name, st: st})
+	}
+	for _, p := range paths {
+		dp, name, err := t.resolve(p)
+		if err != nil {
+			probs.add("%v", err)
+			continue
+		}
+		if strings.HasPrefix(name, Prefix) {
+			probs.add("%s: is a tagged copy itself", p)
+			continue
+		}
+		d, err := t.openDir(dp)
+		if err != nil {
+			probs.add("%s: %v", p, err)
+			continue
+		}
+		st, err := lstatAt(d, name)
+		switch {
+		case err != nil:
+			probs.add("%s: %v", p, err)
+		case st.Mode&unix.S_IFMT == unix.S_IFDIR:
+			sub, err := openSubdir(d, name)
+			if err != nil {
+				probs.add("%s: %v", p, err)
+				break
+			}
+			t.walk(sub, st.Dev, func(sd *dir) bool {
+				ok := checkDir(sd)
+				if !ok {
+					probs.add("in %s: stopped there", sd.host)
+				}
+				return ok
+			}, func(sd *dir, n string, st unix.Stat_t) { add(sd, n, st) }, &probs)
+			sub.close()
+		case st.Mode&unix.S_IFMT == unix.S_IFREG, st.Mode&unix.S_IFMT == unix.S_IFLNK:
+			if checkDir(d) {
+				add(d, name, st)
+			}
+		default:
+			probs.add("%s: not a regular file, symlink or directory", p)
+		}
+		d.close()
+	}
+	if len(probs) > 0 {
+		// One line per directory refusal is enough.
+		return nil, dedupe(probs).err("tag")
+	}
+	sort.Slice(items, func(i, j int) bool {
+		if items[i].dir != items[j].dir {
+			return items[i].dir < items[j].dir
+		}
+		return items[i].name < items[j].name
+	})
+	return items, nil
+}
+
+func dedupe(p problems) problems {
+	seen := map[string]bool{}
+	var out problems
+	for _, s := range p {
+		if strings.HasSuffix(s, ": stopped there") {
+			continue
+		}
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// openSubdir opens directory name in d without following a symlink.
+func openSubdir(d *dir, name string) (*dir, error) {
+	fd, err := unix.Openat(d.fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if err == unix.ELOOP || err == unix.ENOTDIR {
+			return nil, errSymlinkOnWay
+		}
+		return nil, err
+	}
+	sd := newDir(fd, d.hostPath(name), d.real+"/"+name)
+	if err := unix.Fstat(fd, &sd.st); err != nil {
+		sd.close()
+		return nil, err
+	}
+	return sd, nil
+}
+
+// walk calls file for every regular file and symlink below d (d included)
+// on device dev, in name order, skipping tagged copies and temporaries.
+// enter decides whether a directory is walked.
+func (t *Tags) walk(d *dir, dev uint64, enter func(*dir) bool, file func(*dir, string, unix.Stat_t), probs *problems) {
+	if !enter(d) {
+		return
+	}
+	names, err := d.f.Readdirnames(-1)
+	if err != nil {
+		probs.add("%s: %v", d.host, errors.Unwrap(err))
+		return
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if strings.HasPrefix(n, Prefix) {
+			continue
+		}
+		st, err := lstatAt(d, n)
+		if err != nil {
+			if err != unix.ENOENT {
+				probs.add("%s: %v", d.hostPath(n), err)
+			}
+			continue
+		}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFREG, unix.S_IFLNK:
+			file(d, n, st)
+		case unix.S_IFDIR:
+			if st.Dev != dev {
+				continue // another filesystem mounted here
+			}
+			sd, err := openSubdir(d, n)
+			if err != nil {
+				probs.add("%s: %v", d.hostPath(n), err)
+				continue
+			}
+			t.walk(sd, dev, enter, file, probs)
+			sd.close()
+		}
+	}
+}

@@ -1,0 +1,128 @@
+package tagfs
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"upgradectl/host"
+)
+
+// RecordFile is the name of the record of the tagged set in the state
+// directory.
+const RecordFile = "tags.json"
+
+// recordFormat is the format version of the record; a newer one is refused.
+const recordFormat = 1
+
+// Record is the tagged set of this host and the version lookup switch.
+type Record struct {
+	Format  int    `json:"format"`
+	Version string `json:"version,omitempty"` // the version the tagged copies carry
+	// Complete is false while a create is under way (or was interrupted):
+	// entries without Type were planned and may not exist yet.
+	Complete bool      `json:"complete"`
+	Lookup   bool      `json:"lookup"` // this member runs on tagged files
+	Bind     bool      `json:"bind"`   // ... through read-only bind mounts
+	Updated  time.Time `json:"updated"`
+	Files    []Entry   `json:"files"`
+}
+
+// Entry is one tagged file.
+type Entry struct {
+	Path    string `json:"path"`           // host path of the original
+	Type    string `json:"type,omitempty"` // "file" or "symlink"; empty: planned, not yet created
+	Size    int64  `json:"size,omitempty"`
+	Mode    uint32 `json:"mode,omitempty"` // st_mode
+	UID     uint32 `json:"uid"`
+	GID     uint32 `json:"gid"`
+	Mtime   int64  `json:"mtime_ns,omitempty"`
+	SHA256  string `json:"sha256,omitempty"` // of the content (a symlink: its target)
+	Cloned  bool   `json:"cloned,omitempty"` // a reflink clone, no new data
+	Created bool   `json:"-"`                // made by this run (not in the file)
+}
+
+// Tagged is the host path of the entry's tagged copy.
+func (e Entry) Tagged() string { return TaggedPath(e.Path) }
+
+const (
+	typeFile    = "file"
+	typeSymlink = "symlink"
+)
+
+func (t *Tags) recordPath() string { return filepath.Join(t.stateDir, RecordFile) }
+
+// Load reads the record; an absent record is an empty one.
+func (t *Tags) Load() (*Record, error) {
+	b, err := os.ReadFile(t.recordPath())
+	if errors.Is(err, os.ErrNotExist) {
+		return &Record{Format: recordFormat, Complete: true}, nil
+	}
+	if err != nil {
+		return nil, host.CannotRun("cannot read %s: %v", t.recordPath(), errors.Unwrap(err))
+	}
+	r := &Record{}
+	if err := json.Unmarshal(b, r); err != nil {
+		return nil, host.WithHint(host.Bad("cannot read %s: %v", t.recordPath(), err),
+			"find the tagged files with 'upgradectl tag list --scan DIR'")
+	}
+	if r.Format > recordFormat || r.Format < 1 {
+		return nil, host.Bad("cannot read %s: format %d, this upgradectl knows format %d", t.recordPath(), r.Format, recordFormat)
+	}
+	return r, nil
+}
+
+// save writes the record durably; an empty record with lookup off is
+// removed.
+func (t *Tags) save(r *Record) error {
+	if len(r.Files) == 0 && !r.Lookup && !r.Bind {
+		if err := host.RemoveDurable(t.recordPath()); err != nil {
+			return host.CannotRun("cannot remove %s: %v", t.recordPath(), err)
+		}
+		return nil
+	}
+	r.Format = recordFormat
+	r.Updated = time.Now().UTC()
+	sort.Slice(r.Files, func(i, j int) bool { return r.Files[i].Path < r.Files[j].Path })
+	b, err := json.MarshalIndent(r, "", " ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(t.stateDir, 0o755); err != nil {
+		return host.CannotRun("cannot create state directory %s: %v", t.stateDir, errors.Unwrap(err))
+	}
+	if err := host.WriteFileAtomic(t.recordPath(), append(b, '\n'), 0o644); err != nil {
+		return host.CannotRun("cannot write %s: %v", t.recordPath(), err)
+	}
+	return nil
+}
+
+// index maps original paths to their position in r.Files.
+func (r *Record) index() map[string]int {
+	m := make(map[string]int, len(r.Files))
+	for i, e := range r.Files {
+		m[e.Path] = i
+	}
+	return m
+}
+
+// drop removes the entries whose paths are in gone.
+func (r *Record) drop(gone map[string]bool) {
+	if len(gone) == 0 {
+		return
+	}
+	kept := r.Files[:0]
+	for _, e := range r.Files {
+		if !gone[e.Path] {
+			kept = append(kept, e)
+		}
+	}
+	r.Files = kept
+	if len(r.Files) == 0 {
+		r.Version = ""
+		r.Complete = true
+	}
+}
