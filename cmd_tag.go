@@ -3,7 +3,9 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 	"syscall"
@@ -13,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"upgradectl/host"
+	"upgradectl/iso"
 	"upgradectl/tagfs"
 )
 
@@ -27,6 +30,7 @@ func init() {
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "version", Required: true, Usage: "the version the copies carry (the one installed now)"},
 				&cli.StringFlag{Name: "list", Usage: "read the paths from `FILE` (one a line, # comments), a file on this system"},
+				&cli.StringFlag{Name: "iso", Usage: "tag the files the manifest of image `IMAGE` lists (a file on this system)"},
 				&cli.BoolFlag{Name: "force", Usage: "tag in directories that users other than root can write to"},
 				&cli.BoolFlag{Name: "no-digest", Usage: "do not record the SHA-256 of each copy (faster; 'check --content' cannot check them)"},
 			},
@@ -34,6 +38,13 @@ func init() {
 				paths := append([]string(nil), c.Args().Slice()...)
 				if f := c.String("list"); f != "" {
 					more, err := readPathList(f)
+					if err != nil {
+						return nil, "", err
+					}
+					paths = append(paths, more...)
+				}
+				if img := c.String("iso"); img != "" {
+					more, err := manifestFiles(img)
 					if err != nil {
 						return nil, "", err
 					}
@@ -347,6 +358,26 @@ func printFound(e *env, found []tagfs.Found) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", f.Path, f.Version, note)
 	}
 	tw.Flush()
+}
+
+// manifestFiles is the files list of an image's manifest.
+func manifestFiles(name string) ([]string, error) {
+	img, err := iso.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer img.Close()
+	m, err := iso.ReadManifest(img)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, host.Bad("cannot tag the files of %s: it has no manifest %s", name, iso.ManifestName)
+	}
+	if err != nil {
+		return nil, host.Bad("%s: %v", name, err)
+	}
+	if len(m.Files) == 0 {
+		return nil, host.Bad("cannot tag the files of %s: its manifest lists none", name)
+	}
+	return m.Files, nil
 }
 
 // readPathList reads paths one a line; blank lines and # comments are
