@@ -1,0 +1,269 @@
+package tagfs
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/pkg/xattr"
+	"golang.org/x/sys/unix"
+
+	"upgradectl/host"
+	"upgradectl/host/hosttest"
+)
+
+// TestCreateCheckRestore tags a sample tree on each real filesystem, then
+// installs a new version over it and restores the old one, comparing every
+// file's metadata and content at each step.
+func TestCreateCheckRestore(t *testing.T) {
+	for _, fs := range []struct {
+		name   string
+		clones bool
+	}{{"ext4", false}, {"btrfs", true}, {"xfs", true}, {"tmpfs", false}} {
+		t.Run(fs.name, func(t *testing.T) {
+			size := int64(64 << 20)
+			if fs.name == "btrfs" {
+				size = 128 << 20
+			}
+			if fs.name == "xfs" {
+				size = 320 << 20 // mkfs.xfs refuses smaller
+			}
+			root := hosttest.LoopFS(t, fs.name, size)
+			paths := makeTree(t, root)
+			before := snapAll(t, root, paths)
+			tg := newTestTags(t, root)
+
+			rep, err := tg.Create("1.0", []string{"/usr"}, CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rep.Done) != len(paths) {
+				t.Fatalf("tagged %v, want %v", rep.Done, paths)
+			}
+			regular := len(paths) - 1
+			if fs.clones && rep.Cloned != regular || !fs.clones && (rep.Cloned != 0 || rep.Copied != regular) {
+				t.Errorf("%d clones, %d copies on %s", rep.Cloned, rep.Copied, fs.name)
+			}
+			for _, h := range paths {
+				p := filepath.Join(root, h)
+				if now := snap(t, p); !sameMeta(now, before[h]) {
+					t.Errorf("%s: the original changed: %+v, was %+v", h, now, before[h])
+				}
+				cp := snap(t, filepath.Join(root, TaggedPath(h)))
+				if d := sameCopy(cp, before[h], tg.Attribute()); d != "" {
+					t.Errorf("%s: copy differs: %s", h, d)
+				}
+				if cp.Xattrs[tg.Attribute()] != "1.0" {
+					t.Errorf("%s: version attribute %q", h, cp.Xattrs[tg.Attribute()])
+				}
+			}
+			if temps, _ := leftovers(t, root); len(temps) > 0 {
+				t.Errorf("temporary files left: %v", temps)
+			}
+
+			// Again: nothing to do, nothing changes.
+			rep, err = tg.Create("1.0", []string{"/usr"}, CreateOptions{})
+			if err != nil || len(rep.Done) != 0 || len(rep.Already) != len(paths) {
+				t.Fatalf("second create: %+v, %v", rep, err)
+			}
+			// Another version is refused while this set exists.
+			_, err = tg.Create("1.1", []string{"/usr/lib/empty"}, CreateOptions{})
+			mustKind(t, err, host.KindRefused, "tagged for version 1.0")
+
+			if _, err := tg.Check(true); err != nil {
+				t.Fatal(err)
+			}
+			for _, h := range paths {
+				if now := snap(t, filepath.Join(root, h)); !sameMeta(now, before[h]) {
+					t.Errorf("%s: check changed the original", h)
+				}
+			}
+
+			install(t, root, paths)
+			if _, err := tg.Check(true); err != nil {
+				t.Fatalf("check after install: %v", err)
+			}
+			rep, err = tg.Restore(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rep.Done) != len(paths) {
+				t.Errorf("restored %v", rep.Done)
+			}
+			for _, h := range paths {
+				now := snap(t, filepath.Join(root, h))
+				if d := sameCopy(now, before[h], ""); d != "" {
+					t.Errorf("%s: restored file differs from the old one: %s", h, d)
+				}
+			}
+			temps, tagged := leftovers(t, root)
+			if len(temps)+len(tagged) > 0 {
+				t.Errorf("left after restore: %v %v", temps, tagged)
+			}
+			if _, err := os.Stat(filepath.Join(root, "var/lib/upgradectl", RecordFile)); !os.IsNotExist(err) {
+				t.Errorf("record left after a full restore: %v", err)
+			}
+			// Restore again: nothing to do.
+			if rep, err := tg.Restore(nil); err != nil || len(rep.Done) != 0 {
+				t.Errorf("second restore: %+v %v", rep, err)
+			}
+		})
+	}
+}
+
+// sameMeta is equality for an original that must not have been touched.
+// The access time of a symlink is left out: reading a symlink's target
+// updates it (relatime) and no flag avoids that; regular files are read
+// with O_NOATIME.
+func sameMeta(a, b meta) bool {
+	atimeOK := a.Atime == b.Atime || a.Mode&unix.S_IFMT == unix.S_IFLNK
+	return a.Mode == b.Mode && a.UID == b.UID && a.GID == b.GID && a.Size == b.Size && a.Mtime == b.Mtime &&
+		atimeOK && a.Ctime == b.Ctime && a.Ino == b.Ino && a.Content == b.Content &&
+		sameCopy(a, b, "") == ""
+}
+
+// TestRemoveClean deletes tagged files; a .Old.. file without our attribute
+// is only reported, and the originals are untouched.
+func TestRemoveClean(t *testing.T) {
+	hosttest.RequireRoot(t)
+	root := t.TempDir()
+	paths := makeTree(t, root)
+	tg := newTestTags(t, root)
+	if _, err := tg.Create("1.0", paths, CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	before := snapAll(t, root, paths)
+	foreign := filepath.Join(root, "usr/lib/.Old..mine")
+	writeFile(t, foreign, []byte("an admin's file"), 0o644)
+
+	rep, err := tg.Remove([]string{"/usr/bin/prog", "/usr/lib/.Old..libx.so", "/usr/lib/mine"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(rep.Done, " ") != "/usr/bin/prog /usr/lib/libx.so" || len(rep.Foreign) != 1 {
+		t.Errorf("remove: %+v", rep)
+	}
+	if _, err := os.Lstat(filepath.Join(root, "usr/bin/.Old..prog")); !os.IsNotExist(err) {
+		t.Error("removed copy still there")
+	}
+	// Version lookup on: clean refused.
+	if _, err := tg.Enable(false); err != nil {
+		t.Fatal(err)
+	}
+	_, err = tg.Clean(CleanOptions{})
+	mustKind(t, err, host.KindRefused, "version lookup is on")
+	if _, err := tg.Disable(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = tg.Clean(CleanOptions{Scan: []string{"/usr"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Done) != len(paths)-2 || len(rep.Foreign) != 1 {
+		t.Errorf("clean: %+v", rep)
+	}
+	temps, tagged := leftovers(t, root)
+	if len(temps) > 0 || len(tagged) != 1 || tagged[0] != foreign {
+		t.Errorf("left after clean: %v %v", temps, tagged)
+	}
+	for _, h := range paths {
+		if now := snap(t, filepath.Join(root, h)); !sameMeta(now, before[h]) {
+			t.Errorf("%s: clean changed the original", h)
+		}
+	}
+}
+
+// TestCheckFindsProblems changes tagged copies behind the record's back.
+func TestCheckFindsProblems(t *testing.T) {
+	hosttest.RequireRoot(t)
+	root := t.TempDir()
+	paths := makeTree(t, root)
+	tg := newTestTags(t, root)
+	if _, err := tg.Create("1.0", paths, CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r := func(h string) string { return filepath.Join(root, TaggedPath(h)) }
+	// Same size, other content: only --content sees it.
+	b, _ := os.ReadFile(r("/usr/lib/hard1"))
+	b[0] ^= 1
+	f, _ := os.OpenFile(r("/usr/lib/hard1"), os.O_WRONLY, 0)
+	f.WriteAt(b, 0)
+	f.Close()
+	if err := xattr.LRemove(r("/usr/lib/libx.so"), tg.Attribute()); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(r("/usr/share/big"))
+	os.Chmod(r("/usr/lib/empty"), 0o600)
+
+	rep, err := tg.Check(false)
+	mustKind(t, err, host.KindBad, "3 of 8")
+	want := map[string]string{r("/usr/lib/libx.so"): "no trusted.upgradectl.version", r("/usr/share/big"): "missing",
+		r("/usr/lib/empty"): "mode"}
+	for _, p := range rep.Problems {
+		if !strings.Contains(p.Problem, want[filepath.Join(root, p.Path)]) || want[filepath.Join(root, p.Path)] == "" {
+			t.Errorf("unexpected problem %+v", p)
+		}
+	}
+	rep, err = tg.Check(true)
+	mustKind(t, err, host.KindBad, "4 of 8")
+	found := false
+	for _, p := range rep.Problems {
+		found = found || p.Path == "/usr/lib/.Old..hard1" && strings.Contains(p.Problem, "content changed")
+	}
+	if !found {
+		t.Errorf("content change not found: %+v", rep.Problems)
+	}
+}
+
+// TestLookup follows the version lookup switch.
+func TestLookup(t *testing.T) {
+	hosttest.RequireRoot(t)
+	root := t.TempDir()
+	paths := makeTree(t, root)
+	if err := os.Symlink("usr/bin", filepath.Join(root, "bin")); err != nil {
+		t.Fatal(err)
+	}
+	tg := newTestTags(t, root)
+	if _, err := tg.Create("1.0", paths[:3], CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	check := func(on bool, want map[string]string) {
+		t.Helper()
+		l, err := tg.Lookuper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.on != on {
+			t.Fatalf("lookup on = %v", l.on)
+		}
+		for in, w := range want {
+			got, err := l.Lookup(in)
+			if err != nil || got != w {
+				t.Errorf("lookup %s = %q, %v; want %q", in, got, err, w)
+			}
+		}
+	}
+	check(false, map[string]string{"/usr/bin/prog": "/usr/bin/prog"})
+	if _, err := tg.Enable(false); err != nil {
+		t.Fatal(err)
+	}
+	check(true, map[string]string{
+		"/usr/bin/prog":   "/usr/bin/.Old..prog",
+		"/bin/prog":       "/usr/bin/.Old..prog", // a symlinked directory on the way
+		"/usr/bin/link":   "/usr/bin/.Old..link",
+		"/usr/lib/empty":  "/usr/lib/empty", // not tagged
+		"/usr/bin/absent": "/usr/bin/absent",
+	})
+	// A .Old.. file without the attribute is no diversion.
+	writeFile(t, filepath.Join(root, "usr/lib/.Old..hard1"), []byte("x"), 0o644)
+	check(true, map[string]string{"/usr/lib/hard1": "/usr/lib/hard1"})
+	st, err := tg.State()
+	if err != nil || !st.Lookup || st.Files != 3 || st.Mounted != 0 {
+		t.Errorf("state %+v %v", st, err)
+	}
+	if _, err := tg.Disable(); err != nil {
+		t.Fatal(err)
+	}
+	check(false, map[string]string{"/usr/bin/prog": "/usr/bin/prog"})
+}
