@@ -76,7 +76,7 @@ func (l *UpgradeLog) Append(e LogEntry) (LogEntry, error) {
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
 		return e, CannotRun("cannot lock upgrade log %s: %v", l.Path, err)
 	}
-	last, err := lastID(f)
+	last, torn, err := lastID(f)
 	if err != nil {
 		return e, CannotRun("cannot read upgrade log %s: %v", l.Path, err)
 	}
@@ -99,22 +99,26 @@ func (l *UpgradeLog) Append(e LogEntry) (LogEntry, error) {
 		return e, err
 	}
 	b = append(b, '\n')
+	if torn {
+		// The last write was cut short: start on a line of our own.
+		b = append([]byte{'\n'}, b...)
+	}
 	if _, err := f.Write(b); err != nil {
 		return e, CannotRun("cannot append to upgrade log %s: %v", l.Path, err)
 	}
 	return e, nil
 }
 
-// lastID finds the id of the last complete line. A torn last line (crash in
-// the middle of a write) is skipped.
-func lastID(f *os.File) (int64, error) {
+// lastID finds the highest id in the log and whether the file ends in a
+// torn line (a crash in the middle of a write), which is skipped.
+func lastID(f *os.File) (int64, bool, error) {
 	fi, err := f.Stat()
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	size := fi.Size()
 	if size == 0 {
-		return 0, nil
+		return 0, false, nil
 	}
 	// Read the tail; lines are short, 64 KiB holds many.
 	off := size - 64*1024
@@ -123,8 +127,9 @@ func lastID(f *os.File) (int64, error) {
 	}
 	buf := make([]byte, size-off)
 	if _, err := f.ReadAt(buf, off); err != nil && err != io.EOF {
-		return 0, err
+		return 0, false, err
 	}
+	torn := buf[len(buf)-1] != '\n'
 	lines := bytes.Split(buf, []byte{'\n'})
 	var max int64
 	for i := len(lines) - 1; i >= 0; i-- {
@@ -139,7 +144,7 @@ func lastID(f *os.File) (int64, error) {
 		// Pathological: no parsable line in the tail; fall back to a full scan.
 		entries, _, err := readEntries(io.NewSectionReader(f, 0, size))
 		if err != nil {
-			return 0, err
+			return 0, false, err
 		}
 		for _, e := range entries {
 			if e.ID > max {
@@ -147,7 +152,7 @@ func lastID(f *os.File) (int64, error) {
 			}
 		}
 	}
-	return max, nil
+	return max, torn, nil
 }
 
 // Read returns every entry of the log; an absent log is empty. Lines that do

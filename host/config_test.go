@@ -1,0 +1,140 @@
+package host
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultConfig(t *testing.T) {
+	c := DefaultConfig()
+	if c.Source != "embedded default" {
+		t.Errorf("source %q", c.Source)
+	}
+	if c.Checks.Timeout.Duration != 5*time.Second || c.Checks.NTP.MaxError.Duration != 16*time.Second {
+		t.Errorf("durations: %+v", c.Checks)
+	}
+	if len(c.Checks.Disk) != 4 || c.Checks.Disk[0].MinFree != 3<<30 {
+		t.Errorf("disk defaults: %+v", c.Checks.Disk)
+	}
+	if c.Tag.Attribute != "trusted.upgradectl.version" || c.ISO.StagingDir != "/var/lib/upgradectl/iso" {
+		t.Errorf("defaults: %+v %+v", c.Tag, c.ISO)
+	}
+}
+
+func TestParseConfigOverlay(t *testing.T) {
+	c, err := ParseConfig([]byte(`
+[product]
+type = "cmp"
+version = "12.1.2"
+[checks.ntp]
+warn_offset = "1s"
+`), "/etc/upgradectl/upgradectl.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Product.Type != "cmp" || c.Checks.NTP.WarnOffset.Duration != time.Second {
+		t.Errorf("values not read: %+v", c)
+	}
+	// Unset keys keep the default, including the disk list.
+	if c.Checks.NTP.FailOffset.Duration != 5*time.Second || len(c.Checks.Disk) != 4 {
+		t.Errorf("defaults lost: %+v %d", c.Checks.NTP, len(c.Checks.Disk))
+	}
+	c, err = ParseConfig([]byte("[[checks.disk]]\npath = \"/data\"\nmin_free = \"1GiB\"\n"), "x")
+	if err != nil || len(c.Checks.Disk) != 1 || c.Checks.Disk[0].Path != "/data" {
+		t.Fatalf("disk list not replaced: %+v %v", c.Checks.Disk, err)
+	}
+}
+
+func TestParseConfigReportsEveryProblem(t *testing.T) {
+	_, err := ParseConfig([]byte(`
+bogus = 1
+[checks]
+timeout = "soon"
+`), "f.toml")
+	if KindOf(err) != KindUsage || !strings.Contains(err.Error(), "f.toml") {
+		t.Fatalf("err = %v", err)
+	}
+	_, err = ParseConfig([]byte(`
+bogus = 1
+[checks.ntp]
+warn_offset = "10s"
+fail_offset = "1s"
+[iso]
+staging_dir = "relative"
+[tag]
+attribute = "security.x"
+`), "f.toml")
+	if err == nil {
+		t.Fatal("invalid configuration accepted")
+	}
+	for _, want := range []string{"unknown key bogus", "warn_offset is above", "staging_dir \"relative\" is not absolute", "tag.attribute"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not report %q: %v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), "\n") {
+		t.Errorf("error is not one line: %q", err)
+	}
+	_, err = ParseConfig([]byte("[checks\n"), "broken.toml")
+	if err == nil || !strings.Contains(err.Error(), "line ") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("syntax error: %v", err)
+	}
+}
+
+func TestLoadConfig(t *testing.T) {
+	dir := t.TempDir()
+	r, _ := NewRoot(dir)
+	c, err := LoadConfig(r, "", false)
+	if err != nil || c.Source != "embedded default" {
+		t.Fatalf("absent config: %v %v", c, err)
+	}
+	if _, err := LoadConfig(r, "/etc/other.toml", true); KindOf(err) != KindUsage {
+		t.Fatalf("explicit missing config: %v", err)
+	}
+	os.MkdirAll(filepath.Join(dir, "etc/upgradectl"), 0o755)
+	os.WriteFile(filepath.Join(dir, "etc/upgradectl/upgradectl.toml"), []byte("[product]\ntype = \"mpe\"\n"), 0o644)
+	c, err = LoadConfig(r, "", false)
+	if err != nil || c.Product.Type != "mpe" || c.Source != DefaultConfigPath {
+		t.Fatalf("config under the root: %+v %v", c, err)
+	}
+}
+
+func TestSizes(t *testing.T) {
+	for in, want := range map[string]int64{"3GiB": 3 << 30, "10MB": 10e6, "4096": 4096, "1.5K": 1536, "0": 0} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v", in, got, err)
+		}
+	}
+	for _, in := range []string{"", "GiB", "-1", "1e30GiB", "x1"} {
+		if _, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) accepted", in)
+		}
+	}
+	if s := FormatSize(3 << 30); s != "3.0GiB" {
+		t.Errorf("FormatSize = %q", s)
+	}
+}
+
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte(DefaultConfigText()))
+	f.Add([]byte("[product]\ntype = \"cmp\"\n[[checks.disk]]\npath = \"/\"\nmin_free = \"1G\"\n"))
+	f.Add([]byte("[checks.ntp]\nservers = [\"a:123\", \"\"]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := ParseConfig(data, "fuzz.toml")
+		if err != nil {
+			if KindOf(err) != KindUsage {
+				t.Fatalf("error without usage kind: %v", err)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("multi-line error: %q", err)
+			}
+			return
+		}
+		if len(c.validate()) != 0 {
+			t.Fatal("accepted a configuration that does not validate")
+		}
+	})
+}
