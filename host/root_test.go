@@ -49,9 +49,9 @@ func TestRootResolveStaysInside(t *testing.T) {
 	}
 	must(os.MkdirAll(filepath.Join(dir, "etc/sub"), 0o755))
 	must(os.MkdirAll(filepath.Join(dir, "usr/share/zoneinfo"), 0o755))
-	must(os.Symlink("/usr/share/zoneinfo", filepath.Join(dir, "etc/zone")))   // absolute: inside the root
+	must(os.Symlink("/usr/share/zoneinfo", filepath.Join(dir, "etc/zone")))    // absolute: inside the root
 	must(os.Symlink("../../../../../../etc", filepath.Join(dir, "etc/climb"))) // climbs: stops at the root
-	must(os.Symlink("/etc/passwd", filepath.Join(dir, "etc/abs")))            // host's /etc/passwd must not be reached
+	must(os.Symlink("/etc/passwd", filepath.Join(dir, "etc/abs")))             // host's /etc/passwd must not be reached
 	must(os.Symlink("loop2", filepath.Join(dir, "etc/loop1")))
 	must(os.Symlink("loop1", filepath.Join(dir, "etc/loop2")))
 	must(os.Symlink("sub", filepath.Join(dir, "etc/rel")))
