@@ -1,0 +1,307 @@
+package iso
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"upgradectl/host"
+)
+
+// ExtractOption changes what Extract does.
+type ExtractOption func(*extractConfig)
+
+type extractConfig struct {
+	owners   bool
+	progress func(rel string, e *Entry)
+}
+
+// KeepOwners sets whether extracted files get the image's owners (the
+// default as root, where it is possible).
+func KeepOwners(on bool) ExtractOption { return func(c *extractConfig) { c.owners = on } }
+
+// Progress calls f after each file, directory or symlink is extracted,
+// with its slash path relative to the destination.
+func Progress(f func(rel string, e *Entry)) ExtractOption {
+	return func(c *extractConfig) { c.progress = f }
+}
+
+// Extract copies the files at paths in the image (all of it when paths is
+// empty) into the directory dest, keeping their image paths under dest
+// ("a/b" goes to dest/a/b), with their modes, modification times, symlinks
+// and (see KeepOwners) owners. dest is created if it does not exist; an
+// existing file is never overwritten.
+//
+// Nothing is ever written outside dest, whatever names the image holds:
+// names are checked again here, every directory is opened relative to its
+// parent with O_NOFOLLOW, files are created with O_EXCL|O_NOFOLLOW, and a
+// symlink that was extracted is never followed. A file that cannot be
+// written whole is removed.
+func Extract(im *Image, dest string, paths []string, opts ...ExtractOption) error {
+	cfg := extractConfig{owners: os.Geteuid() == 0}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	sel, err := im.selection(paths)
+	if err != nil {
+		return err
+	}
+	if err := os.Mkdir(dest, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("cannot extract to %s: %w", dest, err)
+	}
+	fd, err := unix.Open(dest, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("cannot extract to %s: %w", dest, &fs.PathError{Op: "open", Path: dest, Err: err})
+	}
+	defer unix.Close(fd)
+	x := &extractor{im: im, cfg: cfg, dest: dest, sel: sel, buf: make([]byte, 1<<20)}
+	return x.dir(fd, im.root, "", sel == nil)
+}
+
+// selection checks the paths to extract, reporting every one that is not
+// in the image, and returns them with their parent directories (nil for
+// the whole image). Paths are taken literally: a symlink on the way is
+// not followed.
+func (im *Image) selection(paths []string) (map[string]bool, error) {
+	if len(paths) == 0 {
+		return nil, nil
+	}
+	sel := map[string]bool{}
+	var bad []string
+	for _, p := range paths {
+		p = strings.Trim(path.Clean("/"+p), "/")
+		if p == "" {
+			return nil, nil
+		}
+		e := im.root
+		parts := strings.Split(p, "/")
+		for i, c := range parts {
+			var err error
+			if !e.IsDir() {
+				bad = append(bad, fmt.Sprintf("%s (%s is not a directory)", p, strings.Join(parts[:i], "/")))
+				break
+			}
+			if e, err = im.Child(e, c); err != nil {
+				return nil, err
+			}
+			if e == nil {
+				bad = append(bad, p+" (not in the image)")
+				break
+			}
+			if i == len(parts)-1 {
+				sel[p] = true
+			} else if !sel[strings.Join(parts[:i+1], "/")] {
+				sel[strings.Join(parts[:i+1], "/")] = false // a parent only
+			}
+		}
+	}
+	if len(bad) > 0 {
+		return nil, host.Bad("cannot extract from %s: %s", im.name, strings.Join(bad, ", "))
+	}
+	return sel, nil
+}
+
+type extractor struct {
+	im   *Image
+	cfg  extractConfig
+	dest string
+	sel  map[string]bool // selected paths (true) and their parents (false)
+	buf  []byte
+}
+
+// where is a destination path for messages.
+func (x *extractor) where(rel string) string { return x.dest + "/" + rel }
+
+func (x *extractor) fail(rel string, err error) error {
+	if errors.Is(err, unix.EEXIST) {
+		err = errors.New("file exists")
+	}
+	return fmt.Errorf("cannot extract %s to %s: %w", rel, x.where(rel), err)
+}
+
+// dir extracts the children of directory d into the open directory fd;
+// all says that everything below is selected.
+func (x *extractor) dir(fd int, d *Entry, rel string, all bool) error {
+	l, err := x.im.list(d, "/"+rel)
+	kids := l.entries
+	if err != nil {
+		return err
+	}
+	for _, c := range kids {
+		crel := c.Name
+		if rel != "" {
+			crel = rel + "/" + c.Name
+		}
+		sub := all
+		if !all {
+			s, ok := x.sel[crel]
+			if !ok {
+				continue
+			}
+			sub = s
+		}
+		if !validName(c.Name) { // the reader refuses these; never trust one
+			return x.fail(crel, errors.New("not a valid file name"))
+		}
+		if err := x.entry(fd, c, crel, sub); err != nil {
+			return err
+		}
+		if x.cfg.progress != nil {
+			x.cfg.progress(crel, c)
+		}
+	}
+	return nil
+}
+
+func (x *extractor) entry(dirfd int, e *Entry, rel string, all bool) error {
+	switch t := e.Mode.Type(); {
+	case t == fs.ModeDir:
+		if err := unix.Mkdirat(dirfd, e.Name, 0o700); err != nil && err != unix.EEXIST {
+			return x.fail(rel, err)
+		}
+		// An existing symlink (or file) of that name is refused here.
+		fd, err := unix.Openat(dirfd, e.Name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			if err == unix.ELOOP {
+				err = errors.New("a symlink is in the way")
+			}
+			return x.fail(rel, err)
+		}
+		defer unix.Close(fd)
+		if err := x.dir(fd, e, rel, all); err != nil {
+			return err
+		}
+		return x.attrs(fd, dirfd, e, rel)
+	case t == 0:
+		return x.file(dirfd, e, rel)
+	case t == fs.ModeSymlink:
+		if err := unix.Symlinkat(e.Target, dirfd, e.Name); err != nil {
+			return x.fail(rel, err)
+		}
+		return x.attrs(-1, dirfd, e, rel)
+	case t&(fs.ModeDevice|fs.ModeNamedPipe) != 0:
+		mode := uint32(unix.S_IFIFO)
+		if t&fs.ModeCharDevice != 0 {
+			mode = unix.S_IFCHR
+		} else if t&fs.ModeDevice != 0 {
+			mode = unix.S_IFBLK
+		}
+		if mode != unix.S_IFIFO && os.Geteuid() != 0 {
+			return nil // only root makes device files; skipped
+		}
+		if err := unix.Mknodat(dirfd, e.Name, mode|0o600, int(e.Rdev)); err != nil {
+			return x.fail(rel, err)
+		}
+		return x.attrsPath(dirfd, e, rel)
+	}
+	return nil // sockets: nothing to extract
+}
+
+// file writes a regular file whole or not at all.
+func (x *extractor) file(dirfd int, e *Entry, rel string) (err error) {
+	fd, err := unix.Openat(dirfd, e.Name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return x.fail(rel, err)
+	}
+	defer func() {
+		if cerr := unix.Close(fd); err == nil && cerr != nil {
+			err = x.fail(rel, cerr)
+		}
+		if err != nil {
+			unix.Unlinkat(dirfd, e.Name, 0)
+		}
+	}()
+	if err := x.copyData(fd, e, rel); err != nil {
+		return err
+	}
+	return x.attrs(fd, dirfd, e, rel)
+}
+
+// copyData writes e's content to fd.
+func (x *extractor) copyData(fd int, e *Entry, rel string) error {
+	for _, ex := range e.extents {
+		for off, end := ex.off, ex.off+ex.n; off < end; {
+			b := x.buf[:min(int64(len(x.buf)), end-off)]
+			if err := x.im.readFull(b, off); err != nil {
+				return err
+			}
+			for len(b) > 0 {
+				n, err := unix.Write(fd, b)
+				if err != nil {
+					return x.fail(rel, err)
+				}
+				b = b[n:]
+				off += int64(n)
+			}
+		}
+	}
+	return nil
+}
+
+// attrs sets owner, mode and times: through fd where there is one (files,
+// directories), else on the name in dirfd without following it.
+func (x *extractor) attrs(fd, dirfd int, e *Entry, rel string) error {
+	if fd < 0 {
+		return x.attrsPath(dirfd, e, rel)
+	}
+	if x.cfg.owners {
+		if err := unix.Fchown(fd, int(e.UID), int(e.GID)); err != nil {
+			return x.fail(rel, err)
+		}
+	}
+	// After chown, which clears set-user-ID bits.
+	if err := unix.Fchmod(fd, unixMode(e.Mode)); err != nil {
+		return x.fail(rel, err)
+	}
+	tv := unix.NsecToTimeval(e.ModTime.UnixNano())
+	if e.ModTime.IsZero() {
+		tv = unix.NsecToTimeval(time.Unix(0, 0).UnixNano())
+	}
+	if err := unix.Futimes(fd, []unix.Timeval{tv, tv}); err != nil {
+		return x.fail(rel, err)
+	}
+	return nil
+}
+
+// attrsPath sets attributes on a symlink or special file by name, never
+// following it.
+func (x *extractor) attrsPath(dirfd int, e *Entry, rel string) error {
+	if x.cfg.owners {
+		if err := unix.Fchownat(dirfd, e.Name, int(e.UID), int(e.GID), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return x.fail(rel, err)
+		}
+	}
+	if e.Mode&fs.ModeSymlink == 0 {
+		// fchmodat cannot refuse to follow on Linux; the name was just
+		// made by mknodat and is not a symlink.
+		if err := unix.Fchmodat(dirfd, e.Name, unixMode(e.Mode), 0); err != nil {
+			return x.fail(rel, err)
+		}
+	}
+	ts := unix.NsecToTimespec(e.ModTime.UnixNano())
+	if err := unix.UtimesNanoAt(dirfd, e.Name, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return x.fail(rel, err)
+	}
+	return nil
+}
+
+// unixMode is the permission part of a mode as chmod takes it.
+func unixMode(m fs.FileMode) uint32 {
+	u := uint32(m.Perm())
+	if m&fs.ModeSetuid != 0 {
+		u |= unix.S_ISUID
+	}
+	if m&fs.ModeSetgid != 0 {
+		u |= unix.S_ISGID
+	}
+	if m&fs.ModeSticky != 0 {
+		u |= unix.S_ISVTX
+	}
+	return u
+}

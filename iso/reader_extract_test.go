@@ -1,0 +1,272 @@
+package iso
+
+import (
+	"bytes"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"upgradectl/host"
+)
+
+// compareDirs checks that the tree got has what want has: names, types,
+// modes, mtimes, owners (when owners), symlink targets and content.
+func compareDirs(t *testing.T, got, want string, owners bool) {
+	t.Helper()
+	seen := map[string]bool{}
+	err := filepath.WalkDir(want, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(want, p)
+		seen[rel] = true
+		wi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		gp := filepath.Join(got, rel)
+		gi, err := os.Lstat(gp)
+		if err != nil {
+			t.Errorf("%s: %v", rel, err)
+			return nil
+		}
+		if gi.Mode() != wi.Mode() {
+			t.Errorf("%s: mode %v, want %v", rel, gi.Mode(), wi.Mode())
+		}
+		if rel != "." && !gi.ModTime().Equal(wi.ModTime().Truncate(time.Second)) {
+			t.Errorf("%s: mtime %v, want %v", rel, gi.ModTime(), wi.ModTime())
+		}
+		gs, ws := gi.Sys().(*syscall.Stat_t), wi.Sys().(*syscall.Stat_t)
+		if owners && rel != "." && (gs.Uid != ws.Uid || gs.Gid != ws.Gid) {
+			t.Errorf("%s: owner %d:%d, want %d:%d", rel, gs.Uid, gs.Gid, ws.Uid, ws.Gid)
+		}
+		switch {
+		case wi.Mode()&fs.ModeSymlink != 0:
+			a, _ := os.Readlink(gp)
+			b, _ := os.Readlink(p)
+			if a != b {
+				t.Errorf("%s: target %q, want %q", rel, a, b)
+			}
+		case wi.Mode().IsRegular():
+			a, _ := os.ReadFile(gp)
+			b, _ := os.ReadFile(p)
+			if !bytes.Equal(a, b) {
+				t.Errorf("%s: content differs", rel)
+			}
+		}
+		return nil
+	})
+	must(t, err)
+	filepath.WalkDir(got, func(p string, d fs.DirEntry, err error) error {
+		rel, _ := filepath.Rel(got, p)
+		if err == nil && !seen[rel] {
+			t.Errorf("extracted %s, not in the source", rel)
+		}
+		return nil
+	})
+}
+
+func TestExtractXorrisoImage(t *testing.T) {
+	src := makeTree(t, 50)
+	img := mkisofs(t, src)
+	im, err := Open(img)
+	must(t, err)
+	defer im.Close()
+	dest := filepath.Join(t.TempDir(), "dest") // created by Extract
+	n := 0
+	must(t, Extract(im, dest, nil, Progress(func(string, *Entry) { n++ })))
+	compareDirs(t, dest, src, os.Geteuid() == 0)
+	if n < 70 {
+		t.Errorf("progress called %d times", n)
+	}
+	// A second extraction never overwrites.
+	err = Extract(im, dest, []string{"README"})
+	if err == nil || !strings.Contains(err.Error(), "file exists") {
+		t.Errorf("extracting over an existing file: %v", err)
+	}
+
+	// Some paths only, with their parent directories.
+	part := filepath.Join(t.TempDir(), "part")
+	must(t, Extract(im, part, []string{"sub/deeper", "/README", "link-dir/"}))
+	var got []string
+	filepath.WalkDir(part, func(p string, d fs.DirEntry, err error) error {
+		rel, _ := filepath.Rel(part, p)
+		got = append(got, rel)
+		return nil
+	})
+	want := ".,README,link-dir,sub,sub/deeper,sub/deeper/deepest,sub/deeper/deepest/file"
+	if strings.Join(got, ",") != want {
+		t.Errorf("extracted %v, want %s", got, want)
+	}
+	// Every missing path is reported, and nothing is extracted.
+	none := filepath.Join(t.TempDir(), "none")
+	err = Extract(im, none, []string{"nope", "sub/nope", "README/x", "link-dir/deepest"})
+	if host.KindOf(err) != host.KindBad || !strings.Contains(err.Error(), "nope (not in the image), sub/nope") ||
+		!strings.Contains(err.Error(), "link-dir/deepest (link-dir is not a directory)") {
+		t.Errorf("missing paths: %v", err)
+	}
+	if _, err := os.Lstat(none); !os.IsNotExist(err) {
+		t.Errorf("destination made for a failed extraction: %v", err)
+	}
+}
+
+// listAll lists every path under dir.
+func listAll(dir string) []string {
+	var out []string
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		out = append(out, p)
+		return nil
+	})
+	return out
+}
+
+// TestHostileNames: names that would climb out of the destination, or are
+// not names at all, make the image unreadable and the extraction fail
+// with nothing written outside the destination (kdomanski's
+// ExtractImageToDirectory writes "../../x" outside its target).
+func TestHostileNames(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		rr   bool
+		evil string
+	}{
+		{"rockridge-dotdot", true, "../../x"},
+		{"rockridge-dotdot-only", true, ".."},
+		{"rockridge-dot", true, "."},
+		{"rockridge-absolute", true, "/tmp/x"},
+		{"rockridge-slash", true, "a/b"},
+		{"rockridge-nul", true, "a\x00b"},
+		{"rockridge-empty", true, ""},
+		{"rockridge-huge", true, strings.Repeat("x", 2000)},
+		{"iso9660-dotdot", false, "../../x"},
+		{"iso9660-slash", false, "/x"},
+		{"iso9660-dotdot-version", false, "..;1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, where := range []string{"root", "deep"} {
+				evil := &tnode{name: tc.evil, mode: 0o100644, data: []byte("pwned\n")}
+				if tc.evil == "" {
+					evil.id = "EMPTY.;1" // an ISO identifier, an empty NM
+				}
+				root := tdir("", tfile("ok", "fine\n"), evil)
+				if where == "deep" {
+					root = tdir("", tfile("ok", "fine\n"), tdir("a", tdir("b", evil)))
+				}
+				img := filepath.Join(t.TempDir(), "evil.iso")
+				must(t, os.WriteFile(img, buildISO(root, tc.rr), 0o644))
+				im, err := Open(img)
+				if where == "root" {
+					t.Logf("%s: %v", where, err)
+					if err == nil {
+						im.Close()
+						t.Fatalf("%s: image with entry %q opens", where, tc.evil)
+					}
+					if host.KindOf(err) != host.KindBad {
+						t.Fatalf("%s: %v", where, err)
+					}
+					continue
+				}
+				must(t, err)
+				outer := t.TempDir()
+				dest := filepath.Join(outer, "x1", "x2", "dest")
+				must(t, os.MkdirAll(dest, 0o755))
+				err = Extract(im, dest, nil)
+				t.Logf("%s: %v", where, err)
+				im.Close()
+				if err == nil || host.KindOf(err) != host.KindBad {
+					t.Errorf("%s: extract: %v", where, err)
+				}
+				for _, p := range listAll(outer) {
+					if !strings.HasPrefix(p, dest) && p != outer && p != filepath.Join(outer, "x1") && p != filepath.Join(outer, "x1", "x2") {
+						t.Errorf("%s: written outside: %s", where, p)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestHostileSymlinks: symlinks pointing out of the destination are
+// extracted as symlinks and never followed, also not by a later image
+// whose directory has the symlink's name.
+func TestHostileSymlinks(t *testing.T) {
+	outer := t.TempDir()
+	outside := filepath.Join(outer, "outside")
+	must(t, os.Mkdir(outside, 0o755))
+	dest := filepath.Join(outer, "dest")
+
+	first := tdir("",
+		tlink("up", "../outside"),
+		tlink("abs", outside),
+		tlink("deep", "../../../../../../../../.."+outside),
+		tdir("d", tlink("loop", "../d/loop")),
+	)
+	im, err := OpenReaderAt(bytes.NewReader(buildISO(first, true)), int64(len(buildISO(first, true))))
+	must(t, err)
+	must(t, Extract(im, dest, nil))
+	for name, want := range map[string]string{"up": "../outside", "abs": outside, "deep": "../../../../../../../../.." + outside, "d/loop": "../d/loop"} {
+		if got, err := os.Readlink(filepath.Join(dest, name)); err != nil || got != want {
+			t.Errorf("%s: %q %v", name, got, err)
+		}
+	}
+	// Reading through the loop is an error, not a hang.
+	if _, err := im.ReadFile("d/loop"); err == nil {
+		t.Error("reading a symlink loop works")
+	}
+
+	// A later image with directories named like those symlinks.
+	second := tdir("",
+		tdir("up", tfile("pwned", "x")),
+		tdir("abs", tfile("pwned", "x")),
+		tfile("deep", "x"),
+	)
+	data := buildISO(second, true)
+	im2, err := OpenReaderAt(bytes.NewReader(data), int64(len(data)))
+	must(t, err)
+	for _, p := range []string{"up", "abs", "deep"} {
+		if err := Extract(im2, dest, []string{p}); err == nil {
+			t.Errorf("extracting %s over a symlink works", p)
+		}
+	}
+	if ls := listAll(outside); len(ls) != 1 {
+		t.Errorf("written outside: %v", ls)
+	}
+
+	// Two entries of one name in one directory (a symlink and a
+	// directory using it) are refused.
+	dup := tdir("", tlink("x", outside), tdir("x", tfile("pwned", "x")))
+	data = buildISO(dup, true)
+	if _, err := OpenReaderAt(bytes.NewReader(data), int64(len(data))); err == nil || !strings.Contains(err.Error(), `two entries named "x"`) {
+		t.Errorf("duplicate names: %v", err)
+	}
+}
+
+// TestLongNames: names up to the Rock Ridge limit work through
+// continuation areas; a name the destination filesystem cannot hold fails
+// that file only with an error.
+func TestLongNames(t *testing.T) {
+	long := strings.Repeat("n", 255)
+	tooLong := strings.Repeat("m", 600)
+	root := tdir("", tfile(long, "long\n"), tdir("z", tfile(tooLong, "too long\n")))
+	data := buildISO(root, true)
+	im, err := OpenReaderAt(bytes.NewReader(data), int64(len(data)))
+	must(t, err)
+	if b, err := im.ReadFile(long); err != nil || string(b) != "long\n" {
+		t.Fatalf("255-byte name: %q %v", b, err)
+	}
+	if b, err := im.ReadFile("z/" + tooLong); err != nil || string(b) != "too long\n" {
+		t.Fatalf("600-byte name: %q %v", b, err)
+	}
+	dest := t.TempDir()
+	err = Extract(im, dest, nil)
+	if err == nil || !strings.Contains(err.Error(), "file name too long") {
+		t.Fatalf("extracting a 600-byte name: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dest, long)); err != nil || string(b) != "long\n" {
+		t.Fatalf("255-byte name extracted: %q %v", b, err)
+	}
+}
