@@ -129,10 +129,10 @@ func (x *extractor) fail(rel string, err error) error {
 // all says that everything below is selected.
 func (x *extractor) dir(fd int, d *Entry, rel string, all bool) error {
 	l, err := x.im.list(d, "/"+rel)
-	kids := l.entries
 	if err != nil {
 		return err
 	}
+	kids := l.entries
 	for _, c := range kids {
 		crel := c.Name
 		if rel != "" {
