@@ -9,14 +9,14 @@ import (
 // names, targets, modes and locations it is given, hostile or corrupt, which
 // xorriso would refuse or repair.
 
-// tnode is one file of a test image.
-type tnode struct {
+// twNode is one file of a test image.
+type twNode struct {
 	name   string // Rock Ridge name (NM); the ISO identifier too unless id is set
 	id     string
 	mode   uint32 // POSIX mode with its type; 0 means 0644 file or 0755 directory
 	data   []byte
 	target string // symlink target, written as SL components
-	kids   []*tnode
+	kids   []*twNode
 	uid    uint32
 	gid    uint32
 	mtime  time.Time
@@ -32,50 +32,52 @@ type tnode struct {
 	length uint32   // data or directory length
 }
 
-func (n *tnode) isDir() bool {
+func (n *twNode) isDir() bool {
 	return n.mode&0o170000 == 0o040000 || (n.mode == 0 && n.kids != nil)
 }
 
 // dir and file make nodes.
-func tdir(name string, kids ...*tnode) *tnode {
-	return &tnode{name: name, mode: 0o040755, kids: append([]*tnode{}, kids...)}
+func twDir(name string, kids ...*twNode) *twNode {
+	return &twNode{name: name, mode: 0o040755, kids: append([]*twNode{}, kids...)}
 }
-func tfile(name, data string) *tnode { return &tnode{name: name, mode: 0o100644, data: []byte(data)} }
-func tlink(name, target string) *tnode {
-	return &tnode{name: name, mode: 0o120777, target: target}
+func twFile(name, data string) *twNode {
+	return &twNode{name: name, mode: 0o100644, data: []byte(data)}
+}
+func twLink(name, target string) *twNode {
+	return &twNode{name: name, mode: 0o120777, target: target}
 }
 
-func both32(b []byte, v uint32) {
+func twBoth32(b []byte, v uint32) {
 	binary.LittleEndian.PutUint32(b, v)
 	binary.BigEndian.PutUint32(b[4:], v)
 }
 
-func both16(b []byte, v uint16) {
+func twBoth16(b []byte, v uint16) {
 	binary.LittleEndian.PutUint16(b, v)
 	binary.BigEndian.PutUint16(b[2:], v)
 }
 
-func suEntry(sig string, data ...byte) []byte {
+func twSU(sig string, data ...byte) []byte {
 	return append([]byte{sig[0], sig[1], byte(4 + len(data)), 1}, data...)
 }
 
 // rrEntries are the Rock Ridge entries of n (without NM for "." records).
-func rrEntries(n *tnode, withName bool) [][]byte {
+func twRR(n *twNode, withName bool) [][]byte {
 	px := make([]byte, 40)
-	both32(px[0:], n.mode)
-	both32(px[8:], 1)
-	both32(px[16:], n.uid)
-	both32(px[24:], n.gid)
-	out := [][]byte{suEntry("PX", px...)}
-	out = append(out, suEntry("TF", append([]byte{0x02}, recDate(n.mtime)...)...))
+	twBoth32(px[0:], n.mode)
+	twBoth32(px[8:], 1)
+	twBoth32(px[16:], n.uid)
+	twBoth32(px[24:], n.gid)
+	out := [][]byte{twSU("PX", px...)}
+	out = append(out, twSU("TF", append([]byte{0x02}, twDate(n.mtime)...)...))
 	if withName {
 		// NM entries of at most 200 bytes each, CONTINUE on all but the last.
 		name := []byte(n.name)
 		for len(name) > 200 {
-			out = append(out, suEntry("NM", append([]byte{1}, name[:200]...)...))
+			out = append(out, twSU("NM", append([]byte{1}, name[:200]...)...))
 			name = name[200:]
 		}
-		out = append(out, suEntry("NM", append([]byte{0}, name...)...))
+		out = append(out, twSU("NM", append([]byte{0}, name...)...))
 	}
 	if n.mode&0o170000 == 0o120000 {
 		var comps []byte
@@ -84,7 +86,7 @@ func rrEntries(n *tnode, withName bool) [][]byte {
 			comps = append(comps, 0x08, 0)
 			t = t[1:]
 		}
-		for _, c := range splitSlash(t) {
+		for _, c := range twSplit(t) {
 			switch c {
 			case ".":
 				comps = append(comps, 0x02, 0)
@@ -95,12 +97,12 @@ func rrEntries(n *tnode, withName bool) [][]byte {
 				comps = append(comps, c...)
 			}
 		}
-		out = append(out, suEntry("SL", append([]byte{0}, comps...)...))
+		out = append(out, twSU("SL", append([]byte{0}, comps...)...))
 	}
 	return out
 }
 
-func splitSlash(s string) []string {
+func twSplit(s string) []string {
 	var out []string
 	start := 0
 	for i := 0; i <= len(s); i++ {
@@ -114,7 +116,7 @@ func splitSlash(s string) []string {
 	return out
 }
 
-func recDate(t time.Time) []byte {
+func twDate(t time.Time) []byte {
 	if t.IsZero() {
 		t = time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
 	}
@@ -123,7 +125,7 @@ func recDate(t time.Time) []byte {
 }
 
 // recLen is the length of n's record with the entries that fit in it.
-func (n *tnode) idBytes() []byte {
+func (n *twNode) idBytes() []byte {
 	if n.id != "" {
 		return []byte(n.id)
 	}
@@ -133,7 +135,7 @@ func (n *tnode) idBytes() []byte {
 	return []byte(n.name)
 }
 
-func baseLen(id []byte) int {
+func twBaseLen(id []byte) int {
 	l := 33 + len(id)
 	if len(id)%2 == 0 {
 		l++
@@ -142,11 +144,11 @@ func baseLen(id []byte) int {
 }
 
 // plan decides which system use entries stay in the record.
-func (n *tnode) plan(rr bool) {
+func (n *twNode) plan(rr bool) {
 	if rr {
-		n.su = rrEntries(n, true)
+		n.su = twRR(n, true)
 	}
-	base := baseLen(n.idBytes())
+	base := twBaseLen(n.idBytes())
 	total := base
 	for _, e := range n.su {
 		total += len(e)
@@ -166,8 +168,8 @@ func (n *tnode) plan(rr bool) {
 	}
 }
 
-func (n *tnode) recLen() int {
-	l := baseLen(n.idBytes())
+func (n *twNode) recLen() int {
+	l := twBaseLen(n.idBytes())
 	for _, e := range n.su[:n.inRec] {
 		l += len(e)
 	}
@@ -177,7 +179,7 @@ func (n *tnode) recLen() int {
 	return l
 }
 
-func (n *tnode) ceData() []byte {
+func (n *twNode) ceData() []byte {
 	var b []byte
 	for _, e := range n.su[n.inRec:] {
 		b = append(b, e...)
@@ -186,13 +188,13 @@ func (n *tnode) ceData() []byte {
 }
 
 // trecord writes a directory record.
-func trecord(id []byte, loc, size uint32, flags byte, date []byte, su []byte) []byte {
-	b := make([]byte, baseLen(id), baseLen(id)+len(su))
-	both32(b[2:], loc)
-	both32(b[10:], size)
+func twRecord(id []byte, loc, size uint32, flags byte, date []byte, su []byte) []byte {
+	b := make([]byte, twBaseLen(id), twBaseLen(id)+len(su))
+	twBoth32(b[2:], loc)
+	twBoth32(b[10:], size)
 	copy(b[18:25], date)
 	b[25] = flags
-	both16(b[28:], 1)
+	twBoth16(b[28:], 1)
 	b[32] = byte(len(id))
 	copy(b[33:], id)
 	b = append(b, su...)
@@ -201,28 +203,28 @@ func trecord(id []byte, loc, size uint32, flags byte, date []byte, su []byte) []
 }
 
 // dotSU is the system use of a directory's "." record (SP first in the root).
-func dotSU(n *tnode, root, rr bool) []byte {
+func twDotSU(n *twNode, root, rr bool) []byte {
 	if !rr {
 		return nil
 	}
 	var b []byte
 	if root {
-		b = append(b, suEntry("SP", 0xBE, 0xEF, 0)...)
+		b = append(b, twSU("SP", 0xBE, 0xEF, 0)...)
 	}
-	for _, e := range rrEntries(n, false) {
+	for _, e := range twRR(n, false) {
 		b = append(b, e...)
 	}
 	return b
 }
 
 // buildISO writes an image of the tree under root.
-func buildISO(root *tnode, rr bool) []byte {
+func twBuild(root *twNode, rr bool) []byte {
 	if root.mode == 0 {
 		root.mode = 0o040755
 	}
 	// Breadth first: directories, then continuation areas, then data.
-	var dirs, all []*tnode
-	queue := []*tnode{root}
+	var dirs, all []*twNode
+	queue := []*twNode{root}
 	for len(queue) > 0 {
 		n := queue[0]
 		queue = queue[1:]
@@ -242,7 +244,7 @@ func buildISO(root *tnode, rr bool) []byte {
 	}
 	next := uint32(18)
 	for _, d := range dirs {
-		dot := 34 + len(dotSU(d, d == root, rr))
+		dot := 34 + len(twDotSU(d, d == root, rr))
 		size, inSec := 0, 0
 		for _, l := range append([]int{dot, 34}, func() []int {
 			var ls []int
@@ -282,17 +284,17 @@ func buildISO(root *tnode, rr bool) []byte {
 			copy(img[n.at*2048:], n.data)
 		}
 	}
-	recOf := func(n *tnode) []byte {
+	recOf := func(n *twNode) []byte {
 		var su []byte
 		for _, e := range n.su[:n.inRec] {
 			su = append(su, e...)
 		}
 		if n.inRec < len(n.su) {
 			ce := make([]byte, 24)
-			both32(ce[0:], n.ce)
-			both32(ce[8:], 0)
-			both32(ce[16:], uint32(len(n.ceData())))
-			su = append(su, suEntry("CE", ce...)...)
+			twBoth32(ce[0:], n.ce)
+			twBoth32(ce[8:], 0)
+			twBoth32(ce[16:], uint32(len(n.ceData())))
+			su = append(su, twSU("CE", ce...)...)
 		}
 		loc, size := n.at, n.length
 		if n.loc != 0 {
@@ -305,9 +307,9 @@ func buildISO(root *tnode, rr bool) []byte {
 		if n.isDir() {
 			flags = flagDir
 		}
-		return trecord(n.idBytes(), loc, size, flags, recDate(n.mtime), su)
+		return twRecord(n.idBytes(), loc, size, flags, twDate(n.mtime), su)
 	}
-	parent := map[*tnode]*tnode{root: root}
+	parent := map[*twNode]*twNode{root: root}
 	for _, d := range dirs {
 		for _, k := range d.kids {
 			parent[k] = d
@@ -316,8 +318,8 @@ func buildISO(root *tnode, rr bool) []byte {
 	for _, d := range dirs {
 		p := parent[d]
 		recs := [][]byte{
-			trecord([]byte{0}, d.at, d.length, flagDir, recDate(d.mtime), dotSU(d, d == root, rr)),
-			trecord([]byte{1}, p.at, p.length, flagDir, recDate(p.mtime), nil),
+			twRecord([]byte{0}, d.at, d.length, flagDir, twDate(d.mtime), twDotSU(d, d == root, rr)),
+			twRecord([]byte{1}, p.at, p.length, flagDir, twDate(p.mtime), nil),
 		}
 		for _, k := range d.kids {
 			recs = append(recs, recOf(k))
@@ -337,13 +339,13 @@ func buildISO(root *tnode, rr bool) []byte {
 	pvd := img[16*2048:]
 	pvd[0], pvd[6] = 1, 1
 	copy(pvd[1:], "CD001")
-	copy(pvd[8:40], pad("LINUX", 32))
-	copy(pvd[40:72], pad("HOSTILE", 32))
-	both32(pvd[80:], next)
-	both16(pvd[120:], 1)
-	both16(pvd[124:], 1)
-	both16(pvd[128:], 2048)
-	copy(pvd[156:190], trecord([]byte{0}, root.at, root.length, flagDir, recDate(root.mtime), nil))
+	copy(pvd[8:40], twPad("LINUX", 32))
+	copy(pvd[40:72], twPad("HOSTILE", 32))
+	twBoth32(pvd[80:], next)
+	twBoth16(pvd[120:], 1)
+	twBoth16(pvd[124:], 1)
+	twBoth16(pvd[128:], 2048)
+	copy(pvd[156:190], twRecord([]byte{0}, root.at, root.length, flagDir, twDate(root.mtime), nil))
 	copy(pvd[813:830], "2024010203040500\x00")
 	pvd[881] = 1
 	term := img[17*2048:]
@@ -352,7 +354,7 @@ func buildISO(root *tnode, rr bool) []byte {
 	return img
 }
 
-func pad(s string, n int) string {
+func twPad(s string, n int) string {
 	for len(s) < n {
 		s += " "
 	}

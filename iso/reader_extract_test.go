@@ -13,9 +13,9 @@ import (
 	"upgradectl/host"
 )
 
-// compareDirs checks that the tree got has what want has: names, types,
+// rtCompareDirs checks that the tree got has what want has: names, types,
 // modes, mtimes, owners (when owners), symlink targets and content.
-func compareDirs(t *testing.T, got, want string, owners bool) {
+func rtCompareDirs(t *testing.T, got, want string, owners bool) {
 	t.Helper()
 	seen := map[string]bool{}
 	err := filepath.WalkDir(want, func(p string, d fs.DirEntry, err error) error {
@@ -60,7 +60,7 @@ func compareDirs(t *testing.T, got, want string, owners bool) {
 		}
 		return nil
 	})
-	must(t, err)
+	rtMust(t, err)
 	filepath.WalkDir(got, func(p string, d fs.DirEntry, err error) error {
 		rel, _ := filepath.Rel(got, p)
 		if err == nil && !seen[rel] {
@@ -71,15 +71,15 @@ func compareDirs(t *testing.T, got, want string, owners bool) {
 }
 
 func TestExtractXorrisoImage(t *testing.T) {
-	src := makeTree(t, 50)
-	img := mkisofs(t, src)
+	src := rtTree(t, 50)
+	img := rtMkisofs(t, src)
 	im, err := Open(img)
-	must(t, err)
+	rtMust(t, err)
 	defer im.Close()
 	dest := filepath.Join(t.TempDir(), "dest") // created by Extract
 	n := 0
-	must(t, Extract(im, dest, nil, Progress(func(string, *Entry) { n++ })))
-	compareDirs(t, dest, src, os.Geteuid() == 0)
+	rtMust(t, Extract(im, dest, nil, Progress(func(string, *Entry) { n++ })))
+	rtCompareDirs(t, dest, src, os.Geteuid() == 0)
 	if n < 70 {
 		t.Errorf("progress called %d times", n)
 	}
@@ -91,7 +91,7 @@ func TestExtractXorrisoImage(t *testing.T) {
 
 	// Some paths only, with their parent directories.
 	part := filepath.Join(t.TempDir(), "part")
-	must(t, Extract(im, part, []string{"sub/deeper", "/README", "link-dir/"}))
+	rtMust(t, Extract(im, part, []string{"sub/deeper", "/README", "link-dir/"}))
 	var got []string
 	filepath.WalkDir(part, func(p string, d fs.DirEntry, err error) error {
 		rel, _ := filepath.Rel(part, p)
@@ -114,8 +114,8 @@ func TestExtractXorrisoImage(t *testing.T) {
 	}
 }
 
-// listAll lists every path under dir.
-func listAll(dir string) []string {
+// rtListAll lists every path under dir.
+func rtListAll(dir string) []string {
 	var out []string
 	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		out = append(out, p)
@@ -148,16 +148,16 @@ func TestHostileNames(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, where := range []string{"root", "deep"} {
-				evil := &tnode{name: tc.evil, mode: 0o100644, data: []byte("pwned\n")}
+				evil := &twNode{name: tc.evil, mode: 0o100644, data: []byte("pwned\n")}
 				if tc.evil == "" {
 					evil.id = "EMPTY.;1" // an ISO identifier, an empty NM
 				}
-				root := tdir("", tfile("ok", "fine\n"), evil)
+				root := twDir("", twFile("ok", "fine\n"), evil)
 				if where == "deep" {
-					root = tdir("", tfile("ok", "fine\n"), tdir("a", tdir("b", evil)))
+					root = twDir("", twFile("ok", "fine\n"), twDir("a", twDir("b", evil)))
 				}
 				img := filepath.Join(t.TempDir(), "evil.iso")
-				must(t, os.WriteFile(img, buildISO(root, tc.rr), 0o644))
+				rtMust(t, os.WriteFile(img, twBuild(root, tc.rr), 0o644))
 				im, err := Open(img)
 				if where == "root" {
 					t.Logf("%s: %v", where, err)
@@ -170,17 +170,17 @@ func TestHostileNames(t *testing.T) {
 					}
 					continue
 				}
-				must(t, err)
+				rtMust(t, err)
 				outer := t.TempDir()
 				dest := filepath.Join(outer, "x1", "x2", "dest")
-				must(t, os.MkdirAll(dest, 0o755))
+				rtMust(t, os.MkdirAll(dest, 0o755))
 				err = Extract(im, dest, nil)
 				t.Logf("%s: %v", where, err)
 				im.Close()
 				if err == nil || host.KindOf(err) != host.KindBad {
 					t.Errorf("%s: extract: %v", where, err)
 				}
-				for _, p := range listAll(outer) {
+				for _, p := range rtListAll(outer) {
 					if !strings.HasPrefix(p, dest) && p != outer && p != filepath.Join(outer, "x1") && p != filepath.Join(outer, "x1", "x2") {
 						t.Errorf("%s: written outside: %s", where, p)
 					}
@@ -196,18 +196,18 @@ func TestHostileNames(t *testing.T) {
 func TestHostileSymlinks(t *testing.T) {
 	outer := t.TempDir()
 	outside := filepath.Join(outer, "outside")
-	must(t, os.Mkdir(outside, 0o755))
+	rtMust(t, os.Mkdir(outside, 0o755))
 	dest := filepath.Join(outer, "dest")
 
-	first := tdir("",
-		tlink("up", "../outside"),
-		tlink("abs", outside),
-		tlink("deep", "../../../../../../../../.."+outside),
-		tdir("d", tlink("loop", "../d/loop")),
+	first := twDir("",
+		twLink("up", "../outside"),
+		twLink("abs", outside),
+		twLink("deep", "../../../../../../../../.."+outside),
+		twDir("d", twLink("loop", "../d/loop")),
 	)
-	im, err := OpenReaderAt(bytes.NewReader(buildISO(first, true)), int64(len(buildISO(first, true))))
-	must(t, err)
-	must(t, Extract(im, dest, nil))
+	im, err := OpenReaderAt(bytes.NewReader(twBuild(first, true)), int64(len(twBuild(first, true))))
+	rtMust(t, err)
+	rtMust(t, Extract(im, dest, nil))
 	for name, want := range map[string]string{"up": "../outside", "abs": outside, "deep": "../../../../../../../../.." + outside, "d/loop": "../d/loop"} {
 		if got, err := os.Readlink(filepath.Join(dest, name)); err != nil || got != want {
 			t.Errorf("%s: %q %v", name, got, err)
@@ -219,27 +219,27 @@ func TestHostileSymlinks(t *testing.T) {
 	}
 
 	// A later image with directories named like those symlinks.
-	second := tdir("",
-		tdir("up", tfile("pwned", "x")),
-		tdir("abs", tfile("pwned", "x")),
-		tfile("deep", "x"),
+	second := twDir("",
+		twDir("up", twFile("pwned", "x")),
+		twDir("abs", twFile("pwned", "x")),
+		twFile("deep", "x"),
 	)
-	data := buildISO(second, true)
+	data := twBuild(second, true)
 	im2, err := OpenReaderAt(bytes.NewReader(data), int64(len(data)))
-	must(t, err)
+	rtMust(t, err)
 	for _, p := range []string{"up", "abs", "deep"} {
 		if err := Extract(im2, dest, []string{p}); err == nil {
 			t.Errorf("extracting %s over a symlink works", p)
 		}
 	}
-	if ls := listAll(outside); len(ls) != 1 {
+	if ls := rtListAll(outside); len(ls) != 1 {
 		t.Errorf("written outside: %v", ls)
 	}
 
 	// Two entries of one name in one directory (a symlink and a
 	// directory using it) are refused.
-	dup := tdir("", tlink("x", outside), tdir("x", tfile("pwned", "x")))
-	data = buildISO(dup, true)
+	dup := twDir("", twLink("x", outside), twDir("x", twFile("pwned", "x")))
+	data = twBuild(dup, true)
 	if _, err := OpenReaderAt(bytes.NewReader(data), int64(len(data))); err == nil || !strings.Contains(err.Error(), `two entries named "x"`) {
 		t.Errorf("duplicate names: %v", err)
 	}
@@ -251,10 +251,10 @@ func TestHostileSymlinks(t *testing.T) {
 func TestLongNames(t *testing.T) {
 	long := strings.Repeat("n", 255)
 	tooLong := strings.Repeat("m", 600)
-	root := tdir("", tfile(long, "long\n"), tdir("z", tfile(tooLong, "too long\n")))
-	data := buildISO(root, true)
+	root := twDir("", twFile(long, "long\n"), twDir("z", twFile(tooLong, "too long\n")))
+	data := twBuild(root, true)
 	im, err := OpenReaderAt(bytes.NewReader(data), int64(len(data)))
-	must(t, err)
+	rtMust(t, err)
 	if b, err := im.ReadFile(long); err != nil || string(b) != "long\n" {
 		t.Fatalf("255-byte name: %q %v", b, err)
 	}

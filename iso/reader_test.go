@@ -21,7 +21,7 @@ import (
 
 // mkisofs builds an image of src with xorriso's mkisofs emulation (Rock
 // Ridge and Joliet unless args say otherwise) and returns its path.
-func mkisofs(t testing.TB, src string, args ...string) string {
+func rtMkisofs(t testing.TB, src string, args ...string) string {
 	t.Helper()
 	hosttest.RequireCommand(t, "xorriso")
 	if len(args) == 0 {
@@ -33,12 +33,12 @@ func mkisofs(t testing.TB, src string, args ...string) string {
 	return out
 }
 
-var testTime = time.Date(2023, 4, 5, 6, 7, 8, 0, time.UTC)
+var rtTime = time.Date(2023, 4, 5, 6, 7, 8, 0, time.UTC)
 
-// makeTree writes a source tree with subdirectories, symlinks, a hard
+// rtTree writes a source tree with subdirectories, symlinks, a hard
 // link, odd names, modes, owners (as root), old timestamps and a directory
 // of bigDir files, and returns its path.
-func makeTree(t testing.TB, bigDir int) string {
+func rtTree(t testing.TB, bigDir int) string {
 	t.Helper()
 	src := filepath.Join(t.TempDir(), "src")
 	files := map[string]string{
@@ -55,29 +55,29 @@ func makeTree(t testing.TB, bigDir int) string {
 	}
 	for name, content := range files {
 		p := filepath.Join(src, name)
-		must(t, os.MkdirAll(filepath.Dir(p), 0o755))
-		must(t, os.WriteFile(p, []byte(content), 0o644))
+		rtMust(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		rtMust(t, os.WriteFile(p, []byte(content), 0o644))
 	}
-	must(t, os.Chmod(filepath.Join(src, "sub/trailing."), 0o600))
-	must(t, os.Chmod(filepath.Join(src, "sub/deeper"), 0o710))
-	must(t, os.Symlink("README", filepath.Join(src, "link-rel")))
-	must(t, os.Symlink("/etc/passwd", filepath.Join(src, "link-abs")))
-	must(t, os.Symlink("../Packages/big.rpm", filepath.Join(src, "sub/link-up")))
-	must(t, os.Symlink("sub/deeper", filepath.Join(src, "link-dir")))
-	must(t, os.Symlink("does/not/exist", filepath.Join(src, "link-dangling")))
-	must(t, os.Link(filepath.Join(src, "README"), filepath.Join(src, "sub/hardlink")))
+	rtMust(t, os.Chmod(filepath.Join(src, "sub/trailing."), 0o600))
+	rtMust(t, os.Chmod(filepath.Join(src, "sub/deeper"), 0o710))
+	rtMust(t, os.Symlink("README", filepath.Join(src, "link-rel")))
+	rtMust(t, os.Symlink("/etc/passwd", filepath.Join(src, "link-abs")))
+	rtMust(t, os.Symlink("../Packages/big.rpm", filepath.Join(src, "sub/link-up")))
+	rtMust(t, os.Symlink("sub/deeper", filepath.Join(src, "link-dir")))
+	rtMust(t, os.Symlink("does/not/exist", filepath.Join(src, "link-dangling")))
+	rtMust(t, os.Link(filepath.Join(src, "README"), filepath.Join(src, "sub/hardlink")))
 	if os.Geteuid() == 0 {
-		must(t, os.Lchown(filepath.Join(src, "sub/with space & ümlaut"), 1234, 5678))
-		must(t, os.Chmod(filepath.Join(src, "sub/with space & ümlaut"), 0o4750))
+		rtMust(t, os.Lchown(filepath.Join(src, "sub/with space & ümlaut"), 1234, 5678))
+		rtMust(t, os.Chmod(filepath.Join(src, "sub/with space & ümlaut"), 0o4750))
 	}
 	if bigDir > 0 {
 		big := filepath.Join(src, "big")
-		must(t, os.Mkdir(big, 0o755))
+		rtMust(t, os.Mkdir(big, 0o755))
 		for i := range bigDir {
 			p := filepath.Join(big, fmt.Sprintf("file-%05d-with-a-longer-name.txt", i))
-			must(t, os.WriteFile(p, []byte(fmt.Sprint(i)), 0o600))
+			rtMust(t, os.WriteFile(p, []byte(fmt.Sprint(i)), 0o600))
 			// Each file gets its own mode so that a mix-up shows.
-			must(t, os.Chmod(p, fs.FileMode(0o400|i%0o400)))
+			rtMust(t, os.Chmod(p, fs.FileMode(0o400|i%0o400)))
 		}
 	}
 	// Old timestamps, set last, deepest first.
@@ -88,25 +88,25 @@ func makeTree(t testing.TB, bigDir int) string {
 	})
 	sort.Sort(sort.Reverse(sort.StringSlice(paths)))
 	for i, p := range paths {
-		ts := testTime.Add(time.Duration(i) * time.Minute)
+		ts := rtTime.Add(time.Duration(i) * time.Minute)
 		tv := []unix.Timeval{unix.NsecToTimeval(ts.UnixNano()), unix.NsecToTimeval(ts.UnixNano())}
-		must(t, unix.Lutimes(p, tv))
+		rtMust(t, unix.Lutimes(p, tv))
 	}
 	return src
 }
 
-func must(t testing.TB, err error) {
+func rtMust(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
 }
 
-// compareTree checks that every file of src is in the image with the same
+// rtCompareTree checks that every file of src is in the image with the same
 // name, type, mode, owner, mtime, symlink target and content, and that the
 // image has nothing else. Content is compared for files of up to maxContent
 // bytes.
-func compareTree(t *testing.T, im *Image, src string, owners bool) {
+func rtCompareTree(t *testing.T, im *Image, src string, owners bool) {
 	t.Helper()
 	want := map[string]bool{}
 	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
@@ -162,7 +162,7 @@ func compareTree(t *testing.T, im *Image, src string, owners bool) {
 		}
 		return nil
 	})
-	must(t, err)
+	rtMust(t, err)
 	err = fs.WalkDir(im, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -172,11 +172,11 @@ func compareTree(t *testing.T, im *Image, src string, owners bool) {
 		}
 		return nil
 	})
-	must(t, err)
+	rtMust(t, err)
 }
 
 func TestReadXorrisoImage(t *testing.T) {
-	src := makeTree(t, 100)
+	src := rtTree(t, 100)
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -186,9 +186,9 @@ func TestReadXorrisoImage(t *testing.T) {
 		{"rockridge-iso-level-3", []string{"-R", "-J", "-iso-level", "3"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			img := mkisofs(t, src, tc.args...)
+			img := rtMkisofs(t, src, tc.args...)
 			im, err := Open(img)
-			must(t, err)
+			rtMust(t, err)
 			defer im.Close()
 			info := im.Info()
 			fi, _ := os.Stat(img)
@@ -202,7 +202,7 @@ func TestReadXorrisoImage(t *testing.T) {
 			if time.Since(info.Created) > time.Hour || time.Since(info.Created) < 0 {
 				t.Errorf("created %v", info.Created)
 			}
-			compareTree(t, im, src, os.Geteuid() == 0)
+			rtCompareTree(t, im, src, os.Geteuid() == 0)
 
 			// Symlinks are followed inside the image by Stat, Open and
 			// ReadFile, not by Lstat.
@@ -235,9 +235,9 @@ func TestReadXorrisoImage(t *testing.T) {
 // TestReadJolietOnly: without Rock Ridge the Joliet names are used, with
 // their leading and trailing dots.
 func TestReadJolietOnly(t *testing.T) {
-	src := makeTree(t, 0)
-	im, err := Open(mkisofs(t, src, "--norock", "-J"))
-	must(t, err)
+	src := rtTree(t, 0)
+	im, err := Open(rtMkisofs(t, src, "--norock", "-J"))
+	rtMust(t, err)
 	defer im.Close()
 	if in := im.Info(); in.RockRidge || !in.Joliet || in.Tree != "joliet" {
 		t.Fatalf("info %+v", in)
@@ -254,9 +254,9 @@ func TestReadJolietOnly(t *testing.T) {
 // TestReadPlainISO9660: without Rock Ridge or Joliet the ISO 9660 names
 // are used without ";1" and a trailing dot.
 func TestReadPlainISO9660(t *testing.T) {
-	src := makeTree(t, 0)
-	im, err := Open(mkisofs(t, src, "--norock", "-iso-level", "2"))
-	must(t, err)
+	src := rtTree(t, 0)
+	im, err := Open(rtMkisofs(t, src, "--norock", "-iso-level", "2"))
+	rtMust(t, err)
 	defer im.Close()
 	if in := im.Info(); in.RockRidge || in.Joliet || in.Tree != "iso9660" {
 		t.Fatalf("info %+v", in)
@@ -275,12 +275,12 @@ func TestReadPlainISO9660(t *testing.T) {
 // shortened after Open gives read errors, never short content (both
 // libraries read such images as "OK" with wrong content).
 func TestTruncatedImage(t *testing.T) {
-	img := mkisofs(t, makeTree(t, 0))
+	img := rtMkisofs(t, rtTree(t, 0))
 	data, err := os.ReadFile(img)
-	must(t, err)
+	rtMust(t, err)
 	for _, cut := range []int{len(data) / 2, len(data) - 1, 17 * 2048, 100} {
 		p := filepath.Join(t.TempDir(), "cut.iso")
-		must(t, os.WriteFile(p, data[:cut], 0o644))
+		rtMust(t, os.WriteFile(p, data[:cut], 0o644))
 		im, err := Open(p)
 		if err == nil {
 			im.Close()
@@ -293,13 +293,13 @@ func TestTruncatedImage(t *testing.T) {
 	}
 	// Cut after Open: reading the big file fails.
 	p := filepath.Join(t.TempDir(), "shrinks.iso")
-	must(t, os.WriteFile(p, data, 0o644))
+	rtMust(t, os.WriteFile(p, data, 0o644))
 	im, err := Open(p)
-	must(t, err)
+	rtMust(t, err)
 	defer im.Close()
 	e, err := im.Lstat("Packages/big.rpm")
-	must(t, err)
-	must(t, os.Truncate(p, e.extents[0].off+e.Size/2))
+	rtMust(t, err)
+	rtMust(t, os.Truncate(p, e.extents[0].off+e.Size/2))
 	if b, err := im.ReadFile("Packages/big.rpm"); err == nil {
 		t.Fatalf("read %d bytes of a file cut in half without error", len(b))
 	}

@@ -1,0 +1,373 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"path"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"upgradectl/host"
+	"upgradectl/iso"
+)
+
+func init() {
+	jsonFlag := &cli.BoolFlag{Name: "json", Usage: "print JSON for programs"}
+	registerSub("iso", "images", "verify, read, mount and stage ISO images",
+		&cli.Command{
+			Name:      "info",
+			Usage:     "show an image's volume, size, date, Rock Ridge, Joliet, embedded MD5 and product identity",
+			ArgsUsage: "ISO",
+			Flags:     []cli.Flag{jsonFlag},
+			Action: action(func(c *cli.Context, e *env) error {
+				if c.NArg() != 1 {
+					return host.Usage("iso info needs one ISO")
+				}
+				im, err := openISO(e, c.Args().First())
+				if err != nil {
+					return err
+				}
+				defer im.Close()
+				e.JSON = isoJSON(c)
+				return printISOInfo(e, im, c.Args().First())
+			}),
+		},
+		&cli.Command{
+			Name:      "ls",
+			Usage:     "list the files of an image without mounting it",
+			ArgsUsage: "ISO [PATH...]",
+			Flags: []cli.Flag{
+				&cli.BoolFlag{Name: "l", Usage: "long listing: mode, links, owner, size, date, symlink target"},
+				&cli.BoolFlag{Name: "R", Usage: "list directories recursively"},
+				jsonFlag,
+			},
+			Action: action(func(c *cli.Context, e *env) error {
+				if c.NArg() < 1 {
+					return host.Usage("iso ls needs an ISO")
+				}
+				im, err := openISO(e, c.Args().First())
+				if err != nil {
+					return err
+				}
+				defer im.Close()
+				paths := c.Args().Tail()
+				if len(paths) == 0 {
+					paths = []string{"."}
+				}
+				var rows []isoRow
+				for _, p := range paths {
+					r, err := isoList(im, p, c.Bool("R"))
+					if err != nil {
+						return isoPathErr(c.Args().First(), p, err)
+					}
+					rows = append(rows, r...)
+				}
+				e.JSON = isoJSON(c)
+				return printISOList(e, rows, c.Bool("l"))
+			}),
+		},
+		&cli.Command{
+			Name:      "cat",
+			Usage:     "write files of an image to standard output",
+			ArgsUsage: "ISO PATH...",
+			Action: action(func(c *cli.Context, e *env) error {
+				if c.NArg() < 2 {
+					return host.Usage("iso cat needs an ISO and at least one PATH")
+				}
+				im, err := openISO(e, c.Args().First())
+				if err != nil {
+					return err
+				}
+				defer im.Close()
+				for _, p := range c.Args().Tail() {
+					if err := isoCat(e.Out, im, p); err != nil {
+						return isoPathErr(c.Args().First(), p, err)
+					}
+				}
+				return nil
+			}),
+		},
+		&cli.Command{
+			Name:  "extract",
+			Usage: "copy files out of an image into DEST (all of it without PATH), never writing outside DEST",
+			Description: "Files keep their image paths under DEST, their modes, times, symlinks and, as root,\n" +
+				"their owners. DEST is created if needed; existing files are never overwritten.",
+			ArgsUsage: "ISO DEST [PATH...]",
+			Flags: []cli.Flag{
+				&cli.BoolFlag{Name: "no-owners", Usage: "do not give files the image's owners (the default as root)"},
+			},
+			Action: action(func(c *cli.Context, e *env) error {
+				if c.NArg() < 2 {
+					return host.Usage("iso extract needs an ISO and DEST")
+				}
+				im, err := openISO(e, c.Args().First())
+				if err != nil {
+					return err
+				}
+				defer im.Close()
+				dest, err := isoArgPath(e, c.Args().Get(1))
+				if err != nil {
+					return err
+				}
+				var files, bytes int64
+				opts := []iso.ExtractOption{iso.Progress(func(_ string, en *iso.Entry) {
+					files++
+					if en.Mode.IsRegular() {
+						bytes += en.Size
+					}
+				})}
+				if c.Bool("no-owners") {
+					opts = append(opts, iso.KeepOwners(false))
+				}
+				if err := iso.Extract(im, dest, c.Args().Slice()[2:], opts...); err != nil {
+					return err
+				}
+				fmt.Fprintf(e.Out, "extracted %d entries (%s of file data) to %s\n", files, host.FormatSize(bytes), dest)
+				return nil
+			}),
+		},
+	)
+}
+
+// isoJSON: --json given globally or after the command.
+func isoJSON(c *cli.Context) bool {
+	for _, x := range c.Lineage() {
+		if x.Bool("json") {
+			return true
+		}
+	}
+	return false
+}
+
+// isoArgPath is a path from the command line on the system under the root:
+// relative to the working directory, with symlinks resolved inside the root.
+func isoArgPath(e *env, p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", host.Usage("cannot use %s: %v", p, err)
+	}
+	if e.Root.IsLive() {
+		return abs, nil
+	}
+	return e.Root.Resolve(abs)
+}
+
+// openISO opens the image named on the command line.
+func openISO(e *env, arg string) (*iso.Image, error) {
+	p, err := isoArgPath(e, arg)
+	if err != nil {
+		return nil, err
+	}
+	im, err := iso.Open(p)
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, host.Bad("cannot open image %s: no such file", p)
+		}
+		return nil, fmt.Errorf("cannot open image %s: %w", p, pe.Err)
+	}
+	return im, err
+}
+
+// isoPathErr makes an error about a path inside an image one line that
+// names both.
+func isoPathErr(img, p string, err error) error {
+	if host.KindOf(err) != 0 {
+		return err // the image is corrupt: its own message
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return host.Bad("cannot read %s in %s: not in the image", p, img)
+	}
+	if errors.Is(err, fs.ErrInvalid) {
+		return host.Usage("cannot read %s in %s: not a valid path in an image (slash-separated, no ..)", p, img)
+	}
+	return host.Bad("cannot read %s in %s: %v", p, img, err)
+}
+
+// isoImagePath turns a command-line path in an image ("/a/b", "a/b/") into
+// an io/fs path ("a/b").
+func isoImagePath(p string) string {
+	if p = strings.Trim(p, "/"); p == "" {
+		return "."
+	}
+	return p
+}
+
+func printISOInfo(e *env, im *iso.Image, name string) error {
+	info := im.Info()
+	id, idErr := iso.IdentityOf(im, filepath.Base(name))
+	if host.KindOf(idErr) != 0 {
+		return idErr // a corrupt image, not a missing identity
+	}
+	if e.JSON {
+		out := struct {
+			iso.Info
+			Identity      *iso.Identity `json:"identity,omitempty"`
+			IdentityError string        `json:"identity_error,omitempty"`
+		}{Info: info}
+		if idErr == nil {
+			out.Identity = &id
+		} else {
+			out.IdentityError = idErr.Error()
+		}
+		return json.NewEncoder(e.Out).Encode(out)
+	}
+	yes := map[bool]string{true: "yes", false: "no"}
+	date := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return t.UTC().Format("2006-01-02 15:04:05 UTC")
+	}
+	tw := tabwriter.NewWriter(e.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "image:\t%s\n", info.Path)
+	fmt.Fprintf(tw, "volume id:\t%s\n", info.VolumeID)
+	fmt.Fprintf(tw, "volume size:\t%s (%d blocks of %d bytes)\n", host.FormatSize(info.VolumeSize), info.VolumeBlocks, info.BlockSize)
+	fmt.Fprintf(tw, "file size:\t%s (%d bytes)\n", host.FormatSize(info.FileSize), info.FileSize)
+	fmt.Fprintf(tw, "created:\t%s\n", date(info.Created))
+	fmt.Fprintf(tw, "modified:\t%s\n", date(info.Modified))
+	if info.Preparer != "" {
+		fmt.Fprintf(tw, "prepared by:\t%s\n", info.Preparer)
+	}
+	fmt.Fprintf(tw, "rock ridge:\t%s\n", yes[info.RockRidge])
+	fmt.Fprintf(tw, "joliet:\t%s\n", yes[info.Joliet])
+	fmt.Fprintf(tw, "bootable:\t%s\n", yes[info.Bootable])
+	fmt.Fprintf(tw, "embedded md5:\t%s\n", yes[info.EmbeddedMD5])
+	if idErr == nil {
+		fmt.Fprintf(tw, "product:\ttype %s, version %s, arch %s (from the %s)\n", id.Type, id.Version, orDash(id.Arch), id.Source)
+	} else {
+		fmt.Fprintf(tw, "product:\tunknown: %v\n", idErr)
+	}
+	return tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// isoRow is one line of "iso ls".
+type isoRow struct {
+	Path   string    `json:"path"`
+	Type   string    `json:"type"`
+	Mode   string    `json:"mode"` // octal permission bits with set-id and sticky bits
+	Size   int64     `json:"size"`
+	MTime  time.Time `json:"mtime"`
+	UID    uint32    `json:"uid"`
+	GID    uint32    `json:"gid"`
+	Nlink  uint32    `json:"nlink"`
+	Ino    uint64    `json:"ino"`
+	Target string    `json:"target,omitempty"`
+	entry  *iso.Entry
+}
+
+// isoList lists p: a directory's entries (recursively with rec), or p
+// itself.
+func isoList(im *iso.Image, p string, rec bool) ([]isoRow, error) {
+	p = isoImagePath(p)
+	e, err := im.Lstat(p)
+	if err != nil {
+		return nil, err
+	}
+	if !e.IsDir() {
+		return []isoRow{isoRowOf(p, e)}, nil
+	}
+	var rows []isoRow
+	err = fs.WalkDir(im, p, func(q string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if q == p {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rows = append(rows, isoRowOf(q, fi.Sys().(*iso.Entry)))
+		if d.IsDir() && !rec {
+			return fs.SkipDir
+		}
+		return nil
+	})
+	return rows, err
+}
+
+func isoRowOf(p string, e *iso.Entry) isoRow {
+	typ := "file"
+	switch t := e.Mode.Type(); {
+	case t == fs.ModeDir:
+		typ = "dir"
+	case t == fs.ModeSymlink:
+		typ = "symlink"
+	case t&fs.ModeCharDevice != 0:
+		typ = "char-device"
+	case t&fs.ModeDevice != 0:
+		typ = "block-device"
+	case t == fs.ModeNamedPipe:
+		typ = "fifo"
+	case t == fs.ModeSocket:
+		typ = "socket"
+	}
+	mode := uint32(e.Mode.Perm())
+	for bit, m := range map[fs.FileMode]uint32{fs.ModeSetuid: 0o4000, fs.ModeSetgid: 0o2000, fs.ModeSticky: 0o1000} {
+		if e.Mode&bit != 0 {
+			mode |= m
+		}
+	}
+	return isoRow{Path: path.Clean(p), Type: typ, Mode: fmt.Sprintf("%04o", mode), Size: e.Size,
+		MTime: e.ModTime, UID: e.UID, GID: e.GID, Nlink: e.Nlink, Ino: e.Ino, Target: e.Target, entry: e}
+}
+
+func printISOList(e *env, rows []isoRow, long bool) error {
+	if e.JSON {
+		if rows == nil {
+			rows = []isoRow{}
+		}
+		return json.NewEncoder(e.Out).Encode(rows)
+	}
+	tw := tabwriter.NewWriter(e.Out, 0, 4, 1, ' ', tabwriter.AlignRight)
+	for _, r := range rows {
+		if !long {
+			fmt.Fprintln(e.Out, r.Path)
+			continue
+		}
+		name := r.Path
+		if r.Target != "" {
+			name += " -> " + r.Target
+		}
+		fmt.Fprintf(tw, "%s\t %d\t %d\t %d\t %d\t %s\t %s\n", r.entry.Mode, r.Nlink, r.UID, r.GID, r.Size,
+			r.MTime.UTC().Format("2006-01-02 15:04"), name)
+	}
+	if long {
+		return tw.Flush()
+	}
+	return nil
+}
+
+// isoCat copies the file at p (following symlinks) to w.
+func isoCat(w io.Writer, im *iso.Image, p string) error {
+	fi, err := im.Stat(isoImagePath(p))
+	if err != nil {
+		return err
+	}
+	en := fi.Sys().(*iso.Entry)
+	if !en.Mode.IsRegular() {
+		return fmt.Errorf("not a regular file (%s)", isoRowOf(p, en).Type)
+	}
+	_, err = io.Copy(w, im.OpenEntry(en))
+	return err
+}

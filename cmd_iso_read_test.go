@@ -1,0 +1,164 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"upgradectl/host/hosttest"
+)
+
+// isoReadImage builds a small real image with xorriso.
+func isoReadImage(t *testing.T) string {
+	t.Helper()
+	hosttest.RequireCommand(t, "xorriso")
+	src := filepath.Join(t.TempDir(), "src")
+	for name, content := range map[string]string{
+		"README": "read me\n", ".treeinfo": "[general]\n", "sub/aaaaaaaa": "x\n",
+		"upgradectl.toml": "product = \"policy\"\ntype = \"cmp\"\nversion = \"12.1.2\"\narch = \"x86_64\"\n",
+	} {
+		p := filepath.Join(src, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("README", filepath.Join(src, "link")); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(t.TempDir(), "cmp-12.1.2-x86_64.iso")
+	hosttest.Run(t, "xorriso", "-as", "mkisofs", "-quiet", "-R", "-J", "-V", "CMP_12", "-o", img, src)
+	return img
+}
+
+func isoRun(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var o, e bytes.Buffer
+	code = run(append([]string{"upgradectl", "--state-dir", t.TempDir()}, args...), &o, &e)
+	return code, o.String(), e.String()
+}
+
+func TestISOReadCommands(t *testing.T) {
+	img := isoReadImage(t)
+
+	code, out, errs := isoRun(t, "iso", "info", "--json", img)
+	var info struct {
+		VolumeID  string `json:"volume_id"`
+		RockRidge bool   `json:"rock_ridge"`
+		Joliet    bool   `json:"joliet"`
+		Identity  struct {
+			Type, Version, Source string
+		} `json:"identity"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &info) != nil || info.VolumeID != "CMP_12" || !info.RockRidge ||
+		!info.Joliet || info.Identity.Type != "cmp" || info.Identity.Source != "manifest" {
+		t.Fatalf("info: %d %q %q %+v", code, out, errs, info)
+	}
+	code, out, _ = isoRun(t, "iso", "info", img)
+	if code != 0 || !strings.Contains(out, "volume id:     CMP_12") || !strings.Contains(out, "product:       type cmp, version 12.1.2, arch x86_64 (from the manifest)") {
+		t.Fatalf("info: %d %q", code, out)
+	}
+
+	code, out, _ = isoRun(t, "iso", "ls", img)
+	if code != 0 || out != ".treeinfo\nREADME\nlink\nsub\nupgradectl.toml\n" {
+		t.Fatalf("ls: %d %q", code, out)
+	}
+	code, out, _ = isoRun(t, "iso", "ls", "-l", "-R", img, "/")
+	if code != 0 || !strings.Contains(out, "link -> README\n") || !strings.Contains(out, " sub/aaaaaaaa\n") ||
+		!strings.HasPrefix(strings.Join(strings.Fields(out), " "), "-rw-r--r-- 1 0 0 10 ") {
+		t.Fatalf("ls -l -R: %d %q", code, out)
+	}
+	code, out, _ = isoRun(t, "--json", "iso", "ls", img, "link")
+	var rows []map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &rows) != nil || len(rows) != 1 || rows[0]["target"] != "README" || rows[0]["type"] != "symlink" {
+		t.Fatalf("ls --json: %d %q", code, out)
+	}
+
+	code, out, _ = isoRun(t, "iso", "cat", img, "link", "/sub/aaaaaaaa")
+	if code != 0 || out != "read me\nx\n" {
+		t.Fatalf("cat: %d %q", code, out)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"cat", img, "nope"}, 1, "cannot read nope in " + img + ": not in the image\n"},
+		{[]string{"cat", img, "sub"}, 1, "cannot read sub in " + img + ": not a regular file (dir)\n"},
+		{[]string{"cat", img}, 2, "iso cat needs an ISO and at least one PATH\n"},
+		{[]string{"ls", img, "../x"}, 2, "not a valid path in an image"},
+		{[]string{"info", img + ".nope"}, 1, "cannot open image " + img + ".nope: no such file\n"},
+	} {
+		code, _, errs := isoRun(t, append([]string{"iso"}, tc.args...)...)
+		if code != tc.code || !strings.Contains(errs, tc.msg) || strings.Count(errs, "\n") != 1 {
+			t.Errorf("%v: %d %q, want %d %q", tc.args, code, errs, tc.code, tc.msg)
+		}
+	}
+
+	dest := filepath.Join(t.TempDir(), "dest")
+	code, out, errs = isoRun(t, "iso", "extract", img, dest)
+	if code != 0 || !strings.HasPrefix(out, "extracted 6 entries") {
+		t.Fatalf("extract: %d %q %q", code, out, errs)
+	}
+	if b, err := os.ReadFile(filepath.Join(dest, "sub/aaaaaaaa")); err != nil || string(b) != "x\n" {
+		t.Fatalf("extracted: %q %v", b, err)
+	}
+	code, _, errs = isoRun(t, "iso", "extract", img, dest, "README")
+	if code == 0 || !strings.Contains(errs, "file exists") {
+		t.Fatalf("extract over an existing file: %d %q", code, errs)
+	}
+}
+
+// TestISOReadBadImages: a truncated, corrupt or hostile image is one line
+// of error and exit 1 for every command.
+func TestISOReadBadImages(t *testing.T) {
+	img := isoReadImage(t)
+	data, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	hostile := bytes.Clone(data)
+	i := bytes.Index(hostile, []byte("aaaaaaaa"+"PX")) // the Rock Ridge NM of sub/aaaaaaaa, before its PX
+	if i < 0 {
+		i = bytes.LastIndex(hostile, []byte("aaaaaaaa"))
+	}
+	copy(hostile[i:], "../../xx")
+	zeroed := bytes.Clone(data)
+	clear(zeroed[16*2048 : 17*2048])
+	for _, tc := range []struct{ name, path, msg string }{
+		{"truncated", write("cut.iso", data[:len(data)/2]), "truncated: the file has"},
+		{"no descriptors", write("zero.iso", zeroed), "not an ISO 9660 image"},
+		{"not an image", write("text.iso", bytes.Repeat([]byte("hello\n"), 10000)), "not an ISO 9660 image"},
+		{"hostile", write("hostile.iso", hostile), `entry "../../xx" is not a valid file name`},
+	} {
+		for _, args := range [][]string{
+			{"iso", "ls", "-R", tc.path},
+			{"iso", "cat", tc.path, "sub/aaaaaaaa"},
+			{"iso", "extract", tc.path, filepath.Join(dir, "dest-"+tc.name)},
+		} {
+			if tc.name != "hostile" && args[1] != "ls" {
+				continue // Open fails the same way for all
+			}
+			code, _, errs := isoRun(t, args...)
+			if code != 1 || !strings.Contains(errs, tc.msg) || strings.Count(errs, "\n") != 1 {
+				t.Errorf("%s %v: %d %q", tc.name, args[:2], code, errs)
+			}
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "xx")); err == nil {
+		t.Error("hostile image wrote outside its destination")
+	}
+}
