@@ -10,6 +10,7 @@ import (
 	"hash"
 	"io"
 	"os"
+	"strings"
 
 	"upgradectl/checksum"
 )
@@ -171,6 +172,9 @@ func parseAppData(area []byte) (*EmbeddedMD5, bool) {
 				return nil, false
 			}
 			m.FragmentSums = cString(buf[i : i+embFragmentChars])
+			// implantisomd5 writes fewer digits on small images; what
+			// follows them is not a sum.
+			m.FragmentSums, _, _ = strings.Cut(m.FragmentSums, ";")
 			m.hasFrags = true
 			i += embFragmentChars
 			for i < embAppDataSize && buf[i] != ';' {

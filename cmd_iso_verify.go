@@ -1,0 +1,149 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+
+	"upgradectl/host"
+	"upgradectl/iso"
+)
+
+func init() {
+	registerSub("iso", "images", "verify, read, mount and stage ISO images", &cli.Command{
+		Name:      "verify",
+		Usage:     "check images against their MD5: --md5, a checksum file, and/or the MD5 embedded by implantisomd5",
+		ArgsUsage: "FILE...",
+		Description: "Each image is checked against --md5 HEX (one image), the checksum file --sums FILE, or a\n" +
+			"checksum file found beside it (IMAGE.md5, md5sum.out, MD5SUMS), in the GNU md5sum, BSD\n" +
+			"tagged or build-machine (digest directly followed by a path) form; with --embedded also\n" +
+			"against the MD5 implantisomd5 stored in it. Images are read once, several at a time.\n" +
+			"Absolute paths are inside --root; relative ones are relative to the current directory.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "sums", Usage: "checksum `FILE` listing the images"},
+			&cli.StringFlag{Name: "md5", Usage: "expected MD5 `HEX` of the one image"},
+			&cli.BoolFlag{Name: "embedded", Usage: "check the MD5 implantisomd5 embedded in each image (fails early at a bad fragment)"},
+			&cli.IntFlag{Name: "jobs", Usage: "images verified at once (default: one per CPU)"},
+		},
+		Action: action(func(c *cli.Context, e *env) error {
+			opts := iso.VerifyOptions{MD5: c.String("md5"), Embedded: c.Bool("embedded"), Jobs: c.Int("jobs"), Log: e.Log()}
+			shown := map[string]string{} // path on this system -> as given
+			for _, a := range c.Args().Slice() {
+				p, err := hostArgPath(e, a)
+				if err != nil {
+					return err
+				}
+				shown[p] = a
+				opts.Files = append(opts.Files, p)
+			}
+			if s := c.String("sums"); s != "" {
+				p, err := hostArgPath(e, s)
+				if err != nil {
+					return err
+				}
+				opts.Sums = p
+			}
+			if f, ok := e.Err.(*os.File); ok {
+				opts.Progress = iso.NewProgress(e.Err, isTerminal(f), "verifying")
+			}
+			rep, err := iso.Verify(c.Context, opts)
+			if err != nil && rep == nil {
+				return err
+			}
+			if e.JSON {
+				enc := json.NewEncoder(e.Out)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(rep); err != nil {
+					return err
+				}
+			} else {
+				printVerify(e, rep, shown)
+			}
+			if rep.LogProblem != "" {
+				fmt.Fprintf(e.Err, "upgradectl: warning: %s\n", rep.LogProblem)
+			}
+			if err != nil {
+				return err
+			}
+			if !rep.OK {
+				err := host.Bad("%d of %d image(s) failed verification", rep.Failed, len(rep.Results))
+				for _, r := range rep.Results {
+					if r.Hint != "" {
+						return host.WithHint(err, r.Hint)
+					}
+				}
+				return err
+			}
+			return nil
+		}),
+	})
+}
+
+// hostArgPath turns an image path from the command line into a path on the
+// running system: absolute paths are host paths inside the root, relative
+// ones are relative to the working directory.
+func hostArgPath(e *env, p string) (string, error) {
+	if filepath.IsAbs(p) {
+		return e.Root.Resolve(p)
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", host.Usage("cannot use %s: %v", p, err)
+	}
+	return abs, nil
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+func printVerify(e *env, rep *iso.VerifyReport, shown map[string]string) {
+	tw := tabwriter.NewWriter(e.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "IMAGE\tRESULT\tMD5\tCHECKED AGAINST")
+	for _, r := range rep.Results {
+		name := shown[r.File]
+		if name == "" {
+			name = r.File
+		}
+		var against []string
+		if r.Expected != "" {
+			src := r.Source
+			if r.Dialect != "" {
+				src += ", " + r.Dialect + " form"
+			}
+			against = append(against, src)
+		}
+		if r.Embedded != nil {
+			against = append(against, "embedded MD5 "+r.Embedded.Status)
+		}
+		md5 := r.MD5
+		if md5 == "" {
+			md5 = "-"
+		}
+		result := strings.ToUpper(r.Status)
+		if r.OK {
+			result = "ok"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", name, result, md5, strings.Join(against, "; "))
+	}
+	tw.Flush()
+	for _, r := range rep.Results {
+		name := shown[r.File]
+		if name == "" {
+			name = r.File
+		}
+		for _, p := range r.Problems {
+			fmt.Fprintf(e.Out, "%s: %s\n", name, p)
+		}
+		for _, n := range r.Notes {
+			fmt.Fprintf(e.Out, "%s: note: %s\n", name, n)
+		}
+	}
+}

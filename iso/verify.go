@@ -1,0 +1,383 @@
+package iso
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"upgradectl/checksum"
+	"upgradectl/host"
+)
+
+// SumsFileNames are the checksum files looked for beside an image, after
+// IMAGE.md5 and IMAGE-without-.iso.md5.
+var SumsFileNames = []string{"md5sum.out", "MD5SUMS"}
+
+// VerifyOptions says what Verify checks.
+type VerifyOptions struct {
+	// Files are the images, as paths on the running system.
+	Files []string
+	// Sums is a checksum file for every image; when empty, one is looked
+	// for beside each image (IMAGE.md5, md5sum.out, MD5SUMS).
+	Sums string
+	// MD5 is the expected digest of the one image, in hex.
+	MD5 string
+	// Embedded checks the MD5 that implantisomd5 stored in each image.
+	Embedded bool
+	// Jobs is how many images are verified at once; 0 means one per CPU.
+	Jobs int
+	// Progress, when not nil, is told the total and every block read.
+	Progress ProgressSink
+	// Log, when not nil, gets one entry for the run.
+	Log *host.UpgradeLog
+}
+
+// ProgressSink follows a long run. Add is called from several goroutines.
+type ProgressSink interface {
+	Start(total int64)
+	Add(n int)
+	Done()
+}
+
+// Verify statuses.
+const (
+	StatusOK          = "ok"
+	StatusMismatch    = "mismatch"     // the MD5 differs from the expected one
+	StatusEmbedded    = "embedded-bad" // the embedded MD5 check failed or found none
+	StatusMissing     = "missing"      // the image is not there
+	StatusNoReference = "no-reference" // no expected digest found for it
+	StatusError       = "error"        // it could not be read
+)
+
+// VerifyResult is the outcome for one image.
+type VerifyResult struct {
+	File     string          `json:"file"`
+	Size     int64           `json:"size"`
+	Status   string          `json:"status"`
+	OK       bool            `json:"ok"`
+	MD5      string          `json:"md5,omitempty"`      // computed over the whole file
+	Expected string          `json:"expected,omitempty"` // from --md5 or a checksum file
+	Source   string          `json:"source,omitempty"`   // where Expected came from
+	Dialect  string          `json:"dialect,omitempty"`  // of the checksum file
+	Embedded *EmbeddedResult `json:"embedded,omitempty"`
+	Problems []string        `json:"problems,omitempty"` // why it is not OK
+	Notes    []string        `json:"notes,omitempty"`
+	Hint     string          `json:"hint,omitempty"` // how to fix the first problem
+	Seconds  float64         `json:"seconds"`
+}
+
+// VerifyReport is the outcome of a run.
+type VerifyReport struct {
+	Results []VerifyResult `json:"results"`
+	OK      bool           `json:"ok"`
+	Failed  int            `json:"failed"`
+	// LogProblem says why the upgrade log entry could not be written.
+	LogProblem string `json:"log_problem,omitempty"`
+}
+
+// Verify checks each image against --md5, a checksum file and/or its
+// embedded MD5, several at once, reading each image once. It returns a
+// host.Usage error for a wrong request (nothing else is done then); every
+// problem with an image is in its result, and the report is OK only when
+// every image is.
+func Verify(ctx context.Context, opts VerifyOptions) (*VerifyReport, error) {
+	start := time.Now()
+	var want checksum.Digest
+	switch {
+	case len(opts.Files) == 0:
+		return nil, host.Usage("cannot verify: no image given")
+	case opts.MD5 != "" && opts.Sums != "":
+		return nil, host.Usage("cannot verify: give either --md5 or --sums, not both")
+	case opts.MD5 != "" && len(opts.Files) > 1:
+		return nil, host.WithHint(host.Usage("cannot verify %d images against one --md5 digest", len(opts.Files)),
+			"verify one image with --md5, or several with --sums FILE")
+	case opts.MD5 != "":
+		d, err := checksum.ParseDigest(strings.TrimSpace(opts.MD5))
+		if err != nil {
+			return nil, host.Usage("cannot verify with --md5: %v", err)
+		}
+		want = d
+	}
+	sums := &sumsCache{files: map[string]sumsEntry{}}
+	if opts.Sums != "" {
+		if _, err := os.Stat(opts.Sums); err != nil {
+			return nil, host.Usage("cannot read checksum file %s: %v", opts.Sums, errors.Unwrap(err))
+		}
+	}
+
+	// Sizes first: the progress total, and missing images found at once.
+	results := make([]VerifyResult, len(opts.Files))
+	var total int64
+	for i, f := range opts.Files {
+		results[i] = VerifyResult{File: f}
+		fi, err := os.Stat(f)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			results[i].Status = StatusMissing
+			results[i].Problems = append(results[i].Problems, fmt.Sprintf("cannot open %s: no such file", f))
+		case err != nil:
+			results[i].Status = StatusError
+			results[i].Problems = append(results[i].Problems, fmt.Sprintf("cannot open %s: %v", f, errors.Unwrap(err)))
+		case !fi.Mode().IsRegular():
+			results[i].Status = StatusError
+			results[i].Problems = append(results[i].Problems, fmt.Sprintf("cannot verify %s: not a regular file", f))
+		default:
+			results[i].Size = fi.Size()
+			total += fi.Size()
+		}
+	}
+	if opts.Progress != nil {
+		opts.Progress.Start(total)
+	}
+	add := func(int) {}
+	if opts.Progress != nil {
+		add = opts.Progress.Add
+	}
+
+	jobs := opts.Jobs
+	if jobs <= 0 {
+		jobs = runtime.NumCPU()
+	}
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < min(jobs, len(opts.Files)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				t := time.Now()
+				verifyOne(ctx, &results[i], opts, want, sums, add)
+				results[i].Seconds = time.Since(t).Round(time.Millisecond).Seconds()
+			}
+		}()
+	}
+	for i := range results {
+		if results[i].Status == "" {
+			work <- i
+		}
+	}
+	close(work)
+	wg.Wait()
+	if opts.Progress != nil {
+		opts.Progress.Done()
+	}
+
+	rep := &VerifyReport{Results: results, OK: true}
+	for i := range results {
+		if !results[i].OK {
+			rep.OK = false
+			rep.Failed++
+		}
+	}
+	if opts.Log != nil {
+		if _, err := opts.Log.Append(logEntry(rep, start)); err != nil {
+			rep.LogProblem = err.Error()
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return rep, err
+	}
+	return rep, nil
+}
+
+func logEntry(rep *VerifyReport, start time.Time) host.LogEntry {
+	var scope, msg []string
+	for _, r := range rep.Results {
+		scope = append(scope, filepath.Base(r.File))
+		m := filepath.Base(r.File) + " " + r.Status
+		if !r.OK && len(r.Problems) > 0 {
+			m += " (" + r.Problems[0] + ")"
+		}
+		msg = append(msg, m)
+	}
+	res := host.ResultSuccess
+	if !rep.OK {
+		res = host.ResultFailed
+	}
+	return host.LogEntry{Action: "iso verify", Start: start, End: time.Now(), Scope: strings.Join(scope, " "),
+		Result: res, Message: strings.Join(msg, "; ")}
+}
+
+// verifyOne fills in r for one image that exists.
+func verifyOne(ctx context.Context, r *VerifyResult, opts VerifyOptions, want checksum.Digest, sums *sumsCache, progress func(int)) {
+	fail := func(status, format string, args ...any) {
+		if r.Status == "" {
+			r.Status = status
+		}
+		r.Problems = append(r.Problems, fmt.Sprintf(format, args...))
+	}
+	noReference := func(err error) {
+		fail(StatusNoReference, "%v", err)
+		if r.Hint == "" {
+			r.Hint = host.HintOf(err)
+		}
+	}
+
+	// The expected digest.
+	switch {
+	case opts.MD5 != "":
+		r.Expected, r.Source = want.String(), "--md5"
+	case opts.Sums != "":
+		e, s, err := sums.lookup(opts.Sums, r.File)
+		if err != nil {
+			noReference(err)
+		} else {
+			r.Expected, r.Source, r.Dialect = e.Digest.String(), fmt.Sprintf("%s line %d", s.Path, e.Line), string(e.Dialect)
+		}
+	default:
+		e, s, err := sums.beside(r.File)
+		switch {
+		case err == nil:
+			r.Expected, r.Source, r.Dialect = e.Digest.String(), fmt.Sprintf("%s line %d", s.Path, e.Line), string(e.Dialect)
+		case opts.Embedded && errors.Is(err, errNoSumsFile):
+			// The embedded MD5 alone was asked for.
+		case opts.Embedded && errors.Is(err, checksum.ErrNotListed):
+			r.Notes = append(r.Notes, err.Error()+": checked the embedded MD5 only")
+		default:
+			noReference(err)
+		}
+	}
+	if r.Status != "" {
+		return // nothing to compare with: do not read 1 GB for nothing
+	}
+
+	f, err := os.Open(r.File)
+	if err != nil {
+		fail(StatusError, "cannot open %s: %v", r.File, errors.Unwrap(err))
+		return
+	}
+	defer f.Close()
+
+	var consumers []func([]byte) error
+	var src io.Reader = f
+	var emb *embeddedChecker
+	if opts.Embedded {
+		res, c, err := startEmbedded(f)
+		switch {
+		case err != nil:
+			fail(StatusError, "cannot read %s: %v", r.File, err)
+			return
+		case c == nil:
+			r.Embedded = &res
+			fail(StatusEmbedded, "embedded MD5: %s", res.Reason)
+			if res.Status == EmbeddedFail {
+				return // truncated or unusable: fail early
+			}
+		default:
+			emb = c
+			consumers = append(consumers, c.write)
+			if r.Expected == "" {
+				src = io.LimitReader(f, c.total)
+			}
+		}
+	}
+	var h *checksum.Hasher
+	if r.Expected != "" {
+		h = checksum.NewHasher()
+		consumers = append(consumers, func(b []byte) error { h.Write(b); return nil })
+	}
+	if len(consumers) == 0 {
+		return
+	}
+	_, err = checksum.Stream(ctx, src, progress, consumers...)
+	var ef errFragment
+	if err != nil && !errors.As(err, &ef) {
+		fail(StatusError, "cannot read %s: %v", r.File, err)
+		return
+	}
+	if emb != nil {
+		res, _ := emb.result(err)
+		r.Embedded = &res
+		if res.Status != EmbeddedPass {
+			fail(StatusEmbedded, "embedded MD5: %s", res.Reason)
+		}
+	}
+	if h != nil && err == nil {
+		r.MD5 = h.Sum().String()
+		if r.MD5 != r.Expected {
+			fail(StatusMismatch, "MD5 %s, expected %s (%s)", r.MD5, r.Expected, r.Source)
+		}
+	}
+	if r.Status == "" {
+		r.Status, r.OK = StatusOK, true
+	}
+}
+
+var errNoSumsFile = errors.New("no checksum file")
+
+type sumsEntry struct {
+	s   *checksum.Sums
+	err error
+}
+
+// sumsCache parses each checksum file once, however many images it lists.
+type sumsCache struct {
+	mu    sync.Mutex
+	files map[string]sumsEntry
+}
+
+func (c *sumsCache) get(p string) (*checksum.Sums, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.files[p]; ok {
+		return e.s, e.err
+	}
+	s, err := checksum.ParseFile(p)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = fmt.Errorf("cannot read checksum file %s: %v", p, pe.Err)
+		}
+	}
+	c.files[p] = sumsEntry{s, err}
+	return s, err
+}
+
+func (c *sumsCache) lookup(sumsPath, image string) (checksum.Entry, *checksum.Sums, error) {
+	s, err := c.get(sumsPath)
+	if err != nil {
+		return checksum.Entry{}, nil, err
+	}
+	e, err := s.Lookup(image)
+	return e, s, err
+}
+
+// beside finds the image's entry in a checksum file next to it.
+func (c *sumsCache) beside(image string) (checksum.Entry, *checksum.Sums, error) {
+	dir, base := filepath.Split(image)
+	names := []string{base + ".md5"}
+	if trimmed := strings.TrimSuffix(base, filepath.Ext(base)); trimmed != base && trimmed != "" {
+		names = append(names, trimmed+".md5")
+	}
+	names = append(names, SumsFileNames...)
+	var notListed error
+	for _, n := range names {
+		p := filepath.Join(dir, n)
+		if _, err := os.Stat(p); err != nil {
+			continue
+		}
+		e, s, err := c.lookup(p, image)
+		if err == nil {
+			return e, s, nil
+		}
+		if !errors.Is(err, checksum.ErrNotListed) {
+			return e, nil, err
+		}
+		if notListed == nil {
+			notListed = err
+		}
+	}
+	if notListed != nil {
+		return checksum.Entry{}, nil, notListed
+	}
+	return checksum.Entry{}, nil, host.WithHint(fmt.Errorf("%w for %s: none of %s beside it", errNoSumsFile, base, strings.Join(names, ", ")),
+		"give the checksum file with --sums FILE, the digest with --md5 HEX, or check the embedded MD5 with --embedded")
+}
