@@ -50,7 +50,7 @@ func init() {
 				opts.Sums = p
 			}
 			if f, ok := e.Err.(*os.File); ok {
-				opts.Progress = iso.NewProgress(e.Err, isTerminal(f), "verifying")
+				opts.Progress = iso.NewProgressBar(e.Err, isTerminal(f), "verifying")
 			}
 			rep, err := iso.Verify(c.Context, opts)
 			if err != nil && rep == nil {

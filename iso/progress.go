@@ -11,10 +11,10 @@ import (
 	"upgradectl/host"
 )
 
-// Progress shows how far a long read has got: a bar redrawn in place on a
+// ProgressBar shows how far a long read has got: a bar redrawn in place on a
 // terminal, otherwise a plain line at every tenth of the way (a boot hook's
 // journal or a pipe gets at most ten lines). It is a ProgressSink.
-type Progress struct {
+type ProgressBar struct {
 	w        io.Writer
 	terminal bool
 	label    string
@@ -29,18 +29,18 @@ type Progress struct {
 	step  int64 // last tenth printed, plain mode
 }
 
-// NewProgress returns a Progress writing to w; terminal says whether w is
+// NewProgressBar returns a ProgressBar writing to w; terminal says whether w is
 // a terminal.
-func NewProgress(w io.Writer, terminal bool, label string) *Progress {
+func NewProgressBar(w io.Writer, terminal bool, label string) *ProgressBar {
 	iv := time.Second // plain lines: checked once a second, printed every tenth
 	if terminal {
 		iv = 200 * time.Millisecond
 	}
-	return &Progress{w: w, terminal: terminal, label: label, interval: iv}
+	return &ProgressBar{w: w, terminal: terminal, label: label, interval: iv}
 }
 
 // Start begins showing progress towards total bytes.
-func (p *Progress) Start(total int64) {
+func (p *ProgressBar) Start(total int64) {
 	p.total.Store(total)
 	p.start = time.Now()
 	p.stop = make(chan struct{})
@@ -61,10 +61,10 @@ func (p *Progress) Start(total int64) {
 }
 
 // Add counts n more bytes done; it is safe from several goroutines.
-func (p *Progress) Add(n int) { p.done.Add(int64(n)) }
+func (p *ProgressBar) Add(n int) { p.done.Add(int64(n)) }
 
 // Done stops showing progress, leaving the terminal line clear.
-func (p *Progress) Done() {
+func (p *ProgressBar) Done() {
 	if p.stop == nil {
 		return
 	}
@@ -73,7 +73,7 @@ func (p *Progress) Done() {
 	p.render(true)
 }
 
-func (p *Progress) render(final bool) {
+func (p *ProgressBar) render(final bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	total, done := p.total.Load(), p.done.Load()
