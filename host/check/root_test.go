@@ -16,7 +16,7 @@ import (
 
 // fakeRoot writes files (host path -> content) into a new directory and
 // returns it as a root.
-func fakeRoot(t *testing.T, files map[string]string) host.Root {
+func fakeRoot(t testing.TB, files map[string]string) host.Root {
 	t.Helper()
 	dir := t.TempDir()
 	for p, content := range files {
@@ -29,7 +29,7 @@ func fakeRoot(t *testing.T, files map[string]string) host.Root {
 	return r
 }
 
-func writeFile(t *testing.T, p, content string) {
+func writeFile(t testing.TB, p, content string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		t.Fatal(err)

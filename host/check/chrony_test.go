@@ -1,0 +1,180 @@
+package check
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/beevik/ntp"
+
+	"upgradectl/host/hosttest"
+)
+
+// chronyd starts a real chronyd serving NTP on 127.0.0.1 at a free port,
+// never touching the clock (-x), with every file it writes in a temporary
+// directory. With local, it serves its own clock at stratum 8 (a
+// synchronised server); without, it answers as unsynchronised. It returns
+// "127.0.0.1:PORT" once chronyd answers.
+func chronyd(t testing.TB, local bool) string {
+	t.Helper()
+	hosttest.RequireCommand(t, "chronyd")
+	hosttest.RequireRoot(t) // chronyd refuses to start otherwise
+	dir := t.TempDir()
+	port := closedPort(t)
+	conf := fmt.Sprintf("port %d\nbindaddress 127.0.0.1\nallow 127.0.0.1\ncmdport 0\nbindcmdaddress /\n"+
+		"pidfile %s/chronyd.pid\ndriftfile %s/drift\n", port, dir, dir)
+	if local {
+		conf += "local stratum 8\n"
+	}
+	cf := filepath.Join(dir, "chrony.conf")
+	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	log, err := os.Create(filepath.Join(dir, "chronyd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("chronyd", "-f", cf, "-x", "-n", "-u", "root")
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		log.Close()
+	})
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	// Wait for it to answer: a readiness wait, generous for a loaded machine.
+	for end := time.Now().Add(30 * time.Second); ; {
+		if _, err := ntp.QueryWithOptions(addr, ntp.QueryOptions{Timeout: 200 * time.Millisecond}); err == nil {
+			return addr
+		}
+		if time.Now().After(end) {
+			b, _ := os.ReadFile(log.Name())
+			t.Fatalf("chronyd on %s does not answer:\n%s", addr, b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// silentServer is a UDP socket that takes queries and never answers: a
+// server that is down behind a filter, so a query waits the whole timeout.
+func silentServer(t testing.TB) string {
+	t.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.LocalAddr().String()
+}
+
+func serversResult(t testing.TB, timeout string, servers ...string) (Result, map[string]serverResult) {
+	t.Helper()
+	cfg := config(t, fmt.Sprintf("[checks]\ntimeout = %q\n[checks.ntp]\nfrom_host = false\nservers = [\"%s\"]\n", timeout, strings.Join(servers, `", "`)))
+	r := result(t, run(t, Options{Root: fakeRoot(t, nil), Config: cfg, Only: []string{"ntp.servers"}}), "ntp.servers")
+	by := map[string]serverResult{}
+	for _, s := range r.Data.(serversData).Servers {
+		by[s.Address] = s
+	}
+	return r, by
+}
+
+func TestNTPServersChronyd(t *testing.T) {
+	synced := chronyd(t, true)
+	unsynced := chronyd(t, false)
+	dead := "127.0.0.1:" + strconv.Itoa(closedPort(t))
+
+	r, by := serversResult(t, "10s", synced)
+	if r.Status != Pass || !strings.Contains(r.Message, "1 server reachable and synchronised") {
+		t.Errorf("synchronised server: %+v", r)
+	}
+	if s := by[synced]; !s.Reachable || !s.Synced || s.Stratum != 8 || s.Leap != 0 || s.RTT <= 0 {
+		t.Errorf("synchronised server: %+v", s)
+	}
+
+	r, by = serversResult(t, "10s", unsynced)
+	if r.Status != Fail || !r.Blocks() {
+		t.Errorf("unsynchronised only: %+v", r)
+	}
+	if s := by[unsynced]; !s.Reachable || s.Synced || s.Leap != 3 || !strings.Contains(s.Message, "not synchronised itself (leap indicator 3") {
+		t.Errorf("unsynchronised server: %+v", s)
+	}
+
+	r, by = serversResult(t, "10s", dead)
+	if s := by[dead]; r.Status != Fail || s.Reachable || !strings.Contains(s.Message, "unreachable: port closed") {
+		t.Errorf("dead port: %+v %+v", r, s)
+	}
+
+	// One good server is enough to judge the clock; the others make it warn.
+	r, by = serversResult(t, "10s", synced, unsynced, dead)
+	if r.Status != Warn || !strings.Contains(r.Message, "1 of 3 servers good") {
+		t.Errorf("mixed: %+v", r)
+	}
+	for _, a := range []string{unsynced, dead} {
+		if !strings.Contains(r.Message, a) {
+			t.Errorf("mixed: message does not name %s: %s", a, r.Message)
+		}
+	}
+	if by[synced].Status != Pass || by[unsynced].Status != Fail || by[dead].Status != Fail {
+		t.Errorf("mixed: %+v", by)
+	}
+}
+
+func TestNTPServersSilentServer(t *testing.T) {
+	// A server that never answers costs the one timeout, shared with the
+	// others (the benchmark measures how long).
+	synced := chronyd(t, true)
+	silent := silentServer(t)
+	r, by := serversResult(t, "2s", synced, silent)
+	if r.Status != Warn || by[synced].Status != Pass {
+		t.Errorf("got %+v", r)
+	}
+	if s := by[silent]; s.Reachable || s.Message != "unreachable: no answer within the timeout" {
+		t.Errorf("silent server: %+v", s)
+	}
+}
+
+func TestJudgeServers(t *testing.T) {
+	warn, fail := 500*time.Millisecond, 5*time.Second
+	good := func(addr string, off float64) serverResult {
+		return serverResult{Address: addr, Reachable: true, Synced: true, Status: Pass, Offset: off}
+	}
+	bad := serverResult{Address: "down", Status: Fail, Message: "unreachable: no answer within the timeout"}
+	offBy := func(s serverResult, st Status) serverResult { s.Status = st; return s }
+	for _, c := range []struct {
+		name    string
+		servers []serverResult
+		status  Status
+		msg     string
+	}{
+		{"all good", []serverResult{good("a", 0.001), good("b", -0.002)}, Pass, "offset +1ms to a"},
+		{"closest is within warn", []serverResult{good("a", 0.01), offBy(good("b", 7), Fail)}, Warn, "1 of 2 servers good"},
+		{"warn offset", []serverResult{offBy(good("a", -0.7), Warn)}, Warn, "offset -700ms to a"},
+		{"fail offset everywhere", []serverResult{offBy(good("a", 6), Fail), offBy(good("b", -9), Fail)}, Fail, "clock off by +6s from the closest server a (limit 5s)"},
+		{"none usable", []serverResult{bad}, Fail, "no usable NTP server (1 server): down unreachable"},
+		{"good and down", []serverResult{good("a", 0), bad}, Warn, "down unreachable"},
+	} {
+		r := judgeServers(c.servers, nil, warn, fail)
+		if r.Status != c.status || !strings.Contains(r.Message, c.msg) {
+			t.Errorf("%s: got %s %q, want %s containing %q", c.name, r.Status, r.Message, c.status, c.msg)
+		}
+	}
+}
+
+func TestQueryAfterDeadline(t *testing.T) {
+	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	s := queryServer(ctx, Server{Address: "127.0.0.1:1"}, time.Second, 2*time.Second)
+	if s.Status != Fail || s.Reachable {
+		t.Errorf("got %+v", s)
+	}
+}

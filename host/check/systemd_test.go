@@ -1,0 +1,72 @@
+package check
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"upgradectl/host/hosttest"
+)
+
+// TestFailedUnitsInContainer boots a real systemd in a container with a
+// unit that fails, and runs the built binary inside it.
+func TestFailedUnitsInContainer(t *testing.T) {
+	bin := hosttest.Bin(t)
+	c := hosttest.NewContainer(t, hosttest.ContainerOptions{Bin: bin})
+	unit := "upgradectl-test-fail.service"
+	writeFile(t, filepath.Join(c.Dir, "etc/systemd/system", unit),
+		"[Unit]\nDescription=fails on purpose\n[Service]\nType=oneshot\nExecStart=/bin/false\n[Install]\nWantedBy=multi-user.target\n")
+	wants := filepath.Join(c.Dir, "etc/systemd/system/multi-user.target.wants")
+	if err := os.MkdirAll(wants, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../"+unit, filepath.Join(wants, unit)); err != nil {
+		t.Fatal(err)
+	}
+	c.Boot(t)
+
+	check := func(wantCode int, wantStatus Status) Result {
+		t.Helper()
+		out, code, err := c.Exec("upgradectl", "--json", "check", "--only", "systemd.failed-units")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rep Report
+		if i, j := strings.Index(out, "{"), strings.LastIndex(out, "}"); i < 0 || j < i || json.Unmarshal([]byte(out[i:j+1]), &rep) != nil {
+			t.Fatalf("no JSON report (exit %d):\n%s", code, out)
+		}
+		if code != wantCode || len(rep.Checks) != 1 || rep.Checks[0].Status != wantStatus {
+			t.Fatalf("exit %d, want %d with %s:\n%s", code, wantCode, wantStatus, out)
+		}
+		return rep.Checks[0]
+	}
+
+	r := check(1, Fail)
+	if !strings.Contains(r.Message, "1 unit failed: "+unit) {
+		t.Errorf("message %q", r.Message)
+	}
+	if units := r.Data.([]any); len(units) != 1 || units[0].(map[string]any)["name"] != unit {
+		t.Errorf("data %v", r.Data)
+	}
+
+	c.MustExec(t, "systemctl", "reset-failed")
+	if r := check(0, Pass); r.Message != "no failed units" {
+		t.Errorf("message %q", r.Message)
+	}
+
+	// Without the system bus, root falls back to systemd's private socket.
+	c.MustExec(t, "systemctl", "stop", "dbus.socket", "dbus.service")
+	if _, err := os.Stat(filepath.Join(c.Dir, "run/dbus/system_bus_socket")); err == nil {
+		t.Logf("the system bus socket is still there")
+	}
+	c.MustExec(t, "systemctl", "start", unit+"", "--no-block")
+	check(1, Fail)
+
+	// Every run was logged in the container's own state directory.
+	b, err := os.ReadFile(filepath.Join(c.Dir, "var/lib/upgradectl/upgrade.log"))
+	if err != nil || strings.Count(string(b), `"action":"check pre"`) != 3 {
+		t.Errorf("upgrade log: %v\n%s", err, b)
+	}
+}
