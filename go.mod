@@ -6,6 +6,7 @@ require (
 	github.com/BurntSushi/toml v1.6.0
 	github.com/beevik/ntp v1.6.0
 	github.com/coreos/go-systemd/v22 v22.7.0
+	github.com/hanwen/go-fuse/v2 v2.12.1
 	github.com/pkg/xattr v0.4.12
 	github.com/urfave/cli/v2 v2.27.7
 	golang.org/x/sys v0.49.0

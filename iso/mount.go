@@ -1,0 +1,464 @@
+package iso
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"upgradectl/host"
+)
+
+// Mount methods.
+const (
+	MethodKernel = "kernel" // loop device and the kernel's iso9660
+	MethodFUSE   = "fuse"   // this program's reader served over FUSE
+)
+
+// Mount states, as MountRecord.State reports them.
+const (
+	StateMounted    = "mounted"
+	StateStale      = "stale"       // the mount is gone
+	StateServerGone = "server-gone" // FUSE mount left without its server
+)
+
+// fuseType is the filesystem type of our FUSE mounts in mountinfo.
+const fuseType = "fuse.upgradectl-iso"
+
+// MountsFile is the mount record in the state directory.
+const MountsFile = "iso-mounts.json"
+
+const mountsFormat = 1
+
+// MountRecord is one image mounted by upgradectl.
+type MountRecord struct {
+	Dir       string    `json:"dir"`   // mount point, absolute, symlinks resolved
+	Image     string    `json:"image"` // image file, absolute
+	Method    string    `json:"method"`
+	Device    string    `json:"device,omitempty"`    // loop device (kernel)
+	PID       int       `json:"pid,omitempty"`       // FUSE server
+	PIDStart  uint64    `json:"pid_start,omitempty"` // its start time, against pid reuse
+	MountedAt time.Time `json:"mounted_at"`
+	// State is worked out when the records are read, never stored.
+	State string `json:"state,omitempty"`
+}
+
+type mountsFile struct {
+	Format int           `json:"format"`
+	Mounts []MountRecord `json:"mounts"`
+}
+
+// MountOptions are what Mount and Unmount need besides the paths.
+type MountOptions struct {
+	// Method is MethodKernel, MethodFUSE or "" for the kernel with a
+	// fallback to FUSE where the kernel has no iso9660 or loop devices.
+	Method string
+	// StateDir is the state directory on the running system; the caller
+	// holds its lock.
+	StateDir string
+	// Root is where kernel modules are looked for first.
+	Root host.Root
+	// Exe is the upgradectl binary that serves FUSE mounts; the running
+	// executable when empty.
+	Exe string
+	// Log, when set, gets one entry per mount and unmount.
+	Log *host.UpgradeLog
+}
+
+func readMounts(stateDir string) ([]MountRecord, error) {
+	p := filepath.Join(stateDir, MountsFile)
+	b, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, host.CannotRun("cannot read mount records %s: %v", p, errors.Unwrap(err))
+	}
+	var f mountsFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, host.CannotRun("cannot read mount records %s: %v", p, err)
+	}
+	if f.Format != mountsFormat {
+		return nil, host.CannotRun("cannot read mount records %s: format %d, this upgradectl knows %d", p, f.Format, mountsFormat)
+	}
+	return f.Mounts, nil
+}
+
+func writeMounts(stateDir string, ms []MountRecord) error {
+	if err := os.MkdirAll(stateDir, 0o755); err != nil {
+		return host.CannotRun("cannot create state directory %s: %v", stateDir, errors.Unwrap(err))
+	}
+	clean := make([]MountRecord, len(ms))
+	for i, m := range ms {
+		m.State = ""
+		clean[i] = m
+	}
+	b, err := json.MarshalIndent(mountsFile{Format: mountsFormat, Mounts: clean}, "", "  ")
+	if err != nil {
+		return err
+	}
+	return host.WriteFileAtomic(filepath.Join(stateDir, MountsFile), append(b, '\n'), 0o644)
+}
+
+// Mounts returns the recorded mounts with their State worked out from the
+// kernel's mount table and the FUSE servers' processes.
+func Mounts(stateDir string) ([]MountRecord, error) {
+	ms, err := readMounts(stateDir)
+	if err != nil {
+		return nil, err
+	}
+	table, err := mountTable()
+	if err != nil {
+		return nil, err
+	}
+	for i := range ms {
+		ms[i].State = stateOf(ms[i], table)
+	}
+	return ms, nil
+}
+
+func stateOf(m MountRecord, table map[string]mountEntry) string {
+	e, ok := table[m.Dir]
+	if !ok {
+		return StateStale
+	}
+	switch m.Method {
+	case MethodKernel:
+		if e.FSType != "iso9660" {
+			return StateStale
+		}
+	case MethodFUSE:
+		if e.FSType != fuseType {
+			return StateStale
+		}
+		if !processAlive(m.PID, m.PIDStart) {
+			return StateServerGone
+		}
+	}
+	return StateMounted
+}
+
+// CleanStaleMounts drops the records of mounts that are gone and returns
+// them. The caller holds the state lock.
+func CleanStaleMounts(stateDir string) ([]MountRecord, error) {
+	ms, err := Mounts(stateDir)
+	if err != nil {
+		return nil, err
+	}
+	var keep, gone []MountRecord
+	for _, m := range ms {
+		if m.State == StateStale {
+			gone = append(gone, m)
+		} else {
+			keep = append(keep, m)
+		}
+	}
+	if len(gone) == 0 {
+		return nil, nil
+	}
+	return gone, writeMounts(stateDir, keep)
+}
+
+// Mount mounts image read-only on dir (both paths on the running system)
+// and records it. The caller holds the state lock.
+func Mount(image, dir string, o MountOptions) (rec MountRecord, err error) {
+	start := time.Now()
+	defer func() { logAction(o.Log, "iso mount", dir, start, err, fmt.Sprintf("%s on %s (%s)", image, dir, rec.Method)) }()
+	if _, err := CleanStaleMounts(o.StateDir); err != nil {
+		return rec, err
+	}
+	img, err := filepath.Abs(image)
+	if err != nil {
+		return rec, host.Usage("cannot mount %s: %v", image, err)
+	}
+	fi, err := os.Stat(img)
+	if err != nil {
+		return rec, host.Bad("cannot mount %s: %v", image, errors.Unwrap(err))
+	}
+	if !fi.Mode().IsRegular() {
+		return rec, host.Usage("cannot mount %s: not a regular file", image)
+	}
+	mnt, err := mountPoint(dir)
+	if err != nil {
+		return rec, err
+	}
+	rec = MountRecord{Dir: mnt, Image: img, Method: o.Method}
+	switch o.Method {
+	case MethodKernel:
+		rec.Device, err = mountKernel(img, mnt, o.Root)
+	case MethodFUSE:
+		rec.PID, rec.PIDStart, err = startFUSE(img, mnt, o)
+	case "":
+		rec.Method = MethodKernel
+		rec.Device, err = mountKernel(img, mnt, o.Root)
+		var nk *noKernelSupport
+		if errors.As(err, &nk) {
+			rec.Method = MethodFUSE
+			rec.PID, rec.PIDStart, err = startFUSE(img, mnt, o)
+			if err != nil {
+				err = fmt.Errorf("%w (the kernel mount was not possible either: %v)", err, nk.Err)
+			}
+		}
+	default:
+		return rec, host.Usage("cannot mount %s: unknown method %q (kernel or fuse)", image, o.Method)
+	}
+	if err != nil {
+		return rec, err
+	}
+	rec.MountedAt = time.Now().UTC().Truncate(time.Second)
+	ms, rerr := readMounts(o.StateDir)
+	if rerr == nil {
+		rerr = writeMounts(o.StateDir, append(ms, rec))
+	}
+	if rerr != nil {
+		// Not recorded means nobody could find it again: undo it.
+		unmountRecord(rec, false)
+		return rec, rerr
+	}
+	rec.State = StateMounted
+	return rec, nil
+}
+
+// mountPoint checks dir for a mount and returns it absolute with symlinks
+// resolved, as the kernel's mount table shows it.
+func mountPoint(dir string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err == nil {
+		abs, err = filepath.EvalSymlinks(abs)
+	}
+	if err != nil {
+		return "", host.Usage("cannot mount on %s: %v", dir, unwrapPath(err))
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return "", host.Usage("cannot mount on %s: %v", dir, unwrapPath(err))
+	}
+	if !fi.IsDir() {
+		return "", host.Usage("cannot mount on %s: not a directory", dir)
+	}
+	table, err := mountTable()
+	if err != nil {
+		return "", err
+	}
+	if e, ok := table[abs]; ok {
+		return "", host.WithHint(host.Bad("cannot mount on %s: %s is already mounted there", dir, e.Source),
+			"unmount it first ('upgradectl iso umount "+dir+"') or choose another directory")
+	}
+	return abs, nil
+}
+
+// Unmount unmounts the recorded mount on dir, stops its FUSE server and
+// drops the record. A mount that is already gone is not an error: its
+// record is dropped. lazy detaches a busy mount (MNT_DETACH).
+func Unmount(dir string, lazy bool, o MountOptions) (err error) {
+	start := time.Now()
+	defer func() { logAction(o.Log, "iso umount", dir, start, err, "") }()
+	abs, aerr := filepath.Abs(dir)
+	if aerr != nil {
+		return host.Usage("cannot unmount %s: %v", dir, aerr)
+	}
+	if r, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = r
+	}
+	ms, err := Mounts(o.StateDir)
+	if err != nil {
+		return err
+	}
+	idx := -1
+	for i, m := range ms {
+		if m.Dir == abs {
+			idx = i
+		}
+	}
+	if idx < 0 {
+		return host.WithHint(host.Bad("cannot unmount %s: upgradectl did not mount an image there", dir),
+			"see the recorded mounts with 'upgradectl iso mounts'")
+	}
+	if err := unmountRecord(ms[idx], lazy); err != nil {
+		return err
+	}
+	return writeMounts(o.StateDir, append(ms[:idx:idx], ms[idx+1:]...))
+}
+
+// UnmountAll unmounts every recorded mount (a rescue session undoing what
+// was left), reporting every failure.
+func UnmountAll(lazy bool, o MountOptions) error {
+	ms, err := Mounts(o.StateDir)
+	if err != nil {
+		return err
+	}
+	var problems []string
+	for _, m := range ms {
+		if err := Unmount(m.Dir, lazy, o); err != nil {
+			problems = append(problems, err.Error())
+		}
+	}
+	if len(problems) > 0 {
+		return host.Bad("%s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+func unmountRecord(m MountRecord, lazy bool) error {
+	table, err := mountTable()
+	if err != nil {
+		return err
+	}
+	if m.State == "" {
+		m.State = stateOf(m, table)
+	}
+	if m.State != StateStale {
+		flags := 0
+		if lazy || m.State == StateServerGone {
+			flags = unix.MNT_DETACH
+		}
+		if err := unix.Unmount(m.Dir, flags); err != nil && !errors.Is(err, unix.EINVAL) {
+			if errors.Is(err, unix.EBUSY) {
+				return host.WithHint(host.Busy("cannot unmount %s: it is in use", m.Dir),
+					"find the users with 'fuser -vm "+m.Dir+"' or detach it with 'upgradectl iso umount --lazy "+m.Dir+"'")
+			}
+			return host.CannotRun("cannot unmount %s: %v", m.Dir, err)
+		}
+	}
+	if m.Method == MethodFUSE {
+		return stopServer(m)
+	}
+	return nil
+}
+
+// stopServer waits for the FUSE server of m to exit after its unmount, then
+// asks it with SIGTERM, then kills it.
+func stopServer(m MountRecord) error {
+	for _, step := range []struct {
+		sig  syscall.Signal
+		wait time.Duration
+	}{{0, 30 * time.Second}, {syscall.SIGTERM, 10 * time.Second}, {syscall.SIGKILL, 10 * time.Second}} {
+		if step.sig != 0 && processAlive(m.PID, m.PIDStart) {
+			syscall.Kill(m.PID, step.sig)
+		}
+		deadline := time.Now().Add(step.wait)
+		for processAlive(m.PID, m.PIDStart) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if !processAlive(m.PID, m.PIDStart) {
+			return nil
+		}
+	}
+	return host.CannotRun("cannot stop the FUSE server of %s: process %d does not exit", m.Dir, m.PID)
+}
+
+// processStart returns the start time of process pid (field 22 of
+// /proc/PID/stat) and whether it is a zombie.
+func processStart(pid int) (start uint64, zombie bool, err error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, false, err
+	}
+	// The command name is in parentheses and may hold anything.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, false, fmt.Errorf("unreadable /proc/%d/stat", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return 0, false, fmt.Errorf("unreadable /proc/%d/stat", pid)
+	}
+	start, err = strconv.ParseUint(f[19], 10, 64)
+	return start, f[0] == "Z", err
+}
+
+func processAlive(pid int, start uint64) bool {
+	if pid <= 0 {
+		return false
+	}
+	st, zombie, err := processStart(pid)
+	return err == nil && !zombie && (start == 0 || st == start)
+}
+
+type mountEntry struct {
+	Dir, FSType, Source string
+}
+
+// mountTable reads /proc/self/mountinfo, keyed by mount point; the last
+// mount on a point (the visible one) wins.
+func mountTable() (map[string]mountEntry, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, host.CannotRun("cannot read the mount table: %v", errors.Unwrap(err))
+	}
+	defer f.Close()
+	return parseMountInfo(f)
+}
+
+func parseMountInfo(r io.Reader) (map[string]mountEntry, error) {
+	t := map[string]mountEntry{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		sep := -1
+		for i, x := range f {
+			if x == "-" && i >= 6 {
+				sep = i
+				break
+			}
+		}
+		if sep < 0 || len(f) < sep+3 {
+			continue
+		}
+		e := mountEntry{Dir: unescapeMount(f[4]), FSType: f[sep+1], Source: unescapeMount(f[sep+2])}
+		t[e.Dir] = e
+	}
+	if err := sc.Err(); err != nil {
+		return nil, host.CannotRun("cannot read the mount table: %v", err)
+	}
+	return t, nil
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a blank).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+func logAction(l *host.UpgradeLog, action, scope string, start time.Time, err error, msg string) {
+	if l == nil {
+		return
+	}
+	e := host.LogEntry{Action: action, Scope: scope, Start: start, Result: host.ResultSuccess, Message: msg}
+	if err != nil {
+		e.Result, e.Message = host.ResultFailed, err.Error()
+	}
+	l.Append(e)
+}

@@ -1,0 +1,217 @@
+package iso
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"upgradectl/host/hosttest"
+)
+
+// vmInit is the initramfs's /init: it mounts the test image with the
+// kernel method, lists it (type, mode, mtime, size, MD5, link target) between
+// markers on the serial console, unmounts it and checks that the mount and
+// the loop device are gone.
+const vmInit = `#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mkdir -p /mnt/iso
+fail() { echo "VMTEST-FAIL: $*"; poweroff -f; }
+grep -qw iso9660 /proc/filesystems && fail "iso9660 registered before the mount"
+upgradectl iso mount --method kernel /test.iso /mnt/iso || fail "iso mount exit $?"
+grep ' /mnt/iso ' /proc/mounts
+echo VMTEST-LIST-BEGIN
+cd /mnt/iso
+find . | sort | while read -r f; do
+	if [ -L "$f" ]; then echo "L $f $(readlink "$f")"
+	elif [ -d "$f" ]; then echo "D $f $(stat -c '%a %Y' "$f")"
+	else echo "F $f $(stat -c '%a %Y %s' "$f") $(md5sum < "$f" | cut -d' ' -f1)"; fi
+done
+echo VMTEST-LIST-END
+cd /
+ls -la /mnt/iso; dmesg | tail -5
+if touch /mnt/iso/new 2>/dev/null; then echo VMTEST-WRITE allowed; else echo VMTEST-WRITE refused; fi
+upgradectl iso mounts
+upgradectl iso umount /mnt/iso || fail "iso umount exit $?"
+grep -q ' /mnt/iso ' /proc/mounts && fail "still mounted after umount"
+for b in /sys/block/loop*/loop/backing_file; do [ -e "$b" ] && fail "loop device left: $b $(cat $b)"; done
+upgradectl iso mounts
+echo VMTEST-OK
+poweroff -f
+`
+
+// vmKernel finds a kernel in /boot whose modules are installed (Debian's
+// linux-image-amd64), not necessarily the running one.
+func vmKernel(t *testing.T) (vmlinuz, modules string) {
+	t.Helper()
+	ks, _ := filepath.Glob("/boot/vmlinuz-*")
+	for _, k := range ks {
+		ver := strings.TrimPrefix(filepath.Base(k), "vmlinuz-")
+		m := "/lib/modules/" + ver
+		if _, err := os.Stat(filepath.Join(m, "modules.dep")); err == nil {
+			if f, err := os.Open(k); err == nil {
+				f.Close()
+				return k, m
+			}
+		}
+	}
+	t.Skip("needs a kernel in /boot with its modules in /lib/modules (Debian package linux-image-amd64)")
+	return "", ""
+}
+
+// TestKernelMountInVM proves the kernel method on a real kernel: Debian's
+// kernel under qemu (TCG) boots an initramfs holding busybox, the static
+// upgradectl, the isofs and loop modules (not loaded: upgradectl loads
+// them) and a Rock Ridge image, mounts it with --method kernel and lists it
+// on the serial console; the listing must match the source tree.
+func TestKernelMountInVM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a VM; not in -short")
+	}
+	hosttest.RequireCommand(t, "qemu-system-x86_64", "cpio", "busybox", "xorriso")
+	bin := hosttest.Bin(t)
+	vmlinuz, moddir := vmKernel(t)
+	busybox, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := exec.Command("file", "-L", busybox).Output(); len(out) > 0 && !bytes.Contains(out, []byte("statically")) {
+		t.Skipf("needs a static busybox (Debian package busybox-static): %s", out)
+	}
+
+	src := makeTree(t)
+	img := makeISO(t, src, "test.iso")
+
+	root := filepath.Join(t.TempDir(), "initramfs")
+	for _, d := range []string{"bin", "proc", "sys", "dev", "mnt", "tmp", "var/lib"} {
+		os.MkdirAll(filepath.Join(root, d), 0o755)
+	}
+	copyFile(t, busybox, filepath.Join(root, "bin/busybox"), 0o755)
+	copyFile(t, bin, filepath.Join(root, "bin/upgradectl"), 0o755)
+	copyFile(t, img, filepath.Join(root, "test.iso"), 0o644)
+	if err := os.WriteFile(filepath.Join(root, "init"), []byte(vmInit), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Only the modules the mount needs, and the full modules.dep that
+	// upgradectl reads to find them.
+	ver := filepath.Base(moddir)
+	dst := filepath.Join(root, "lib/modules", ver)
+	copyFile(t, filepath.Join(moddir, "modules.dep"), filepath.Join(dst, "modules.dep"), 0o644)
+	for _, m := range []string{"isofs", "loop"} {
+		files, err := moduleDeps(moddir, m)
+		if err != nil {
+			t.Skipf("kernel %s cannot mount iso9660 from modules: %v", ver, err)
+		}
+		for _, f := range files {
+			copyFile(t, filepath.Join(moddir, f), filepath.Join(dst, f), 0o644)
+		}
+	}
+	initrd := filepath.Join(t.TempDir(), "initrd.cpio")
+	cmd := exec.Command("sh", "-c", "find . | cpio -o -H newc --quiet > "+initrd)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("cpio: %v\n%s", err, out)
+	}
+
+	// TCG on a shared 2-core machine is slow: a generous limit, never a
+	// timing assertion.
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	q := exec.CommandContext(ctx, "qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-smp", "1",
+		"-nographic", "-no-reboot", "-kernel", vmlinuz, "-initrd", initrd,
+		"-append", "console=ttyS0 panic=-1 quiet loglevel=3 rdinit=/init")
+	out, err := q.CombinedOutput()
+	console := strings.ReplaceAll(string(out), "\r", "")
+	if ctx.Err() != nil {
+		t.Fatalf("VM did not finish in 8 minutes; console:\n%s", console)
+	}
+	if err != nil {
+		t.Logf("qemu: %v", err)
+	}
+	if i := strings.Index(console, "VMTEST-FAIL"); i >= 0 {
+		t.Fatalf("in the VM: %s\nconsole:\n%s", strings.SplitN(console[i:], "\n", 2)[0], console)
+	}
+	if !strings.Contains(console, "VMTEST-OK") {
+		t.Fatalf("VM did not report VMTEST-OK; console:\n%s", console)
+	}
+	if !strings.Contains(console, "VMTEST-WRITE refused") {
+		t.Errorf("writing to the kernel mount was not refused; console:\n%s", console)
+	}
+	if !strings.Contains(console, "iso9660 ro,nosuid,nodev") {
+		t.Errorf("mount options are not ro,nosuid,nodev; console:\n%s", console)
+	}
+	_, rest, _ := strings.Cut(console, "VMTEST-LIST-BEGIN\n")
+	list, _, _ := strings.Cut(rest, "VMTEST-LIST-END")
+	got := strings.Split(strings.TrimSpace(list), "\n")
+	want := vmListing(t, src)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("the kernel mount differs from the source tree:\n%s", diffLines(want, got))
+	}
+}
+
+// vmListing is the listing vmInit prints, made from the source tree.
+func vmListing(t *testing.T, dir string) []string {
+	type entry struct{ name, line string }
+	var es []entry
+	add := func(name, format string, args ...any) { es = append(es, entry{name, fmt.Sprintf(format, args...)}) }
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			t.Fatal(err)
+		}
+		rel, _ := filepath.Rel(dir, p)
+		rel = "./" + rel
+		if rel == "./." {
+			rel = "."
+		}
+		fi, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case fi.Mode()&fs.ModeSymlink != 0:
+			target, _ := os.Readlink(p)
+			add(rel, "L %s %s", rel, target)
+		case fi.IsDir():
+			add(rel, "D %s %o %d", rel, fi.Mode().Perm(), fi.ModTime().Unix())
+		default:
+			data, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			add(rel, "F %s %o %d %d %x", rel, fi.Mode().Perm(), fi.ModTime().Unix(), fi.Size(), md5.Sum(data))
+		}
+		return nil
+	})
+	// The VM sorts by name with busybox sort: byte order of the names.
+	sort.Slice(es, func(i, j int) bool { return es[i].name < es[j].name })
+	out := make([]string, len(es))
+	for i, e := range es {
+		out[i] = e.line
+	}
+	return out
+}
+
+func copyFile(t *testing.T, from, to string, mode os.FileMode) {
+	t.Helper()
+	data, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, data, mode); err != nil {
+		t.Fatal(err)
+	}
+}
