@@ -172,7 +172,9 @@ func CleanStaleMounts(stateDir string) ([]MountRecord, error) {
 // and records it. The caller holds the state lock.
 func Mount(image, dir string, o MountOptions) (rec MountRecord, err error) {
 	start := time.Now()
-	defer func() { logAction(o.Log, "iso mount", dir, start, err, fmt.Sprintf("%s on %s (%s)", image, dir, rec.Method)) }()
+	defer func() {
+		logAction(o.Log, "iso mount", dir, start, err, fmt.Sprintf("%s on %s (%s)", image, dir, rec.Method))
+	}()
 	if _, err := CleanStaleMounts(o.StateDir); err != nil {
 		return rec, err
 	}

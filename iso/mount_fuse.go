@@ -109,8 +109,11 @@ func startFUSE(image, dir string, o MountOptions) (int, uint64, error) {
 
 // openImage opens an image file as a file system for the FUSE server.
 var openImage = func(path string) (fs.FS, io.Closer, error) {
-	// Call site for the project's reader (iso.Open) once it is on main.
-	return nil, nil, errors.New("no ISO reader in this build")
+	im, err := Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	return im, im, nil
 }
 
 // ServeFUSE is the FUSE server process: it mounts image on dir, writes
@@ -280,6 +283,11 @@ func fuseAttr(fi fs.FileInfo) fuse.Attr {
 // sysAttr fills owners, link count and inode number from a FileInfo's Sys.
 func sysAttr(sys any, a *fuse.Attr) {
 	switch s := sys.(type) {
+	case *Entry:
+		a.Uid, a.Gid, a.Ino = s.UID, s.GID, s.Ino
+		if s.Nlink > 0 {
+			a.Nlink = s.Nlink
+		}
 	case *syscall.Stat_t:
 		a.Uid, a.Gid, a.Nlink, a.Ino = s.Uid, s.Gid, uint32(s.Nlink), s.Ino
 	}
@@ -287,6 +295,9 @@ func sysAttr(sys any, a *fuse.Attr) {
 
 // linkTarget is a symlink's target when FileInfo.Sys() carries it.
 func linkTarget(fi fs.FileInfo) (string, bool) {
+	if e, ok := fi.Sys().(*Entry); ok {
+		return e.Target, true
+	}
 	return "", false
 }
 

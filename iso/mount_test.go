@@ -1,17 +1,24 @@
 package iso
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"upgradectl/host/hosttest"
 )
 
-func requireFUSE(t *testing.T) {
+func mtRequireFUSE(t *testing.T) {
 	t.Helper()
 	hosttest.RequireRoot(t)
 	if _, err := os.Stat("/dev/fuse"); err != nil {
@@ -22,15 +29,15 @@ func requireFUSE(t *testing.T) {
 // TestMountFSServesTree serves a directory tree through the FUSE server
 // (the same code that serves images) and reads it all back.
 func TestMountFSServesTree(t *testing.T) {
-	requireFUSE(t)
-	src := makeTree(t)
+	mtRequireFUSE(t)
+	src := mtMakeTree(t)
 	mnt := t.TempDir()
 	srv, err := MountFS(os.DirFS(src), "test-tree", mnt)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Unmount()
-	compareTrees(t, src, mnt)
+	mtCompareTrees(t, src, mnt)
 
 	table, err := mountTable()
 	if err != nil {
@@ -119,5 +126,173 @@ func TestModuleDeps(t *testing.T) {
 	}
 	if _, err := moduleDeps(t.TempDir(), "udf"); err == nil || !strings.Contains(err.Error(), "modules.dep") {
 		t.Errorf("missing modules.dep: %v", err)
+	}
+}
+
+// upgradectl runs the built binary with a root of its own.
+func mtRun(t *testing.T, root string, args ...string) (string, error) {
+	t.Helper()
+	bin := hosttest.Bin(t)
+	out, err := exec.Command(bin, append([]string{"--root", root, "--state-dir", "/state"}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+func mtMounts(t *testing.T, root string) []MountRecord {
+	t.Helper()
+	out, err := mtRun(t, root, "--json", "iso", "mounts")
+	if err != nil {
+		t.Fatalf("iso mounts: %v\n%s", err, out)
+	}
+	var ms []MountRecord
+	if err := json.Unmarshal([]byte(out[strings.Index(out, "["):]), &ms); err != nil {
+		t.Fatalf("iso mounts --json: %v\n%s", err, out)
+	}
+	return ms
+}
+
+// mtServers lists the processes serving FUSE mounts on dir.
+func mtServers(dir string) []string {
+	var pids []string
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if slices.Contains(args, "serve-fuse") && slices.Contains(args, dir) {
+			if st, zombie, err := processStart(atoiPath(p)); err == nil && !zombie && st > 0 {
+				pids = append(pids, filepath.Base(filepath.Dir(p)))
+			}
+		}
+	}
+	return pids
+}
+
+func atoiPath(p string) int {
+	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+	return n
+}
+
+// TestFUSEMountImage mounts a real xorriso image (Rock Ridge, Joliet,
+// symlinks, several MB) with the built binary, reads every file back byte
+// for byte against the source tree, unmounts it and checks that the
+// server is gone.
+func TestFUSEMountImage(t *testing.T) {
+	mtRequireFUSE(t)
+	src := mtMakeTree(t)
+	img := mtMakeISO(t, src, "cmp-1.0-x86_64.iso")
+	root, mnt := t.TempDir(), t.TempDir()
+	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+
+	args := []string{"iso", "mount", "--method", "fuse", img, mnt}
+	if ok, _ := fsRegistered("iso9660"); !ok {
+		// Where the kernel has no iso9660, the default falls back to FUSE.
+		args = []string{"iso", "mount", img, mnt}
+	}
+	out, err := mtRun(t, root, args...)
+	if err != nil {
+		t.Fatalf("iso mount: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "(fuse, read-only)") {
+		t.Errorf("iso mount said %q", out)
+	}
+	mtCompareTrees(t, src, mnt)
+
+	ms := mtMounts(t, root)
+	if len(ms) != 1 || ms[0].Dir != mnt || ms[0].Method != MethodFUSE || ms[0].State != StateMounted || ms[0].PID == 0 {
+		t.Fatalf("mount records: %+v", ms)
+	}
+	pid := ms[0].PID
+	if sid, _ := unix.Getsid(pid); sid != pid {
+		t.Errorf("FUSE server %d is not in a session of its own (sid %d)", pid, sid)
+	}
+	if servers := mtServers(mnt); len(servers) != 1 {
+		t.Errorf("servers for %s: %v, want one", mnt, servers)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(mnt, &st); err != nil || st.Flags&unix.ST_RDONLY == 0 {
+		t.Errorf("mount is not read-only: flags %#x, %v", st.Flags, err)
+	}
+	// A second mount on the same directory is refused.
+	if out, err := mtRun(t, root, "iso", "mount", "--method", "fuse", img, mnt); err == nil || !strings.Contains(out, "already mounted") {
+		t.Errorf("second mount on %s: %v %s", mnt, err, out)
+	}
+
+	out, err = mtRun(t, root, "iso", "umount", mnt)
+	if err != nil {
+		t.Fatalf("iso umount: %v\n%s", err, out)
+	}
+	if table, _ := mountTable(); table[mnt].Dir != "" {
+		t.Errorf("%s still mounted", mnt)
+	}
+	if processAlive(pid, ms[0].PIDStart) {
+		t.Errorf("FUSE server %d still running after umount", pid)
+	}
+	if servers := mtServers(mnt); len(servers) != 0 {
+		t.Errorf("servers left for %s: %v", mnt, servers)
+	}
+	if ms := mtMounts(t, root); len(ms) != 0 {
+		t.Errorf("records left: %+v", ms)
+	}
+	log, _ := os.ReadFile(filepath.Join(root, "state", "upgrade.log"))
+	if !strings.Contains(string(log), `"action":"iso mount"`) || !strings.Contains(string(log), `"action":"iso umount"`) {
+		t.Errorf("upgrade log lacks the mount and umount:\n%s", log)
+	}
+}
+
+// TestFUSEMountGone covers mounts that went away behind upgradectl's back:
+// unmounted by someone else (the record is stale, reported and dropped) and
+// a server that was killed (umount still clears the dead mount).
+func TestFUSEMountGone(t *testing.T) {
+	mtRequireFUSE(t)
+	src := mtMakeTree(t)
+	img := mtMakeISO(t, src, "x.iso")
+	root, mnt := t.TempDir(), t.TempDir()
+	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+	mount := func() MountRecord {
+		t.Helper()
+		if out, err := mtRun(t, root, "iso", "mount", "--method", "fuse", img, mnt); err != nil {
+			t.Fatalf("iso mount: %v\n%s", err, out)
+		}
+		ms := mtMounts(t, root)
+		if len(ms) != 1 {
+			t.Fatalf("records: %+v", ms)
+		}
+		return ms[0]
+	}
+
+	rec := mount()
+	if err := unix.Unmount(mnt, 0); err != nil {
+		t.Fatal(err)
+	}
+	out, err := mtRun(t, root, "iso", "mounts")
+	if err != nil || !strings.Contains(out, "no longer mounted: record dropped") {
+		t.Errorf("iso mounts after an outside umount: %v\n%s", err, out)
+	}
+	if ms := mtMounts(t, root); len(ms) != 0 {
+		t.Errorf("stale record kept: %+v", ms)
+	}
+	// The server noticed the unmount and exited by itself.
+	stopServer(rec)
+
+	rec = mount()
+	if err := syscall.Kill(rec.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for processAlive(rec.PID, rec.PIDStart) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ms := mtMounts(t, root); len(ms) != 1 || ms[0].State != StateServerGone {
+		t.Errorf("after killing the server: %+v", ms)
+	}
+	if out, err := mtRun(t, root, "iso", "umount", mnt); err != nil {
+		t.Fatalf("iso umount of a dead FUSE mount: %v\n%s", err, out)
+	}
+	if table, _ := mountTable(); table[mnt].Dir != "" {
+		t.Errorf("%s still mounted", mnt)
+	}
+	if out, err := mtRun(t, root, "iso", "umount", mnt); err == nil || !strings.Contains(out, "did not mount") {
+		t.Errorf("umount of an unrecorded dir: %v %s", err, out)
 	}
 }

@@ -53,7 +53,7 @@ poweroff -f
 
 // vmKernel finds a kernel in /boot whose modules are installed (Debian's
 // linux-image-amd64), not necessarily the running one.
-func vmKernel(t *testing.T) (vmlinuz, modules string) {
+func mtVmKernel(t *testing.T) (vmlinuz, modules string) {
 	t.Helper()
 	ks, _ := filepath.Glob("/boot/vmlinuz-*")
 	for _, k := range ks {
@@ -81,7 +81,7 @@ func TestKernelMountInVM(t *testing.T) {
 	}
 	hosttest.RequireCommand(t, "qemu-system-x86_64", "cpio", "busybox", "xorriso")
 	bin := hosttest.Bin(t)
-	vmlinuz, moddir := vmKernel(t)
+	vmlinuz, moddir := mtVmKernel(t)
 	busybox, err := exec.LookPath("busybox")
 	if err != nil {
 		t.Fatal(err)
@@ -90,16 +90,16 @@ func TestKernelMountInVM(t *testing.T) {
 		t.Skipf("needs a static busybox (Debian package busybox-static): %s", out)
 	}
 
-	src := makeTree(t)
-	img := makeISO(t, src, "test.iso")
+	src := mtMakeTree(t)
+	img := mtMakeISO(t, src, "test.iso")
 
 	root := filepath.Join(t.TempDir(), "initramfs")
 	for _, d := range []string{"bin", "proc", "sys", "dev", "mnt", "tmp", "var/lib"} {
 		os.MkdirAll(filepath.Join(root, d), 0o755)
 	}
-	copyFile(t, busybox, filepath.Join(root, "bin/busybox"), 0o755)
-	copyFile(t, bin, filepath.Join(root, "bin/upgradectl"), 0o755)
-	copyFile(t, img, filepath.Join(root, "test.iso"), 0o644)
+	mtCopyFile(t, busybox, filepath.Join(root, "bin/busybox"), 0o755)
+	mtCopyFile(t, bin, filepath.Join(root, "bin/upgradectl"), 0o755)
+	mtCopyFile(t, img, filepath.Join(root, "test.iso"), 0o644)
 	if err := os.WriteFile(filepath.Join(root, "init"), []byte(vmInit), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -107,14 +107,14 @@ func TestKernelMountInVM(t *testing.T) {
 	// upgradectl reads to find them.
 	ver := filepath.Base(moddir)
 	dst := filepath.Join(root, "lib/modules", ver)
-	copyFile(t, filepath.Join(moddir, "modules.dep"), filepath.Join(dst, "modules.dep"), 0o644)
+	mtCopyFile(t, filepath.Join(moddir, "modules.dep"), filepath.Join(dst, "modules.dep"), 0o644)
 	for _, m := range []string{"isofs", "loop"} {
 		files, err := moduleDeps(moddir, m)
 		if err != nil {
 			t.Skipf("kernel %s cannot mount iso9660 from modules: %v", ver, err)
 		}
 		for _, f := range files {
-			copyFile(t, filepath.Join(moddir, f), filepath.Join(dst, f), 0o644)
+			mtCopyFile(t, filepath.Join(moddir, f), filepath.Join(dst, f), 0o644)
 		}
 	}
 	initrd := filepath.Join(t.TempDir(), "initrd.cpio")
@@ -154,14 +154,14 @@ func TestKernelMountInVM(t *testing.T) {
 	_, rest, _ := strings.Cut(console, "VMTEST-LIST-BEGIN\n")
 	list, _, _ := strings.Cut(rest, "VMTEST-LIST-END")
 	got := strings.Split(strings.TrimSpace(list), "\n")
-	want := vmListing(t, src)
+	want := mtVmListing(t, src)
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Errorf("the kernel mount differs from the source tree:\n%s", diffLines(want, got))
+		t.Errorf("the kernel mount differs from the source tree:\n%s", mtDiffLines(want, got))
 	}
 }
 
 // vmListing is the listing vmInit prints, made from the source tree.
-func vmListing(t *testing.T, dir string) []string {
+func mtVmListing(t *testing.T, dir string) []string {
 	type entry struct{ name, line string }
 	var es []entry
 	add := func(name, format string, args ...any) { es = append(es, entry{name, fmt.Sprintf(format, args...)}) }
@@ -202,7 +202,7 @@ func vmListing(t *testing.T, dir string) []string {
 	return out
 }
 
-func copyFile(t *testing.T, from, to string, mode os.FileMode) {
+func mtCopyFile(t *testing.T, from, to string, mode os.FileMode) {
 	t.Helper()
 	data, err := os.ReadFile(from)
 	if err != nil {

@@ -20,7 +20,7 @@ import (
 // sizes, empty files, deep directories, modes, fixed mtimes, relative,
 // absolute and dangling symlinks, a name with blanks. It returns its
 // directory.
-func makeTree(t testing.TB) string {
+func mtMakeTree(t testing.TB) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "tree")
 	rng := rand.New(rand.NewSource(42))
@@ -91,7 +91,7 @@ func makeTree(t testing.TB) string {
 }
 
 // makeISO builds a Rock Ridge and Joliet image of dir with xorriso.
-func makeISO(t testing.TB, dir, name string) string {
+func mtMakeISO(t testing.TB, dir, name string) string {
 	t.Helper()
 	hosttest.RequireCommand(t, "xorriso")
 	img := filepath.Join(t.TempDir(), name)
@@ -101,7 +101,7 @@ func makeISO(t testing.TB, dir, name string) string {
 
 // treeListing describes every entry under dir, one line each: type, mode,
 // mtime, size, link target; files are compared by content separately.
-func treeListing(t testing.TB, dir string) []string {
+func mtTreeListing(t testing.TB, dir string) []string {
 	t.Helper()
 	var out []string
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
@@ -140,11 +140,11 @@ func treeListing(t testing.TB, dir string) []string {
 // compareTrees fails unless got holds exactly what want holds: the same
 // names, types, modes, owners, mtimes, link targets and file contents,
 // byte for byte.
-func compareTrees(t testing.TB, want, got string) {
+func mtCompareTrees(t testing.TB, want, got string) {
 	t.Helper()
-	w, g := treeListing(t, want), treeListing(t, got)
+	w, g := mtTreeListing(t, want), mtTreeListing(t, got)
 	if strings.Join(w, "\n") != strings.Join(g, "\n") {
-		t.Errorf("trees differ:\n%s", diffLines(w, g))
+		t.Errorf("trees differ:\n%s", mtDiffLines(w, g))
 	}
 	n := 0
 	filepath.WalkDir(want, func(p string, d fs.DirEntry, err error) error {
@@ -172,7 +172,7 @@ func compareTrees(t testing.TB, want, got string) {
 	}
 }
 
-func diffLines(want, got []string) string {
+func mtDiffLines(want, got []string) string {
 	ws, gs := map[string]bool{}, map[string]bool{}
 	for _, l := range want {
 		ws[l] = true
