@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -15,6 +16,15 @@ import (
 )
 
 func init() {
+	flags := func() []cli.Flag {
+		return []cli.Flag{
+			&cli.StringSliceFlag{Name: "only", Usage: "run only the checks `ID,...` (whatever the profile)"},
+			&cli.StringSliceFlag{Name: "accept", Usage: "waive the failure of check `ID` (repeatable; recorded in the log)"},
+		}
+	}
+	profile := func(name, usage string) *cli.Command {
+		return &cli.Command{Name: name, Usage: usage, Flags: flags(), Action: action(checkAction(name))}
+	}
 	register(&cli.Command{
 		Name:      "check",
 		Category:  "checks",
@@ -24,55 +34,61 @@ func init() {
 			"a table (or JSON with --json). Exits 1 when a check of severity inhibitor fails\n" +
 			"and is not accepted. Every run is appended to the upgrade log.\n\n" +
 			"Checks: " + strings.Join(check.IDs(), ", "),
-		Flags: []cli.Flag{
-			&cli.StringSliceFlag{Name: "only", Usage: "run only the checks `ID,...` (any profile)"},
-			&cli.StringSliceFlag{Name: "accept", Usage: "waive the failure of check `ID` (repeatable; recorded in the log)"},
+		Flags: flags(),
+		Subcommands: []*cli.Command{
+			profile(check.Pre, "the checks before the upgrade (the default)"),
+			profile(check.Post, "the checks after the upgrade"),
 		},
 		Action: action(func(c *cli.Context, e *env) error {
-			if c.NArg() > 1 {
-				return host.Usage("check takes one profile, pre or post, not %q", strings.Join(c.Args().Slice(), " "))
+			if c.NArg() > 0 {
+				return host.Usage("unknown check profile %q: use pre or post", c.Args().First())
 			}
-			profile := c.Args().First()
-			if profile == "" {
-				profile = check.Pre
-			}
-			if profile != check.Pre && profile != check.Post {
-				return host.Usage("unknown check profile %q: use pre or post", profile)
-			}
-			rep, err := check.Run(context.Background(), check.Options{
-				Root: e.Root, Config: e.Config, Profile: profile,
-				Only: splitIDs(c.StringSlice("only")), Accept: splitIDs(c.StringSlice("accept")),
-			})
-			if err != nil {
-				return err
-			}
-			if _, err := check.Log(e.Log(), rep, 0); err != nil {
-				fmt.Fprintf(e.Err, "upgradectl: checks not recorded in the upgrade log: %v\n", err)
-			}
-			if e.JSON {
-				enc := json.NewEncoder(e.Out)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(rep); err != nil {
-					return err
-				}
-			} else {
-				printReport(e.Out, rep)
-			}
-			if rep.Inhibited {
-				return errSilent{int(host.KindBad)}
-			}
-			return nil
+			return checkAction(check.Pre)(c, e)
 		}),
 	})
 }
 
-// splitIDs accepts "a,b" as well as repeated flags, and trims spaces.
-func splitIDs(in []string) []string {
+func checkAction(profile string) func(c *cli.Context, e *env) error {
+	return func(c *cli.Context, e *env) error {
+		if c.NArg() > 0 {
+			return host.Usage("check %s takes no arguments, not %q", profile, strings.Join(c.Args().Slice(), " "))
+		}
+		rep, err := check.Run(context.Background(), check.Options{
+			Root: e.Root, Config: e.Config, Profile: profile,
+			Only: idsFlag(c, "only"), Accept: idsFlag(c, "accept"),
+		})
+		if err != nil {
+			return err
+		}
+		if _, err := check.Log(e.Log(), rep, 0); err != nil {
+			fmt.Fprintf(e.Err, "upgradectl: checks not recorded in the upgrade log: %v\n", err)
+		}
+		if e.JSON {
+			enc := json.NewEncoder(e.Out)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(rep); err != nil {
+				return err
+			}
+		} else {
+			printReport(e.Out, rep)
+		}
+		if rep.Inhibited {
+			return errSilent{int(host.KindBad)}
+		}
+		return nil
+	}
+}
+
+// idsFlag collects the ids given to flag name before and after the
+// profile ("check --only a post --only b"), as "a,b" or repeated.
+func idsFlag(c *cli.Context, name string) []string {
 	var out []string
-	for _, s := range in {
-		for _, id := range strings.Split(s, ",") {
-			if id = strings.TrimSpace(id); id != "" {
-				out = append(out, id)
+	for _, lc := range c.Lineage() {
+		for _, s := range lc.StringSlice(name) {
+			for _, id := range strings.Split(s, ",") {
+				if id = strings.TrimSpace(id); id != "" && !slices.Contains(out, id) {
+					out = append(out, id)
+				}
 			}
 		}
 	}
