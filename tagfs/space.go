@@ -24,7 +24,7 @@ type fsNeed struct {
 
 var fsNames = map[int64]string{
 	0xEF53: "ext4", 0x9123683E: "btrfs", 0x58465342: "xfs", 0x01021994: "tmpfs",
-	0x6969: "nfs", 0x794c7630: "overlayfs", 0x2FC12FC1: "zfs", 0xF2F52010: "f2fs",
+	0x6969: "nfs", 0x858458f6: "ramfs", 0x794c7630: "overlayfs", 0x2FC12FC1: "zfs", 0xF2F52010: "f2fs",
 }
 
 func fsName(s *unix.Statfs_t) string {

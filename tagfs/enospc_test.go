@@ -1,0 +1,94 @@
+package tagfs
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"upgradectl/host"
+	"upgradectl/host/hosttest"
+)
+
+// TestENOSPC runs out of space for real in the middle of a run on a tiny
+// ext4: the run stops with a clear error, the originals are untouched, no
+// temporary file is left, the copies made are complete; the space check
+// refuses the rest with the numbers, and clean drops the set.
+func TestENOSPC(t *testing.T) {
+	root := hosttest.LoopFS(t, "ext4", 32<<20, "-m", "0", "-N", "256")
+	var paths []string
+	for i := 0; i < 6; i++ {
+		h := fmt.Sprintf("/opt/app/a-small-%d", i)
+		writeFile(t, filepath.Join(root, h), randBytes(int64(i), 20<<10), 0o644)
+		paths = append(paths, h)
+	}
+	var s unix.Statfs_t
+	if err := unix.Statfs(root, &s); err != nil {
+		t.Fatal(err)
+	}
+	// Two large files that fit once but not twice.
+	big := int(int64(s.Bavail)*s.Bsize/2) - (1 << 20)
+	for i := 0; i < 2; i++ {
+		h := fmt.Sprintf("/opt/app/b-big-%d", i)
+		writeFile(t, filepath.Join(root, h), randBytes(int64(10+i), big), 0o644)
+		paths = append(paths, h)
+	}
+	before := snapAll(t, root, paths)
+	tg := newTestTags(t, root)
+
+	// The check refuses first, with the numbers.
+	_, err := tg.Create("1", []string{"/opt/app"}, CreateOptions{})
+	mustKind(t, err, host.KindCannotRun, "8 files on the filesystem of /opt/app (ext4): they need")
+	t.Log(err)
+	if !hasErrText(err, "inodes are free") {
+		t.Errorf("no numbers: %v", err)
+	}
+	if temps, tagged := leftovers(t, root); len(temps)+len(tagged) > 0 {
+		t.Fatalf("written before the check refused: %v %v", temps, tagged)
+	}
+
+	// Past the check: a real ENOSPC.
+	rep, err := tg.Create("1", []string{"/opt/app"}, CreateOptions{NoSpaceCheck: true})
+	mustKind(t, err, host.KindCannotRun, "no space left on device")
+	t.Logf("%v (hint: %s)", err, host.HintOf(err))
+	if !hasErrText(err, "7 of 8 files tagged") && !hasErrText(err, "6 of 8 files tagged") {
+		t.Errorf("error does not say how far it got: %v", err)
+	}
+	if host.HintOf(err) == "" {
+		t.Error("no hint")
+	}
+	if temps, _ := leftovers(t, root); len(temps) > 0 {
+		t.Errorf("temporary files left: %v", temps)
+	}
+	for _, h := range paths {
+		if now := snap(t, filepath.Join(root, h)); !sameMeta(now, before[h]) {
+			t.Errorf("%s: the original changed", h)
+		}
+	}
+	for _, h := range rep.Done {
+		a, _ := os.ReadFile(filepath.Join(root, h))
+		b, _ := os.ReadFile(filepath.Join(root, TaggedPath(h)))
+		if !bytes.Equal(a, b) {
+			t.Errorf("%s: the copy is not complete", h)
+		}
+	}
+	rec, err := tg.Load()
+	if err != nil || rec.Complete || len(rec.Files) != len(paths) {
+		t.Errorf("record after ENOSPC: complete=%v files=%d %v", rec.Complete, len(rec.Files), err)
+	}
+	if _, err := tg.Enable(false); host.KindOf(err) != host.KindRefused {
+		t.Errorf("lookup enabled on an incomplete set: %v", err)
+	}
+	// The rerun is refused by the check, naming what is left.
+	_, err = tg.Create("1", []string{"/opt/app"}, CreateOptions{})
+	mustKind(t, err, host.KindCannotRun, "files on the filesystem of /opt/app")
+	if _, err := tg.Clean(CleanOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if temps, tagged := leftovers(t, root); len(temps)+len(tagged) > 0 {
+		t.Errorf("left after clean: %v %v", temps, tagged)
+	}
+}
