@@ -103,7 +103,11 @@ func init() {
 				if err != nil {
 					return err
 				}
-				printRecord(e, rec)
+				st, err := t.State()
+				if err != nil {
+					return err
+				}
+				printRecord(e, rec, st)
 				return nil
 			}),
 		},
@@ -307,9 +311,12 @@ func bindSummary(r *tagfs.BindReport) string {
 	return s
 }
 
-func printRecord(e *env, rec *tagfs.Record) {
+func printRecord(e *env, rec *tagfs.Record, st *tagfs.Status) {
 	if e.JSON {
-		writeJSON(e, rec)
+		writeJSON(e, struct {
+			*tagfs.Record
+			Mounted int `json:"mounted"`
+		}{rec, st.Mounted})
 		return
 	}
 	state := "complete"
@@ -320,7 +327,7 @@ func printRecord(e *env, rec *tagfs.Record) {
 	if rec.Lookup {
 		lookup = "on"
 		if rec.Bind {
-			lookup += " (bind mounts)"
+			lookup += fmt.Sprintf(" (bind mounts: %d in this mount namespace)", st.Mounted)
 		}
 	}
 	fmt.Fprintf(e.Out, "version %s: %d tagged files, %s; version lookup %s\n", orNone(rec.Version), len(rec.Files), state, lookup)
