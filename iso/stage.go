@@ -1,0 +1,442 @@
+package iso
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"upgradectl/checksum"
+	"upgradectl/host"
+)
+
+// StagedIndex is the record of the staged images, in the staging directory.
+const StagedIndex = "staged.json"
+
+const stagedFormat = 1
+
+// partialMark is in the names of copies not yet verified:
+// ".NAME.partial-RANDOM" in the staging directory.
+const partialMark = ".partial-"
+
+// Staged image states, as StagedImage.State reports them.
+const (
+	StagedOK         = "staged"
+	StagedMissing    = "missing"    // recorded, but the file is gone
+	StagedChanged    = "changed"    // recorded, but the file's size differs
+	StagedUnrecorded = "unrecorded" // an image file upgradectl did not stage
+	StagedPartial    = "partial"    // a copy that was never finished
+)
+
+// StagedImage is one image in the staging directory.
+type StagedImage struct {
+	Name string `json:"name"` // file name in the staging directory
+	Identity
+	Size       int64           `json:"size"`
+	MD5        checksum.Digest `json:"md5"`
+	VerifiedAt time.Time       `json:"verified_at"`
+	From       string          `json:"from,omitempty"` // where it was staged from
+	// State is worked out when the index is read, never stored.
+	State string `json:"state,omitempty"`
+}
+
+type stagedFile struct {
+	Format int           `json:"format"`
+	Images []StagedImage `json:"images"`
+}
+
+// StageOptions are what Stage needs besides the source image.
+type StageOptions struct {
+	// StagingDir is the staging directory on the running system; the
+	// caller holds the state lock.
+	StagingDir string
+	// HostType and HostVersion are this host's product identity; empty
+	// when not configured (nothing is then checked against it).
+	HostType, HostVersion string
+	// MD5 is the image's expected digest in hex; when empty it comes from
+	// the checksum file Sums, or from one found beside the image
+	// (IMAGE.md5, md5sum.out, MD5SUMS).
+	MD5  string
+	Sums string
+	Log  *host.UpgradeLog
+	// Progress, when set, is called with the bytes copied.
+	Progress func(n int)
+}
+
+func readStaged(dir string) ([]StagedImage, error) {
+	p := filepath.Join(dir, StagedIndex)
+	b, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, host.CannotRun("cannot read %s: %v", p, unwrapPath(err))
+	}
+	var f stagedFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, host.CannotRun("cannot read %s: %v", p, err)
+	}
+	if f.Format != stagedFormat {
+		return nil, host.CannotRun("cannot read %s: format %d, this upgradectl knows %d", p, f.Format, stagedFormat)
+	}
+	return f.Images, nil
+}
+
+func writeStaged(dir string, imgs []StagedImage) error {
+	clean := make([]StagedImage, len(imgs))
+	for i, im := range imgs {
+		im.State = ""
+		clean[i] = im
+	}
+	b, err := json.MarshalIndent(stagedFile{Format: stagedFormat, Images: clean}, "", "  ")
+	if err != nil {
+		return err
+	}
+	return host.WriteFileAtomic(filepath.Join(dir, StagedIndex), append(b, '\n'), 0o644)
+}
+
+// StagedImages lists the staging directory: the recorded images with their
+// state, then image files and unfinished copies that are not recorded. A
+// directory that does not exist is empty.
+func StagedImages(dir string) ([]StagedImage, error) {
+	imgs, err := readStaged(dir)
+	if err != nil {
+		return nil, err
+	}
+	recorded := map[string]bool{}
+	for i := range imgs {
+		recorded[imgs[i].Name] = true
+		fi, err := os.Lstat(filepath.Join(dir, imgs[i].Name))
+		switch {
+		case err != nil || !fi.Mode().IsRegular():
+			imgs[i].State = StagedMissing
+		case fi.Size() != imgs[i].Size:
+			imgs[i].State = StagedChanged
+		default:
+			imgs[i].State = StagedOK
+		}
+	}
+	des, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, host.CannotRun("cannot list %s: %v", dir, unwrapPath(err))
+	}
+	for _, de := range des {
+		n := de.Name()
+		if recorded[n] || !de.Type().IsRegular() {
+			continue
+		}
+		st := ""
+		switch {
+		case strings.HasPrefix(n, ".") && strings.Contains(n, partialMark):
+			st = StagedPartial
+		case strings.EqualFold(filepath.Ext(n), ".iso"):
+			st = StagedUnrecorded
+		default:
+			continue
+		}
+		im := StagedImage{Name: n, State: st}
+		if fi, err := de.Info(); err == nil {
+			im.Size = fi.Size()
+		}
+		if st == StagedUnrecorded {
+			im.Identity, _ = ParseImageName(n)
+		}
+		imgs = append(imgs, im)
+	}
+	return imgs, nil
+}
+
+// Stage copies the image src into the staging directory, computing its MD5
+// in the same pass, and puts it in place under its own name only when the
+// digest matches the checksum file. It refuses an image of another product
+// type than this host's, one that does not upgrade this host's version
+// (when its manifest says what it upgrades), and a second image of a type
+// already staged. Checks that need no copying come first; free space is
+// checked before the copy.
+func Stage(ctx context.Context, src string, o StageOptions) (rec StagedImage, err error) {
+	start := time.Now()
+	defer func() {
+		logAction(o.Log, "iso stage", filepath.Base(src), start, err,
+			fmt.Sprintf("%s %s %s, md5 %s", rec.Name, rec.Type, rec.Version, rec.MD5))
+	}()
+	abs, err := filepath.Abs(src)
+	if err != nil {
+		return rec, host.Usage("cannot stage %s: %v", src, err)
+	}
+	name := filepath.Base(abs)
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return rec, host.Bad("cannot stage %s: %v", src, unwrapPath(err))
+	}
+	if !fi.Mode().IsRegular() {
+		return rec, host.Usage("cannot stage %s: not a regular file", src)
+	}
+	if strings.HasPrefix(name, ".") || name == StagedIndex {
+		return rec, host.Usage("cannot stage %s: a hidden name or the index name is not an image name", src)
+	}
+	want, err := expectedDigest(abs, o)
+	if err != nil {
+		return rec, err
+	}
+	id, err := identityOfFile(abs, name)
+	if err != nil {
+		return rec, host.Bad("cannot stage %s: %v", src, err)
+	}
+	rec = StagedImage{Name: name, Identity: id, Size: fi.Size(), From: abs}
+	if err := checkHost(src, id, o); err != nil {
+		return rec, err
+	}
+	staged, err := readStaged(o.StagingDir)
+	if err != nil {
+		return rec, err
+	}
+	for _, s := range staged {
+		dst := filepath.Join(o.StagingDir, s.Name)
+		if s.Name == name {
+			if fi, err := os.Stat(dst); err == nil && fi.Size() == rec.Size && s.MD5 == want {
+				return s, nil // already staged, the same image: nothing to do
+			}
+			continue // replaced below
+		}
+		if SameType(s.Type, id.Type) {
+			if _, err := os.Stat(dst); err != nil {
+				continue // recorded but gone: it does not count
+			}
+			return rec, host.WithHint(host.Refused("cannot stage %s: %s of type %s is already staged", src, s.Name, s.Type),
+				"remove it first: upgradectl iso remove "+s.Name)
+		}
+	}
+
+	if err := os.MkdirAll(o.StagingDir, 0o755); err != nil {
+		return rec, host.CannotRun("cannot create staging directory %s: %v", o.StagingDir, unwrapPath(err))
+	}
+	if err := removePartials(o.StagingDir, name); err != nil {
+		return rec, err
+	}
+	if err := checkFree(o.StagingDir, src, rec.Size); err != nil {
+		return rec, err
+	}
+	tmp, got, err := copyHashing(ctx, abs, o.StagingDir, name, o.Progress)
+	if err != nil {
+		return rec, err
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			os.Remove(tmp)
+		}
+	}()
+	rec.MD5 = got
+	if got != want {
+		return rec, host.Bad("cannot stage %s: its MD5 is %s, the checksum says %s", src, got, want)
+	}
+	// What is put in place is what was verified: read its identity again
+	// from the copy.
+	if id2, err := identityOfFile(tmp, name); err != nil || id2.Type != id.Type || id2.Version != id.Version {
+		return rec, host.Bad("cannot stage %s: the image changed while it was copied", src)
+	}
+	dst := filepath.Join(o.StagingDir, name)
+	if err := os.Rename(tmp, dst); err != nil {
+		return rec, host.CannotRun("cannot stage %s: %v", src, unwrapPath(err))
+	}
+	keep = true
+	if err := host.SyncDir(o.StagingDir); err != nil {
+		return rec, err
+	}
+	rec.VerifiedAt = time.Now().UTC().Truncate(time.Second)
+	var out []StagedImage
+	for _, s := range staged {
+		if s.Name != name {
+			out = append(out, s)
+		}
+	}
+	out = append(out, rec)
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	if err := writeStaged(o.StagingDir, out); err != nil {
+		return rec, err
+	}
+	rec.State = StagedOK
+	return rec, nil
+}
+
+// expectedDigest is the image's MD5 from --md5, the named checksum file, or
+// a checksum file beside the image.
+func expectedDigest(image string, o StageOptions) (checksum.Digest, error) {
+	if o.MD5 != "" {
+		d, err := checksum.ParseDigest(o.MD5)
+		if err != nil {
+			return d, host.Usage("cannot stage %s: --md5 %v", image, err)
+		}
+		return d, nil
+	}
+	c := &sumsCache{files: map[string]sumsEntry{}}
+	var e checksum.Entry
+	var err error
+	if o.Sums != "" {
+		e, _, err = c.lookup(o.Sums, image)
+	} else {
+		e, _, err = c.beside(image)
+	}
+	if err != nil {
+		if host.KindOf(err) == 0 {
+			err = host.Bad("%w", err)
+		}
+		return checksum.Digest{}, host.WithHint(err, "give the checksum file with --sums FILE or the digest with --md5 HEX")
+	}
+	return e.Digest, nil
+}
+
+func identityOfFile(path, name string) (Identity, error) {
+	im, err := Open(path)
+	if err != nil {
+		return Identity{}, err
+	}
+	defer im.Close()
+	return IdentityOf(im, name)
+}
+
+// checkHost refuses an image made for another type of server, or one that
+// says it does not upgrade the version this host runs.
+func checkHost(src string, id Identity, o StageOptions) error {
+	if o.HostType != "" && !SameType(o.HostType, id.Type) {
+		return host.WithHint(host.Bad("cannot stage %s: it is a %s image and this host is %s", src, id.Type, o.HostType),
+			"stage the image of this server's type (product.type in the configuration)")
+	}
+	if o.HostVersion != "" && id.Manifest != nil {
+		if ok, declared := id.Manifest.UpgradesFromVersion(o.HostVersion); declared && !ok {
+			return host.Bad("cannot stage %s: version %s upgrades from %s, not from this host's %s",
+				src, id.Version, strings.Join(id.Manifest.UpgradesFrom, ", "), o.HostVersion)
+		}
+	}
+	return nil
+}
+
+// checkFree fails unless the staging directory's filesystem has room for
+// size bytes more.
+func checkFree(dir, src string, size int64) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return host.CannotRun("cannot stage %s: cannot read free space of %s: %v", src, dir, err)
+	}
+	free := int64(st.Bavail) * int64(st.Bsize)
+	if free < size {
+		return host.WithHint(host.CannotRun("cannot stage %s: it needs %s and %s has %s free", src,
+			host.FormatSize(size), dir, host.FormatSize(free)),
+			"free some space there (old images: upgradectl iso list, iso remove) and stage again")
+	}
+	return nil
+}
+
+// copyHashing copies src into a new hidden file in dir, computing its MD5 as
+// it goes (the image is read once), syncs it and returns its path.
+func copyHashing(ctx context.Context, src, dir, name string, progress func(int)) (string, checksum.Digest, error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return "", checksum.Digest{}, host.Bad("cannot stage %s: %v", src, unwrapPath(err))
+	}
+	defer in.Close()
+	out, err := os.CreateTemp(dir, "."+name+partialMark+"*")
+	if err != nil {
+		return "", checksum.Digest{}, host.CannotRun("cannot stage %s: %v", src, unwrapPath(err))
+	}
+	tmp := out.Name()
+	fail := func(err error) (string, checksum.Digest, error) {
+		out.Close()
+		os.Remove(tmp)
+		if errors.Is(err, unix.ENOSPC) {
+			return "", checksum.Digest{}, host.CannotRun("cannot stage %s: %s is full", src, dir)
+		}
+		return "", checksum.Digest{}, host.CannotRun("cannot stage %s: %v", src, unwrapPath(err))
+	}
+	h := checksum.NewHasher()
+	if _, err := checksum.Stream(ctx, in, progress,
+		func(b []byte) error { _, err := out.Write(b); return err },
+		func(b []byte) error { h.Write(b); return nil },
+	); err != nil {
+		return fail(err)
+	}
+	if err := out.Chmod(0o644); err != nil {
+		return fail(err)
+	}
+	if err := out.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := out.Close(); err != nil {
+		return fail(err)
+	}
+	return tmp, h.Sum(), nil
+}
+
+// removePartials deletes unfinished copies of name left by an earlier
+// stage that did not finish.
+func removePartials(dir, name string) error {
+	ps, _ := filepath.Glob(filepath.Join(dir, "."+globQuote(name)+partialMark+"*"))
+	for _, p := range ps {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return host.CannotRun("cannot remove unfinished copy %s: %v", p, unwrapPath(err))
+		}
+	}
+	return nil
+}
+
+func globQuote(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `*`, `\*`, `?`, `\?`, `[`, `\[`)
+	return r.Replace(s)
+}
+
+// RemoveStaged deletes a staged image (recorded or not) or an unfinished
+// copy by name; all removes every one of them. It returns the names
+// removed.
+func RemoveStaged(dir, name string, all bool, l *host.UpgradeLog) (removed []string, err error) {
+	start := time.Now()
+	defer func() {
+		scope := name
+		if all {
+			scope = "all"
+		}
+		logAction(l, "iso remove", scope, start, err, strings.Join(removed, ", "))
+	}()
+	if !all && (name == "" || strings.ContainsRune(name, '/') || name == "." || name == ".." || name == StagedIndex) {
+		return nil, host.Usage("cannot remove %q: not an image name in the staging directory", name)
+	}
+	imgs, err := StagedImages(dir)
+	if err != nil {
+		return nil, err
+	}
+	var keep []StagedImage
+	var del []string
+	for _, im := range imgs {
+		if all || im.Name == name {
+			del = append(del, im.Name)
+		} else if im.State != StagedUnrecorded && im.State != StagedPartial {
+			keep = append(keep, im)
+		}
+	}
+	if len(del) == 0 {
+		if all {
+			return nil, nil
+		}
+		return nil, host.WithHint(host.Bad("cannot remove %s: no such image in %s", name, dir), "see the staged images with 'upgradectl iso list'")
+	}
+	// The record goes first: a crash in between leaves an unrecorded
+	// file, which 'iso list' shows and 'iso remove' deletes.
+	if _, err := os.Stat(filepath.Join(dir, StagedIndex)); err == nil {
+		if err := writeStaged(dir, keep); err != nil {
+			return nil, err
+		}
+	}
+	for _, n := range del {
+		if err := host.RemoveDurable(filepath.Join(dir, n)); err != nil {
+			return removed, host.CannotRun("cannot remove %s: %v", filepath.Join(dir, n), unwrapPath(err))
+		}
+		removed = append(removed, n)
+	}
+	return removed, nil
+}
