@@ -25,8 +25,16 @@ func init() {
 				if c.NArg() != 2 {
 					return host.Usage("iso mount needs ISO and DIR")
 				}
+				img, err := hostArgPath(e, c.Args().Get(0))
+				if err != nil {
+					return err
+				}
+				dir, err := hostArgPath(e, c.Args().Get(1))
+				if err != nil {
+					return err
+				}
 				return isoWithLock(e, func() error {
-					rec, err := iso.Mount(c.Args().Get(0), c.Args().Get(1), e.mountOptions(c.String("method")))
+					rec, err := iso.Mount(img, dir, e.mountOptions(c.String("method")))
 					if err != nil {
 						return err
 					}
@@ -59,7 +67,11 @@ func init() {
 					if c.Bool("all") {
 						return iso.UnmountAll(c.Bool("lazy"), o)
 					}
-					if err := iso.Unmount(c.Args().Get(0), c.Bool("lazy"), o); err != nil {
+					dir, err := hostArgPath(e, c.Args().Get(0))
+					if err != nil {
+						return err
+					}
+					if err := iso.Unmount(dir, c.Bool("lazy"), o); err != nil {
 						return err
 					}
 					if !e.JSON {

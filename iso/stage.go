@@ -66,8 +66,8 @@ type StageOptions struct {
 	MD5  string
 	Sums string
 	Log  *host.UpgradeLog
-	// Progress, when set, is called with the bytes copied.
-	Progress func(n int)
+	// Progress, when set, follows the copy.
+	Progress ProgressSink
 }
 
 func readStaged(dir string) ([]StagedImage, error) {
@@ -223,7 +223,16 @@ func Stage(ctx context.Context, src string, o StageOptions) (rec StagedImage, er
 	if err := checkFree(o.StagingDir, src, rec.Size); err != nil {
 		return rec, err
 	}
-	tmp, got, err := copyHashing(ctx, abs, o.StagingDir, name, o.Progress)
+	checkFreeHook()
+	var progress func(int)
+	if o.Progress != nil {
+		o.Progress.Start(rec.Size)
+		progress = o.Progress.Add
+	}
+	tmp, got, err := copyHashing(ctx, abs, o.StagingDir, name, progress)
+	if o.Progress != nil {
+		o.Progress.Done()
+	}
 	if err != nil {
 		return rec, err
 	}
@@ -317,6 +326,10 @@ func checkHost(src string, id Identity, o StageOptions) error {
 	}
 	return nil
 }
+
+// checkFreeHook runs between the free-space check and the copy: a test
+// fills the filesystem there to get a real ENOSPC during the copy.
+var checkFreeHook = func() {}
 
 // checkFree fails unless the staging directory's filesystem has room for
 // size bytes more.

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"text/tabwriter"
+
+	"github.com/urfave/cli/v2"
+
+	"upgradectl/host"
+	"upgradectl/iso"
+)
+
+func init() {
+	registerSub("iso", "images", "verify, read, mount and stage ISO images",
+		&cli.Command{
+			Name:      "stage",
+			Usage:     "copy an image into the staging directory, verified against its checksum, refusing images of another type and a second image of one type",
+			ArgsUsage: "ISO",
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "sums", Usage: "checksum `FILE` (default: ISO.md5, md5sum.out or MD5SUMS beside the image)"},
+				&cli.StringFlag{Name: "md5", Usage: "the image's MD5 as `HEX`, instead of a checksum file"},
+			},
+			Action: action(func(c *cli.Context, e *env) error {
+				if c.NArg() != 1 {
+					return host.Usage("iso stage needs one ISO")
+				}
+				if c.IsSet("sums") && c.IsSet("md5") {
+					return host.Usage("iso stage takes --sums or --md5, not both")
+				}
+				src, err := hostArgPath(e, c.Args().First())
+				if err != nil {
+					return err
+				}
+				o, err := e.stageOptions()
+				if err != nil {
+					return err
+				}
+				o.MD5 = c.String("md5")
+				if s := c.String("sums"); s != "" {
+					if o.Sums, err = hostArgPath(e, s); err != nil {
+						return err
+					}
+				}
+				if f, ok := e.Err.(*os.File); ok {
+					o.Progress = iso.NewProgressBar(e.Err, isTerminal(f), "staging")
+				}
+				return isoWithLock(e, func() error {
+					rec, err := iso.Stage(c.Context, src, o)
+					if err != nil {
+						return err
+					}
+					if e.JSON {
+						return json.NewEncoder(e.Out).Encode(rec)
+					}
+					fmt.Fprintf(e.Out, "staged %s: %s %s (%s), md5 %s, in %s\n", rec.Name, rec.Type, rec.Version,
+						host.FormatSize(rec.Size), rec.MD5, o.StagingDir)
+					return nil
+				})
+			}),
+		},
+		&cli.Command{
+			Name:  "list",
+			Usage: "list the images in the staging directory",
+			Action: action(func(c *cli.Context, e *env) error {
+				o, err := e.stageOptions()
+				if err != nil {
+					return err
+				}
+				imgs, err := iso.StagedImages(o.StagingDir)
+				if err != nil {
+					return err
+				}
+				if e.JSON {
+					if imgs == nil {
+						imgs = []iso.StagedImage{}
+					}
+					return json.NewEncoder(e.Out).Encode(imgs)
+				}
+				tw := tabwriter.NewWriter(e.Out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tTYPE\tVERSION\tARCH\tSIZE\tVERIFIED\tSTATE")
+				for _, im := range imgs {
+					verified := ""
+					if !im.VerifiedAt.IsZero() {
+						verified = im.VerifiedAt.Local().Format("2006-01-02 15:04:05")
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", im.Name, im.Type, im.Version, im.Arch,
+						host.FormatSize(im.Size), verified, im.State)
+				}
+				return tw.Flush()
+			}),
+		},
+		&cli.Command{
+			Name:      "remove",
+			Usage:     "delete a staged image (or every one, and unfinished copies, with --all)",
+			ArgsUsage: "NAME | --all",
+			Flags:     []cli.Flag{&cli.BoolFlag{Name: "all", Usage: "remove every image in the staging directory"}},
+			Action: action(func(c *cli.Context, e *env) error {
+				if c.Bool("all") == (c.NArg() == 1) || c.NArg() > 1 {
+					return host.Usage("iso remove needs NAME or --all")
+				}
+				o, err := e.stageOptions()
+				if err != nil {
+					return err
+				}
+				return isoWithLock(e, func() error {
+					removed, err := iso.RemoveStaged(o.StagingDir, c.Args().First(), c.Bool("all"), e.Log())
+					if !e.JSON {
+						for _, n := range removed {
+							fmt.Fprintf(e.Out, "removed %s\n", n)
+						}
+					} else if jerr := json.NewEncoder(e.Out).Encode(map[string]any{"removed": removed}); jerr != nil && err == nil {
+						err = jerr
+					}
+					return err
+				})
+			}),
+		},
+	)
+}
+
+// stageOptions reads the staging directory and the host's identity from the
+// configuration.
+func (e *env) stageOptions() (iso.StageOptions, error) {
+	dir := e.Config.ISO.StagingDir
+	if dir == "" {
+		dir = "/var/lib/upgradectl/iso"
+	}
+	real, err := e.Root.Resolve(dir)
+	if err != nil {
+		return iso.StageOptions{}, host.CannotRun("cannot use staging directory %s: %v", dir, err)
+	}
+	return iso.StageOptions{StagingDir: real, HostType: e.Config.Product.Type,
+		HostVersion: e.Config.Product.Version, Log: e.Log()}, nil
+}
