@@ -313,6 +313,20 @@ func verifyOne(ctx context.Context, r *VerifyResult, opts VerifyOptions, want ch
 
 var errNoSumsFile = errors.New("no checksum file")
 
+// ExpectedMD5 finds the expected digest of image (a path on the running
+// system) in the checksum file sums or, when sums is empty, in one beside
+// the image (IMAGE.md5, IMAGE-without-.iso.md5, md5sum.out, MD5SUMS), as
+// "iso verify" does. The error wraps checksum.ErrNotListed when a checksum
+// file exists but does not list the image, and carries a fix-it hint when
+// there is no checksum file at all.
+func ExpectedMD5(image, sums string) (checksum.Entry, *checksum.Sums, error) {
+	c := &sumsCache{files: map[string]sumsEntry{}}
+	if sums != "" {
+		return c.lookup(sums, image)
+	}
+	return c.beside(image)
+}
+
 type sumsEntry struct {
 	s   *checksum.Sums
 	err error

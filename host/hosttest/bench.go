@@ -1,0 +1,81 @@
+package hosttest
+
+import (
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+)
+
+// RandomFile writes size bytes of real random data (not a sparse file: a
+// digest of zeros is no measurement) to path.
+func RandomFile(tb testing.TB, path string, size int64) {
+	tb.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	var seed [32]byte
+	for i := range seed {
+		seed[i] = byte(time.Now().UnixNano() >> (i % 8))
+	}
+	rng := rand.NewChaCha8(seed)
+	buf := make([]byte, 1<<20)
+	for left := size; left > 0; left -= int64(len(buf)) {
+		rng.Read(buf)
+		n := min(left, int64(len(buf)))
+		if _, err := f.Write(buf[:n]); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// BenchSize is big in a full benchmark run and small under -short.
+func BenchSize(full, short int64) int64 {
+	if testing.Short() {
+		return short
+	}
+	return full
+}
+
+// Timed runs a standard tool for a benchmark that compares against it and
+// returns how long it took; the tool must succeed.
+func Timed(tb testing.TB, name string, args ...string) time.Duration {
+	tb.Helper()
+	RequireCommand(tb, name)
+	start := time.Now()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	d := time.Since(start)
+	if err != nil {
+		tb.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	return d
+}
+
+// VersusTool runs ours and the standard tool (name args...) b.N times each,
+// alternating which goes first, and reports the ratio of the tool's time to
+// ours as the metric unit ("md5sum/ours": above 1 means faster than the
+// tool). It returns both total times.
+func VersusTool(b *testing.B, unit string, ours func(), name string, args ...string) (oursTime, toolTime time.Duration) {
+	b.Helper()
+	RequireCommand(b, name)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if i%2 == 0 {
+			toolTime += Timed(b, name, args...)
+		}
+		start := time.Now()
+		ours()
+		oursTime += time.Since(start)
+		if i%2 == 1 {
+			toolTime += Timed(b, name, args...)
+		}
+	}
+	b.ReportMetric(float64(toolTime)/float64(oursTime), unit)
+	return oursTime, toolTime
+}
