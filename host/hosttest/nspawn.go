@@ -214,7 +214,10 @@ func (c *Container) Boot(t testing.TB) {
 			if err == nil && (state == "running" || state == "degraded") {
 				return
 			}
-			if err == nil && state != "" && state != "starting" && state != "initializing" && !strings.Contains(state, "Failed to connect") {
+			// "offline" (with "has not been booted with systemd"): PID 1
+			// is still systemd-nspawn's child, not yet systemd.
+			if err == nil && state != "" && state != "starting" && state != "initializing" && state != "offline" &&
+				!strings.Contains(state, "Failed to connect") && !strings.Contains(state, "not been booted") {
 				// maintenance, stopping...: booted, but not into the default target;
 				// tests that use rescue or isolate look at it themselves.
 				return
