@@ -25,8 +25,11 @@ func init() {
 			},
 			Action: bootAction(func(ctx context.Context, c *cli.Context, e *env, s *boot.System) error {
 				o, err := boot.Enter(ctx, s, boot.EnterOptions{Message: c.String("message"), Reboot: c.Bool("reboot")})
+				if err != nil {
+					return err
+				}
 				printOutcome(e, o, "in maintenance mode")
-				return err
+				return nil
 			}),
 		},
 		&cli.Command{
@@ -37,8 +40,11 @@ func init() {
 			},
 			Action: bootAction(func(ctx context.Context, c *cli.Context, e *env, s *boot.System) error {
 				o, err := boot.Exit(ctx, s, boot.ExitOptions{Reboot: c.Bool("reboot")})
+				if err != nil {
+					return err
+				}
 				printOutcome(e, o, "out of maintenance mode")
-				return err
+				return nil
 			}),
 		},
 		&cli.Command{

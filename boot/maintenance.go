@@ -119,6 +119,11 @@ func enter(ctx context.Context, s *System, opts EnterOptions) (*Outcome, error) 
 	if err := setDefaultTarget(s.Root, TargetUnit); err != nil {
 		return nil, err
 	}
+	// systemd must see default.target as an alias of the maintenance
+	// target before it loads it, or the load fails ("File exists").
+	if err := s.reload(ctx); err != nil {
+		return nil, err
+	}
 	if err := putBanner(s, st); err != nil {
 		return nil, err
 	}
@@ -215,6 +220,9 @@ func exit(ctx context.Context, s *System, opts ExitOptions) (*Outcome, error) {
 		if err := restoreAll(s, st); err != nil {
 			return o, err
 		}
+	}
+	if err := s.reload(ctx); err != nil {
+		return o, err
 	}
 	o.Target = defaultTarget(s.Root)
 	if o.Target == "" {

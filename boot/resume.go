@@ -1,18 +1,13 @@
 package boot
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"os"
-	"os/exec"
-	"strings"
 	"sync"
 	"time"
 
 	"upgradectl/host"
+	"upgradectl/host/check"
 )
 
 // ResumeAction is the pending upgrade work that the boot hook runs at every
@@ -31,7 +26,7 @@ var (
 
 // SetResumeAction makes a the action `boot resume` runs, named name in the
 // log and the journal ("stage install"). The stage engine calls it from its
-// init; until it does, the action is `upgradectl check post`.
+// init; until it does, the action is the post-upgrade health checks.
 func SetResumeAction(name string, a ResumeAction) {
 	actionMu.Lock()
 	defer actionMu.Unlock()
@@ -42,46 +37,29 @@ func currentAction() (string, ResumeAction) {
 	actionMu.Lock()
 	defer actionMu.Unlock()
 	if action == nil {
-		return "check post", CommandAction("check", "post")
+		return "check post", checkPost
 	}
 	return actionName, action
 }
 
-// CommandAction is a ResumeAction that runs this upgradectl binary with args
-// (after the global flags for the same root, state directory and
-// configuration) and fails when it exits non-zero. Its output goes to Out.
-func CommandAction(args ...string) ResumeAction {
-	return func(ctx context.Context, s *System) error {
-		exe, err := os.Executable()
-		if err != nil {
-			return fmt.Errorf("cannot find the upgradectl binary: %w", err)
-		}
-		full := []string{"--automatic", "--root", s.Root.Dir(), "--state-dir", s.StateDir}
-		if s.ConfigPath != "" && s.ConfigPath != host.DefaultConfigPath {
-			full = append(full, "--config", s.ConfigPath)
-		}
-		full = append(full, args...)
-		cmd := exec.CommandContext(ctx, exe, full...)
-		var tail bytes.Buffer
-		out := io.Writer(&tail)
-		if s.Out != nil {
-			out = io.MultiWriter(s.Out, &tail)
-		}
-		cmd.Stdout, cmd.Stderr = out, out
-		err = cmd.Run()
-		if err == nil {
-			return nil
-		}
-		last := strings.TrimSpace(tail.String())
-		if i := strings.LastIndexByte(last, '\n'); i >= 0 {
-			last = last[i+1:]
-		}
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return fmt.Errorf("upgradectl %s exited with %d: %s", strings.Join(args, " "), ee.ExitCode(), last)
-		}
-		return fmt.Errorf("cannot run upgradectl %s: %w", strings.Join(args, " "), err)
+// checkPost is the resume action until the stage engine sets its own: the
+// post-upgrade health checks, recorded in the upgrade log like `upgradectl
+// check post`. An inhibitor that fails fails the resume.
+func checkPost(ctx context.Context, s *System) error {
+	rep, err := check.Run(ctx, check.Options{Root: s.Root, Config: s.Config, Profile: check.Post})
+	if err != nil {
+		return err
 	}
+	if _, err := check.Log(s.log(), rep, 0); err != nil {
+		s.printf("warning: post checks not recorded in the upgrade log: %v", err)
+	}
+	for _, r := range rep.Checks {
+		s.printf("  %s: %s: %s", r.ID, r.Status, r.Message)
+	}
+	if rep.Inhibited {
+		return fmt.Errorf("post checks: %s", rep.Summary())
+	}
+	return nil
 }
 
 // ResumeOptions are Resume's choices.

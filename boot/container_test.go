@@ -1,0 +1,406 @@
+package boot
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"upgradectl/host"
+	"upgradectl/host/hosttest"
+)
+
+// The tests in this file boot a real Debian system with systemd in
+// systemd-nspawn (hosttest.NewContainer) and drive the built binary inside
+// it. Nothing here touches this machine's own systemd or /etc.
+
+// appUnit is an application: stopped by maintenance mode, started again
+// after it.
+const appUnit = "upgradectl-test-app.service"
+
+// checkConfig is a configuration whose post checks pass in a container
+// with a disk check that asks for minFree on /: the container shares the
+// build machine's kernel clock, which may not be synchronised (no network),
+// and has no RTC, so those checks are accepted.
+func checkConfig(minFree string) string {
+	return `
+[checks]
+accept = ["ntp.synced", "ntp.servers", "clock.rtc", "systemd.failed-units"]
+
+[[checks.disk]]
+path = "/"
+min_free = "` + minFree + `"
+`
+}
+
+var (
+	// passingConfig asks for one free byte.
+	passingConfig = checkConfig("1B")
+	// failingConfig makes a post check fail for real: no filesystem
+	// has an exbibyte free.
+	failingConfig = checkConfig("1000000TiB")
+)
+
+// newSystem makes a container with the built binary, an application unit
+// enabled in multi-user.target and the configuration cfg. It is not booted.
+func newSystem(t *testing.T, cfg string, kernelArgs ...string) *hosttest.Container {
+	t.Helper()
+	bin := hosttest.Bin(t)
+	c := hosttest.NewContainer(t, hosttest.ContainerOptions{Bin: bin, KernelArgs: kernelArgs})
+	unit := "[Unit]\nDescription=an application\n[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=multi-user.target\n"
+	write(t, filepath.Join(c.Dir, "etc/systemd/system", appUnit), unit)
+	must(t, os.MkdirAll(filepath.Join(c.Dir, "etc/systemd/system/multi-user.target.wants"), 0o755))
+	must(t, os.Symlink("/etc/systemd/system/"+appUnit, filepath.Join(c.Dir, "etc/systemd/system/multi-user.target.wants", appUnit)))
+	write(t, filepath.Join(c.Dir, "etc/upgradectl/upgradectl.toml"), cfg)
+	return c
+}
+
+func write(t *testing.T, p, data string) {
+	t.Helper()
+	must(t, os.MkdirAll(filepath.Dir(p), 0o755))
+	must(t, os.WriteFile(p, []byte(data), 0o644))
+}
+
+// hostFiles is what maintenance mode changes, as seen from this machine.
+func hostFiles(t *testing.T, c *hosttest.Container) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	// /run is the container's own tmpfs: read it inside.
+	out["run/nologin"] = "absent"
+	if b, code, err := c.Exec("cat", "/run/nologin"); err == nil && code == 0 {
+		out["run/nologin"] = b
+	}
+	for _, p := range []string{"etc/issue", "etc/motd", "etc/systemd/system/default.target"} {
+		full := filepath.Join(c.Dir, p)
+		fi, err := os.Lstat(full)
+		switch {
+		case err != nil:
+			out[p] = "absent"
+		case fi.Mode()&os.ModeSymlink != 0:
+			l, _ := os.Readlink(full)
+			out[p] = "-> " + l
+		default:
+			b, _ := os.ReadFile(full)
+			out[p] = fi.Mode().String() + " " + string(b)
+		}
+	}
+	return out
+}
+
+// activeUnits lists the active units of the container's systemd, leaving
+// out those that come and go on their own (devices, mounts, sessions).
+func activeUnits(t *testing.T, c *hosttest.Container) []string {
+	t.Helper()
+	out := c.MustExec(t, "systemctl", "list-units", "--state=active", "--no-legend", "--plain", "--all", "--type=service,target,socket,timer,path")
+	var units []string
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) > 0 {
+			units = append(units, f[0])
+		}
+	}
+	slices.Sort(units)
+	return units
+}
+
+func isActive(t *testing.T, c *hosttest.Container, unit string) string {
+	out, _, _ := c.Exec("systemctl", "is-active", unit)
+	return strings.TrimSpace(out)
+}
+
+func status(t *testing.T, c *hosttest.Container) StatusReport {
+	t.Helper()
+	out := c.MustExec(t, "upgradectl", "--json", "maintenance", "status")
+	var r StatusReport
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("maintenance status --json: %v\n%s", err, out)
+	}
+	return r
+}
+
+// logEntries reads the container's upgrade log.
+func logEntries(t *testing.T, c *hosttest.Container) []host.LogEntry {
+	t.Helper()
+	entries, _, err := host.OpenLog(filepath.Join(c.Dir, "var/lib/upgradectl"), "").Read()
+	must(t, err)
+	return entries
+}
+
+// waitResume waits until the upgrade log has n "boot resume" entries.
+func waitResume(t *testing.T, c *hosttest.Container, n int) []host.LogEntry {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		var got []host.LogEntry
+		for _, e := range logEntries(t, c) {
+			if e.Action == "boot resume" {
+				got = append(got, e)
+			}
+		}
+		if len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			out, _, _ := c.Exec("journalctl", "-b", "-u", ResumeUnit, "--no-pager")
+			t.Fatalf("%d boot resume entries in the upgrade log after 3 minutes, want %d; journal:\n%s", len(got), n, out)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// reboot waits for the container to reboot (nspawn exits 133) and boots it
+// again.
+func reboot(t *testing.T, c *hosttest.Container) {
+	t.Helper()
+	if st := c.WaitExit(t, 3*time.Minute); st != 133 {
+		t.Fatalf("systemd-nspawn exited with %d, want 133 (reboot)", st)
+	}
+	c.Boot(t)
+}
+
+func assertMaintenance(t *testing.T, c *hosttest.Container, msg string) {
+	t.Helper()
+	if a := isActive(t, c, TargetUnit); a != "active" {
+		t.Errorf("%s is %s, want active", TargetUnit, a)
+	}
+	if a := isActive(t, c, appUnit); a == "active" {
+		t.Errorf("%s still active in maintenance mode", appUnit)
+	}
+	for _, u := range []string{"systemd-journald.service", "systemd-logind.service"} {
+		if a := isActive(t, c, u); a != "active" {
+			t.Errorf("%s is %s in maintenance mode, want it kept", u, a)
+		}
+	}
+	for _, p := range []string{"/run/nologin", "/etc/issue", "/etc/motd"} {
+		b, code, err := c.Exec("cat", p)
+		if err != nil || code != 0 || !strings.Contains(b, msg) {
+			t.Errorf("%s in maintenance mode: %q (exit %d, %v), want the message %q", p, b, code, err, msg)
+		}
+	}
+	if d := strings.TrimSpace(c.MustExec(t, "systemctl", "get-default")); d != TargetUnit {
+		t.Errorf("systemctl get-default says %s, want %s", d, TargetUnit)
+	}
+}
+
+func TestContainerEnterExit(t *testing.T) {
+	t.Parallel()
+	c := newSystem(t, passingConfig)
+	c.Boot(t)
+	if a := isActive(t, c, appUnit); a != "active" {
+		t.Fatalf("%s is %s before maintenance", appUnit, a)
+	}
+	files := hostFiles(t, c)
+	units := activeUnits(t, c)
+
+	const msg = "SYSTEM SOFTWARE UPDATE IN PROGRESS (test)"
+	out := c.MustExec(t, "upgradectl", "maintenance", "enter", "--message", msg)
+	t.Logf("enter:\n%s", out)
+	assertMaintenance(t, c, msg)
+	r := status(t, c)
+	if !r.In || !r.Live || !r.MaintenanceActive || r.CurrentTarget != TargetUnit || len(r.Problems) != 0 {
+		t.Errorf("status in maintenance: %+v", r)
+	}
+	// The resume service started with the target, saw that this boot
+	// entered maintenance and did nothing.
+	waitInactive(t, c, ResumeUnit)
+	if j := c.MustExec(t, "journalctl", "-b", "-u", ResumeUnit, "--no-pager"); !strings.Contains(j, "entered in this boot") {
+		t.Errorf("resume journal:\n%s", j)
+	}
+	for _, e := range logEntries(t, c) {
+		if e.Action == "boot resume" || e.Action == "check post" {
+			t.Errorf("the resume hook acted in the boot that entered maintenance: %+v", e)
+		}
+	}
+
+	out = c.MustExec(t, "upgradectl", "maintenance", "exit")
+	t.Logf("exit:\n%s", out)
+	if a := isActive(t, c, TargetUnit); a == "active" {
+		t.Errorf("%s still active after exit", TargetUnit)
+	}
+	if got := hostFiles(t, c); !mapsEqual(got, files) {
+		t.Errorf("files after exit:\n%q\nwant as before:\n%q", got, files)
+	}
+	if got := activeUnits(t, c); !slices.Equal(got, units) {
+		t.Errorf("active units after exit differ:\nbefore %v\nafter  %v", units, got)
+	}
+	r = status(t, c)
+	if r.In || r.MaintenanceActive || len(r.Problems) != 0 {
+		t.Errorf("status after exit: %+v", r)
+	}
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// waitInactive waits until a service has run and stopped.
+func waitInactive(t *testing.T, c *hosttest.Container, unit string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		out, _, _ := c.Exec("systemctl", "show", "-P", "ActiveState", unit)
+		ts, _, _ := c.Exec("systemctl", "show", "-P", "ExecMainExitTimestampMonotonic", unit)
+		if st := strings.TrimSpace(out); (st == "inactive" || st == "failed") && strings.TrimSpace(ts) != "0" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not run and stop within 2 minutes (%s)", unit, out)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+func TestContainerRebootIntoMaintenanceAndBack(t *testing.T) {
+	t.Parallel()
+	c := newSystem(t, passingConfig)
+	c.Boot(t)
+	files := hostFiles(t, c)
+	units := activeUnits(t, c)
+
+	c.MustExec(t, "upgradectl", "maintenance", "enter", "--reboot")
+	reboot(t, c)
+	assertMaintenance(t, c, "SYSTEM SOFTWARE UPDATE IN PROGRESS")
+	res := waitResume(t, c, 1)
+	if res[0].Result != host.ResultSuccess || res[0].Mode != host.ModeAutomatic || res[0].Message != "check post" {
+		t.Errorf("resume log entry: %+v", res[0])
+	}
+	j := c.MustExec(t, "journalctl", "-b", "-u", ResumeUnit, "--no-pager")
+	if !strings.Contains(j, "resumed: check post succeeded") {
+		t.Errorf("resume journal:\n%s", j)
+	}
+	if r := status(t, c); !r.In || r.LastResumeResult != host.ResultSuccess || r.ResumeFailures != 0 || len(r.Problems) != 0 {
+		t.Errorf("status after the resume: %+v", r)
+	}
+
+	c.MustExec(t, "upgradectl", "maintenance", "exit", "--reboot")
+	reboot(t, c)
+	if got := hostFiles(t, c); !mapsEqual(got, files) {
+		t.Errorf("files after exit --reboot:\n%q\nwant as before:\n%q", got, files)
+	}
+	if got := activeUnits(t, c); !slices.Equal(got, units) {
+		t.Errorf("active units after exit --reboot differ:\nbefore %v\nafter  %v", units, got)
+	}
+	if len(waitResume(t, c, 0)) != 1 {
+		t.Errorf("the resume hook ran outside maintenance")
+	}
+}
+
+func TestContainerLoopGuard(t *testing.T) {
+	t.Parallel()
+	c := newSystem(t, failingConfig)
+	c.Boot(t)
+	c.MustExec(t, "upgradectl", "maintenance", "enter", "--reboot")
+	for i := 1; i <= MaxResumeFailures; i++ {
+		reboot(t, c)
+		res := waitResume(t, c, i)
+		if last := res[i-1]; last.Result != host.ResultFailed || !strings.Contains(last.Message, "disk.space") {
+			t.Fatalf("resume %d: %+v, want failed on disk.space", i, last)
+		}
+		assertMaintenance(t, c, "SYSTEM SOFTWARE UPDATE IN PROGRESS")
+		if i < MaxResumeFailures {
+			c.MustExec(t, "systemctl", "reboot")
+		}
+	}
+	r := status(t, c)
+	if r.Halted == "" || r.ResumeFailures != MaxResumeFailures || !strings.Contains(r.LastResumeError, "disk.space") {
+		t.Errorf("status after %d failures: %+v", MaxResumeFailures, r)
+	}
+	human := c.MustExec(t, "upgradectl", "maintenance", "status")
+	if !strings.Contains(human, "manual intervention is needed") {
+		t.Errorf("maintenance status does not say why:\n%s", human)
+	}
+	// The next boot: still maintenance, the hook does not act.
+	c.MustExec(t, "systemctl", "reboot")
+	reboot(t, c)
+	assertMaintenance(t, c, "MANUAL INTERVENTION IS NEEDED")
+	res := waitResume(t, c, MaxResumeFailures+1)
+	if last := res[len(res)-1]; last.Result != host.ResultFailed || !strings.Contains(last.Message, "boot-loop guard") {
+		t.Errorf("resume after the guard tripped: %+v", last)
+	}
+	checks := 0
+	for _, e := range logEntries(t, c) {
+		if e.Action == "check post" {
+			checks++
+		}
+	}
+	if checks != MaxResumeFailures {
+		t.Errorf("post checks ran %d times, want %d", checks, MaxResumeFailures)
+	}
+	// The operator gets out.
+	c.MustExec(t, "upgradectl", "maintenance", "exit")
+	if a := isActive(t, c, appUnit); a != "active" {
+		t.Errorf("%s is %s after exit", appUnit, a)
+	}
+}
+
+func TestContainerKernelCommandLineWins(t *testing.T) {
+	t.Parallel()
+	c := newSystem(t, passingConfig, "systemd.unit=multi-user.target")
+	c.Boot(t)
+	c.MustExec(t, "upgradectl", "maintenance", "enter", "--reboot")
+	reboot(t, c)
+	if a := isActive(t, c, TargetUnit); a == "active" {
+		t.Errorf("%s active although the kernel command line chose multi-user.target", TargetUnit)
+	}
+	if a := isActive(t, c, appUnit); a != "active" {
+		t.Errorf("%s is %s: the boot the operator asked for did not happen", appUnit, a)
+	}
+	time.Sleep(2 * time.Second) // a resume that should not happen would be quick
+	for _, e := range logEntries(t, c) {
+		if e.Action == "check post" || (e.Action == "boot resume" && !strings.Contains(e.Message, "skipped")) {
+			t.Errorf("the resume hook acted: %+v", e)
+		}
+	}
+	r := status(t, c)
+	if !r.In || r.BootOverride != "multi-user.target" || len(r.Problems) == 0 || !strings.Contains(r.Problems[0], "kernel command line") {
+		t.Errorf("status with the override: %+v", r)
+	}
+	// A manual resume respects it too.
+	out := c.MustExec(t, "upgradectl", "boot", "resume")
+	if !strings.Contains(out, "kernel command line chose multi-user.target") {
+		t.Errorf("boot resume with the override: %s", out)
+	}
+	c.MustExec(t, "upgradectl", "maintenance", "exit")
+	if r := status(t, c); r.In || len(r.Problems) != 0 {
+		t.Errorf("status after exit: %+v", r)
+	}
+}
+
+// TestRootOnDebianTree works on a real Debian system's files that no
+// systemd runs (--root), as from a rescue shell.
+func TestRootOnDebianTree(t *testing.T) {
+	t.Parallel()
+	c := newSystem(t, passingConfig)
+	bin := hosttest.Bin(t)
+	before := snapshot(t, c.Dir, "var/lib/upgradectl", "etc/systemd/system/"+TargetUnit,
+		"etc/systemd/system/"+TargetUnit+".wants", "etc/systemd/system/"+NologinUnit, "etc/systemd/system/"+ResumeUnit)
+	out := hosttest.Run(t, bin, "--root", c.Dir, "maintenance", "enter", "--reboot")
+	if !strings.Contains(out, "takes effect at the next boot") || !strings.Contains(out, "not rebooting") {
+		t.Errorf("enter --root says:\n%s", out)
+	}
+	if l, _ := os.Readlink(filepath.Join(c.Dir, "etc/systemd/system/default.target")); l != "/etc/systemd/system/"+TargetUnit {
+		t.Errorf("default.target -> %q", l)
+	}
+	out = hosttest.Run(t, bin, "--root", c.Dir, "maintenance", "status")
+	if !strings.Contains(out, "boots into "+TargetUnit) {
+		t.Errorf("status --root:\n%s", out)
+	}
+	hosttest.Run(t, bin, "--root", c.Dir, "maintenance", "exit")
+	diffSnapshots(t, before, snapshot(t, c.Dir, "var/lib/upgradectl", "etc/systemd/system/"+TargetUnit,
+		"etc/systemd/system/"+TargetUnit+".wants", "etc/systemd/system/"+NologinUnit, "etc/systemd/system/"+ResumeUnit))
+	// The units are what would boot: then the booted system.
+	c.Boot(t)
+	if a := isActive(t, c, appUnit); a != "active" {
+		t.Errorf("%s is %s after the --root round trip", appUnit, a)
+	}
+}
