@@ -174,6 +174,22 @@ func atoiPath(p string) int {
 	return n
 }
 
+// mtRootWith makes a root directory holding the image at its top and a
+// mount point /mnt; it returns the root and the mount point's real path.
+func mtRootWith(t *testing.T, img string) (root, mnt string) {
+	t.Helper()
+	root = t.TempDir()
+	mnt = filepath.Join(root, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(img, filepath.Join(root, filepath.Base(img))); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+	return root, mnt
+}
+
 // TestFUSEMountImage mounts a real xorriso image (Rock Ridge, Joliet,
 // symlinks, several MB) with the built binary, reads every file back byte
 // for byte against the source tree, unmounts it and checks that the
@@ -181,14 +197,13 @@ func atoiPath(p string) int {
 func TestFUSEMountImage(t *testing.T) {
 	mtRequireFUSE(t)
 	src := mtMakeTree(t)
-	img := mtMakeISO(t, src, "cmp-1.0-x86_64.iso")
-	root, mnt := t.TempDir(), t.TempDir()
-	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+	root, mnt := mtRootWith(t, mtMakeISO(t, src, "cmp-1.0-x86_64.iso"))
+	img := "/cmp-1.0-x86_64.iso" // paths on the command line are inside --root
 
-	args := []string{"iso", "mount", "--method", "fuse", img, mnt}
+	args := []string{"iso", "mount", "--method", "fuse", img, "/mnt"}
 	if ok, _ := fsRegistered("iso9660"); !ok {
 		// Where the kernel has no iso9660, the default falls back to FUSE.
-		args = []string{"iso", "mount", img, mnt}
+		args = []string{"iso", "mount", img, "/mnt"}
 	}
 	out, err := mtRun(t, root, args...)
 	if err != nil {
@@ -215,11 +230,11 @@ func TestFUSEMountImage(t *testing.T) {
 		t.Errorf("mount is not read-only: flags %#x, %v", st.Flags, err)
 	}
 	// A second mount on the same directory is refused.
-	if out, err := mtRun(t, root, "iso", "mount", "--method", "fuse", img, mnt); err == nil || !strings.Contains(out, "already mounted") {
+	if out, err := mtRun(t, root, "iso", "mount", "--method", "fuse", img, "/mnt"); err == nil || !strings.Contains(out, "already mounted") {
 		t.Errorf("second mount on %s: %v %s", mnt, err, out)
 	}
 
-	out, err = mtRun(t, root, "iso", "umount", mnt)
+	out, err = mtRun(t, root, "iso", "umount", "/mnt")
 	if err != nil {
 		t.Fatalf("iso umount: %v\n%s", err, out)
 	}
@@ -247,12 +262,10 @@ func TestFUSEMountImage(t *testing.T) {
 func TestFUSEMountGone(t *testing.T) {
 	mtRequireFUSE(t)
 	src := mtMakeTree(t)
-	img := mtMakeISO(t, src, "x.iso")
-	root, mnt := t.TempDir(), t.TempDir()
-	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+	root, mnt := mtRootWith(t, mtMakeISO(t, src, "x.iso"))
 	mount := func() MountRecord {
 		t.Helper()
-		if out, err := mtRun(t, root, "iso", "mount", "--method", "fuse", img, mnt); err != nil {
+		if out, err := mtRun(t, root, "iso", "mount", "--method", "fuse", "/x.iso", "/mnt"); err != nil {
 			t.Fatalf("iso mount: %v\n%s", err, out)
 		}
 		ms := mtMounts(t, root)
@@ -286,13 +299,13 @@ func TestFUSEMountGone(t *testing.T) {
 	if ms := mtMounts(t, root); len(ms) != 1 || ms[0].State != StateServerGone {
 		t.Errorf("after killing the server: %+v", ms)
 	}
-	if out, err := mtRun(t, root, "iso", "umount", mnt); err != nil {
+	if out, err := mtRun(t, root, "iso", "umount", "/mnt"); err != nil {
 		t.Fatalf("iso umount of a dead FUSE mount: %v\n%s", err, out)
 	}
 	if table, _ := mountTable(); table[mnt].Dir != "" {
 		t.Errorf("%s still mounted", mnt)
 	}
-	if out, err := mtRun(t, root, "iso", "umount", mnt); err == nil || !strings.Contains(out, "did not mount") {
+	if out, err := mtRun(t, root, "iso", "umount", "/mnt"); err == nil || !strings.Contains(out, "did not mount") {
 		t.Errorf("umount of an unrecorded dir: %v %s", err, out)
 	}
 }
