@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"upgradectl/host/hosttest"
 )
@@ -26,6 +27,7 @@ func TestFailedUnitsInContainer(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Boot(t)
+	waitBooted(t, c)
 
 	check := func(wantCode int, wantStatus Status) Result {
 		t.Helper()
@@ -43,6 +45,11 @@ func TestFailedUnitsInContainer(t *testing.T) {
 		return rep.Checks[0]
 	}
 
+	// The unit fails at boot; start it again to be sure it has, whatever
+	// state the boot wait returned in (a oneshot start waits for the end).
+	if _, code, _ := c.Exec("systemctl", "start", unit); code == 0 {
+		t.Fatalf("%s did not fail", unit)
+	}
 	r := check(1, Fail)
 	if !strings.Contains(r.Message, "1 unit failed: "+unit) {
 		t.Errorf("message %q", r.Message)
@@ -72,4 +79,19 @@ func TestFailedUnitsInContainer(t *testing.T) {
 	if err != nil || strings.Count(string(b), `"action":"check pre"`) != 3 {
 		t.Errorf("upgrade log: %v\n%s", err, b)
 	}
+}
+
+// waitBooted waits until systemd in the container has finished booting.
+// Boot may return while systemd is still coming up: is-system-running says
+// "offline" before /run/systemd/system exists.
+func waitBooted(t *testing.T, c *hosttest.Container) {
+	t.Helper()
+	var out string
+	for end := time.Now().Add(3 * time.Minute); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		out, _, _ = c.Exec("systemctl", "is-system-running", "--wait")
+		if s := strings.TrimSpace(out); s == "running" || s == "degraded" {
+			return
+		}
+	}
+	t.Fatalf("systemd in the container did not finish booting: %s", out)
 }
