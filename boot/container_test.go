@@ -345,34 +345,44 @@ func TestContainerLoopGuard(t *testing.T) {
 
 func TestContainerKernelCommandLineWins(t *testing.T) {
 	t.Parallel()
-	c := newSystem(t, passingConfig, "systemd.unit=multi-user.target")
-	c.Boot(t)
-	c.MustExec(t, "upgradectl", "maintenance", "enter", "--reboot")
-	reboot(t, c)
-	if a := isActive(t, c, TargetUnit); a == "active" {
-		t.Errorf("%s active although the kernel command line chose multi-user.target", TargetUnit)
-	}
-	if a := isActive(t, c, appUnit); a != "active" {
-		t.Errorf("%s is %s: the boot the operator asked for did not happen", appUnit, a)
-	}
-	time.Sleep(2 * time.Second) // a resume that should not happen would be quick
-	for _, e := range logEntries(t, c) {
-		if e.Action == "check post" || (e.Action == "boot resume" && !strings.Contains(e.Message, "skipped")) {
-			t.Errorf("the resume hook acted: %+v", e)
-		}
-	}
-	r := status(t, c)
-	if !r.In || r.BootOverride != "multi-user.target" || len(r.Problems) == 0 || !strings.Contains(r.Problems[0], "kernel command line") {
-		t.Errorf("status with the override: %+v", r)
-	}
-	// A manual resume respects it too.
-	out := c.MustExec(t, "upgradectl", "boot", "resume")
-	if !strings.Contains(out, "kernel command line chose multi-user.target") {
-		t.Errorf("boot resume with the override: %s", out)
-	}
-	c.MustExec(t, "upgradectl", "maintenance", "exit")
-	if r := status(t, c); r.In || len(r.Problems) != 0 {
-		t.Errorf("status after exit: %+v", r)
+	for _, unit := range []string{"multi-user.target", "rescue.target"} {
+		t.Run(unit, func(t *testing.T) {
+			t.Parallel()
+			c := newSystem(t, passingConfig, "systemd.unit="+unit)
+			c.Boot(t)
+			c.MustExec(t, "upgradectl", "maintenance", "enter", "--reboot")
+			reboot(t, c)
+			if a := isActive(t, c, TargetUnit); a == "active" {
+				t.Errorf("%s active although the kernel command line chose %s", TargetUnit, unit)
+			}
+			if a := isActive(t, c, unit); a != "active" {
+				t.Errorf("%s is %s: the boot the operator asked for did not happen", unit, a)
+			}
+			time.Sleep(2 * time.Second) // a resume that should not happen would be quick
+			for _, e := range logEntries(t, c) {
+				if e.Action == "check post" || (e.Action == "boot resume" && !strings.Contains(e.Message, "skipped")) {
+					t.Errorf("the resume hook acted: %+v", e)
+				}
+			}
+			r := status(t, c)
+			if !r.In || r.BootOverride != unit || len(r.Problems) == 0 || !strings.Contains(r.Problems[0], "kernel command line") {
+				t.Errorf("status with the override: %+v", r)
+			}
+			// A manual resume respects it too.
+			out := c.MustExec(t, "upgradectl", "boot", "resume")
+			if !strings.Contains(out, "kernel command line chose "+unit) {
+				t.Errorf("boot resume with the override: %s", out)
+			}
+			// Leaving maintenance from there keeps the operator where
+			// they are.
+			c.MustExec(t, "upgradectl", "maintenance", "exit")
+			if a := isActive(t, c, unit); a != "active" {
+				t.Errorf("%s is %s after maintenance exit: exit moved the operator away", unit, a)
+			}
+			if r := status(t, c); r.In || len(r.Problems) != 0 || r.DefaultTarget != "graphical.target" {
+				t.Errorf("status after exit: %+v", r)
+			}
+		})
 	}
 }
 

@@ -49,6 +49,23 @@ func (o *Outcome) note(format string, args ...any) {
 	o.Notes = append(o.Notes, fmt.Sprintf(format, args...))
 }
 
+// summary is the upgrade log's message for o.
+func (o *Outcome) summary(target string) string {
+	switch {
+	case o == nil:
+		return ""
+	case o.Target != "":
+		target = o.Target
+	}
+	switch {
+	case o.Rebooting:
+		return "rebooting into " + target
+	case o.Live:
+		return target
+	}
+	return target + " at the next boot (files only)"
+}
+
 const nextBootNote = "systemd does not run %s: the change takes effect at the next boot"
 
 // Enter puts the host into maintenance mode: it records what Exit needs
@@ -60,11 +77,7 @@ const nextBootNote = "systemd does not run %s: the change takes effect at the ne
 func Enter(ctx context.Context, s *System, opts EnterOptions) (*Outcome, error) {
 	start := time.Now()
 	o, err := enter(ctx, s, opts)
-	msg := "maintenance mode"
-	if o != nil && o.Rebooting {
-		msg += ", rebooting into it"
-	}
-	s.logResult("maintenance enter", start, err, msg)
+	s.logResult("maintenance enter", start, err, o.summary(TargetUnit))
 	return o, err
 }
 
@@ -188,11 +201,7 @@ func Exit(ctx context.Context, s *System, opts ExitOptions) (*Outcome, error) {
 	if o != nil && o.Already && err == nil {
 		return o, nil
 	}
-	msg := "back to normal operation"
-	if o != nil && o.Rebooting {
-		msg += ", rebooting"
-	}
-	s.logResult("maintenance exit", start, err, msg)
+	s.logResult("maintenance exit", start, err, o.summary(""))
 	return o, err
 }
 
@@ -249,7 +258,13 @@ func exit(ctx context.Context, s *System, opts ExitOptions) (*Outcome, error) {
 	if err != nil {
 		return o, host.CannotRun("%v", err)
 	}
-	if !wasIn && active != "active" && active != "activating" && !opts.Reboot {
+	if active != "active" && active != "activating" && !opts.Reboot {
+		// Not in the maintenance target (a boot the kernel command
+		// line sent elsewhere, a rescue shell): stay where the
+		// operator is; the next boot goes to the default target.
+		if wasIn {
+			o.note("%s is not active: staying in the current target; the next boot goes to %s", TargetUnit, o.Target)
+		}
 		return o, nil
 	}
 	o.Already = false

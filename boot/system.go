@@ -88,7 +88,7 @@ func (s *System) logResult(action string, start time.Time, err error, msg string
 			msg += ": " + err.Error()
 		}
 	}
-	if _, lerr := s.log().Append(host.LogEntry{Action: action, Start: start, Result: res, Message: msg, Scope: "maintenance"}); lerr != nil {
+	if _, lerr := s.log().Append(host.LogEntry{Action: action, Start: start, Result: res, Message: msg, Scope: "server"}); lerr != nil {
 		s.printf("warning: %v", lerr)
 	}
 }
