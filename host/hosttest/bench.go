@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -46,36 +47,60 @@ func BenchSize(full, short int64) int64 {
 // Timed runs a standard tool for a benchmark that compares against it and
 // returns how long it took; the tool must succeed.
 func Timed(tb testing.TB, name string, args ...string) time.Duration {
-	tb.Helper()
-	RequireCommand(tb, name)
-	start := time.Now()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	d := time.Since(start)
-	if err != nil {
-		tb.Fatalf("%s %v: %v\n%s", name, args, err, out)
-	}
+	d, _ := timedCPU(tb, name, args...)
 	return d
 }
 
+// timedCPU is Timed that also returns the CPU time (user and system) the
+// tool used.
+func timedCPU(tb testing.TB, name string, args ...string) (wall, cpu time.Duration) {
+	tb.Helper()
+	RequireCommand(tb, name)
+	start := time.Now()
+	cmd := exec.Command(name, args...)
+	out, err := cmd.CombinedOutput()
+	wall = time.Since(start)
+	if err != nil {
+		tb.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	return wall, cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+}
+
+// selfCPU is the CPU time this process has used so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // VersusTool runs ours and the standard tool (name args...) b.N times each,
-// alternating which goes first, and reports the ratio of the tool's time to
-// ours as the metric unit ("md5sum/ours": above 1 means faster than the
-// tool). It returns both total times.
+// alternating which goes first, and reports the ratio of the tool's wall
+// time to ours as the metric unit ("md5sum/ours": above 1 means faster than
+// the tool), and the same ratio of CPU time as unit+"-cpu" (which other
+// load on the machine disturbs less). It returns both total wall times.
 func VersusTool(b *testing.B, unit string, ours func(), name string, args ...string) (oursTime, toolTime time.Duration) {
 	b.Helper()
 	RequireCommand(b, name)
+	var oursCPU, toolCPU time.Duration
+	tool := func() {
+		w, c := timedCPU(b, name, args...)
+		toolTime += w
+		toolCPU += c
+	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if i%2 == 0 {
-			toolTime += Timed(b, name, args...)
+			tool()
 		}
-		start := time.Now()
+		start, cpu := time.Now(), selfCPU()
 		ours()
 		oursTime += time.Since(start)
+		oursCPU += selfCPU() - cpu
 		if i%2 == 1 {
-			toolTime += Timed(b, name, args...)
+			tool()
 		}
 	}
 	b.ReportMetric(float64(toolTime)/float64(oursTime), unit)
+	b.ReportMetric(float64(toolCPU)/float64(oursCPU), unit+"-cpu")
 	return oursTime, toolTime
 }
