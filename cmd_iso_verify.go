@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
@@ -29,7 +32,7 @@ func init() {
 			&cli.StringFlag{Name: "sums", Usage: "checksum `FILE` listing the images"},
 			&cli.StringFlag{Name: "md5", Usage: "expected MD5 `HEX` of the one image"},
 			&cli.BoolFlag{Name: "embedded", Usage: "check the MD5 implantisomd5 embedded in each image (fails early at a bad fragment)"},
-			&cli.IntFlag{Name: "jobs", Usage: "images verified at once (default: one per CPU)"},
+			&cli.IntFlag{Name: "jobs", Usage: "verify `N` images at once", DefaultText: "one per CPU"},
 		},
 		Action: action(func(c *cli.Context, e *env) error {
 			opts := iso.VerifyOptions{MD5: c.String("md5"), Embedded: c.Bool("embedded"), Jobs: c.Int("jobs"), Log: e.Log()}
@@ -52,7 +55,10 @@ func init() {
 			if f, ok := e.Err.(*os.File); ok {
 				opts.Progress = iso.NewProgressBar(e.Err, isTerminal(f), "verifying")
 			}
-			rep, err := iso.Verify(c.Context, opts)
+			// Interrupted, the images done so far are still reported.
+			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			rep, err := iso.Verify(ctx, opts)
 			if err != nil && rep == nil {
 				return err
 			}
@@ -69,7 +75,7 @@ func init() {
 				fmt.Fprintf(e.Err, "upgradectl: warning: %s\n", rep.LogProblem)
 			}
 			if err != nil {
-				return err
+				return host.Bad("cannot finish verifying: %v", context.Cause(ctx))
 			}
 			if !rep.OK {
 				err := host.Bad("%d of %d image(s) failed verification", rep.Failed, len(rep.Results))
