@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"upgradectl/host"
@@ -102,6 +103,13 @@ const maxLogOutput = 32 << 10
 func (r *Run) Command(action string, cmd *exec.Cmd) error {
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
+	// If upgradectl dies (kill -9, a crash), the command dies with it
+	// rather than going on unwatched beside the rerun that completes the
+	// stage.
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	return r.Step(action, func() (string, error) {
 		err := cmd.Run()
 		text := clip(out.String())

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"upgradectl/boot"
+	"upgradectl/host"
+	"upgradectl/host/stage"
+)
+
+// The staged upgrade: one command per stage, continue, status and undo.
+
+var forceFlag = &cli.BoolFlag{Name: "force", Usage: "redo a done stage (repair) and act even where the host contradicts the record"}
+
+func init() {
+	// After a reboot in maintenance mode, the boot hook continues the
+	// upgrade: it completes the stage the reboot (or a crash) cut short.
+	boot.SetResumeAction("stage resume", func(ctx context.Context, s *boot.System) error {
+		e := stage.New(stage.Host{Root: s.Root, StateDir: s.StateDir, ConfigPath: s.ConfigPath, Config: s.Config,
+			Mode: host.ModeAutomatic, Out: s.Out})
+		_, err := e.Resume(ctx)
+		return err
+	})
+	usage := map[stage.Name]string{
+		stage.Setup:       "pre checks, stage and read the image, tag the files the install replaces",
+		stage.Preinstall:  "verify the tagged files and the image again, enter maintenance mode if configured",
+		stage.Install:     "mount the image and run its install command (or the one after --)",
+		stage.Postinstall: "verify the new version is in place and run the post checks",
+		stage.Roll:        "stop running on tagged files (version lookup off), reboot if configured",
+		stage.Switch:      "make the new version the active one: from here there is no undo",
+		stage.Clean:       "remove the tagged files and the image, leave maintenance mode, archive the log",
+	}
+	for _, n := range stage.Order {
+		n := n
+		cmd := &cli.Command{
+			Name:     string(n),
+			Category: "upgrade",
+			Usage:    usage[n],
+			Flags:    []cli.Flag{forceFlag},
+			Action: action(func(c *cli.Context, e *env) error {
+				opts := stage.Options{Force: c.Bool("force"), Vars: map[string]string{}}
+				switch n {
+				case stage.Setup:
+					img := c.String("iso")
+					if img == "" {
+						return host.Usage("setup needs the image: upgradectl setup --iso IMAGE")
+					}
+					opts.Vars[stage.VarISO] = img
+				case stage.Install:
+					if c.NArg() > 0 {
+						b, _ := json.Marshal(c.Args().Slice())
+						opts.Vars[stage.VarInstallCommand] = string(b)
+					}
+				default:
+					if c.NArg() > 0 {
+						return host.Usage("%s takes no arguments", n)
+					}
+				}
+				ctx, stop := signalContext()
+				defer stop()
+				return stageEngine(e).Do(ctx, n, opts)
+			}),
+		}
+		switch n {
+		case stage.Setup:
+			cmd.Flags = append(cmd.Flags, &cli.StringFlag{Name: "iso", Usage: "the upgrade `IMAGE`"})
+		case stage.Install:
+			cmd.ArgsUsage = "[-- CMD ARGS...]"
+		}
+		register(cmd)
+	}
+	register(&cli.Command{
+		Name:     "continue",
+		Category: "upgrade",
+		Usage:    "run the next action: complete an interrupted stage, retry a failed one, or run the next stage",
+		Flags:    []cli.Flag{forceFlag},
+		Action: action(func(c *cli.Context, e *env) error {
+			ctx, stop := signalContext()
+			defer stop()
+			_, err := stageEngine(e).Continue(ctx, stage.Options{Force: c.Bool("force")})
+			return err
+		}),
+	}, &cli.Command{
+		Name:      "undo",
+		Category:  "upgrade",
+		Usage:     "undo the latest stage (stages are undone in reverse order, never after switch)",
+		ArgsUsage: "STAGE",
+		Flags:     []cli.Flag{forceFlag},
+		Action: action(func(c *cli.Context, e *env) error {
+			if c.NArg() != 1 {
+				return host.Usage("undo needs one stage: upgradectl undo STAGE")
+			}
+			n, err := stage.ParseName(c.Args().First())
+			if err != nil {
+				return err
+			}
+			ctx, stop := signalContext()
+			defer stop()
+			return stageEngine(e).Undo(ctx, n, stage.Options{Force: c.Bool("force")})
+		}),
+	}, &cli.Command{
+		Name:     "status",
+		Category: "upgrade",
+		Usage:    "show every stage, the versions, version lookup, maintenance mode, mounts and the next action",
+		Flags:    []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON for programs"}},
+		Action: action(func(c *cli.Context, e *env) error {
+			rep, err := stageEngine(e).Status()
+			if err != nil {
+				return err
+			}
+			if e.JSON || c.Bool("json") {
+				enc := json.NewEncoder(e.Out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(rep)
+			}
+			printStatus(e, rep)
+			return nil
+		}),
+	})
+}
+
+// stageEngine is the stage engine on the host the global flags name.
+func stageEngine(e *env) *stage.Engine {
+	return stage.New(stage.Host{Root: e.Root, StateDir: e.StateDir, ConfigPath: e.ConfigPath, Config: e.Config,
+		Mode: e.Mode, Out: e.Out})
+}
+
+// signalContext is cancelled by SIGINT or SIGTERM, so that a stage stops
+// and records itself as failed rather than dying half-way unrecorded.
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+func printStatus(e *env, rep *stage.Report) {
+	w := e.Out
+	if !rep.InProgress {
+		fmt.Fprintf(w, "no upgrade in progress; active version %s\n", orDash(rep.ActiveVersion))
+	} else {
+		fmt.Fprintf(w, "upgrade %s: version %s to %s", rep.Upgrade, orDash(rep.OldVersion), orDash(rep.NewVersion))
+		if rep.Image != "" {
+			fmt.Fprintf(w, " (image %s)", rep.Image)
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintf(w, "versions: running %s, new %s, active %s\n", orDash(rep.RunningVersion), orDash(rep.NewVersion), orDash(rep.ActiveVersion))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STAGE\tSTATUS\tATTEMPT\tSTARTED\tENDED\tNOTE")
+	for _, s := range rep.Stages {
+		note := s.Error
+		switch {
+		case s.Interrupted:
+			note = "interrupted: no process is running it"
+		case s.Waiting != "":
+			note = "waiting for " + s.Waiting
+		case (s.Status == stage.Running || s.Status == stage.Undoing) && rep.Busy != 0:
+			note = fmt.Sprintf("process %d", rep.Busy)
+		}
+		attempt := ""
+		if s.Attempt > 0 {
+			attempt = fmt.Sprint(s.Attempt)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Status, attempt, stamp(s.Started), stamp(s.Ended), note)
+	}
+	tw.Flush()
+	for _, f := range rep.Facts {
+		fmt.Fprintf(w, "%s: %s\n", f.Name, f.Value)
+	}
+	if len(rep.Repair) > 0 {
+		fmt.Fprintln(w, "needs manual repair; the record and the host disagree:")
+		for _, r := range rep.Repair {
+			fmt.Fprintf(w, "  - %s\n", r)
+		}
+	}
+	if len(rep.History) > 0 {
+		fmt.Fprintf(w, "archived upgrades: %s\n", strings.Join(rep.History, ", "))
+	}
+	fmt.Fprintf(w, "next: %s\n", rep.Next)
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
