@@ -123,7 +123,7 @@ func init() {
 				enc.SetIndent("", "  ")
 				return enc.Encode(rep)
 			}
-			printStatus(e, rep)
+			printStageStatus(e, rep)
 			return nil
 		}),
 	})
@@ -141,7 +141,7 @@ func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
-func printStatus(e *env, rep *stage.Report) {
+func printStageStatus(e *env, rep *stage.Report) {
 	w := e.Out
 	if !rep.InProgress {
 		fmt.Fprintf(w, "no upgrade in progress; active version %s\n", orDash(rep.ActiveVersion))

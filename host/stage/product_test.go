@@ -70,7 +70,7 @@ func writeAcme(t testing.TB, dir, v string) {
 		w("opt/acme/bin/acme-report", []byte("#!/bin/sh\necho \"acme report "+v+"\"\n"), 0o755)
 	}
 	lib := make([]byte, 300<<10)
-	rand.New(rand.NewSource(int64(len(v)*1000+int(v[0])))).Read(lib)
+	rand.New(rand.NewSource(int64(len(v)*1000 + int(v[0])))).Read(lib)
 	w("opt/acme/lib/libacme.so.1", lib, 0o644)
 	os.Remove(filepath.Join(dir, "opt/acme/lib/libacme.so"))
 	if err := os.Symlink("libacme.so.1", filepath.Join(dir, "opt/acme/lib/libacme.so")); err != nil {
