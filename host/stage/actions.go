@@ -247,7 +247,7 @@ func (a *actions) verifySetup(r *Run) []string {
 			bad = append(bad, fmt.Sprintf("the staged image %s is gone", img))
 		}
 	}
-	if len(jsonList(r.State.Var(VarFiles))) > 0 && r.State.Stage(Install).Status != Undoing {
+	if len(jsonList(r.State.Var(VarFiles))) > 0 {
 		t := a.tags()
 		defer t.Close()
 		rep, err := t.Check(false)
@@ -358,7 +358,7 @@ func (a *actions) undoPreinstall(r *Run) error {
 }
 
 func (a *actions) verifyPreinstall(r *Run) []string {
-	if !enteredMaintenance(r.State) || r.State.Stage(Clean).Status == Running {
+	if !enteredMaintenance(r.State) {
 		return nil
 	}
 	sys := a.system()

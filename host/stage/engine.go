@@ -359,6 +359,16 @@ func (e *Engine) checkRepair(st *State, upto int, force bool) error {
 }
 
 func (e *Engine) verify(st *State, upto int) []string {
+	// A stage left unfinished (interrupted, failed, or its undo) has
+	// changed the host half-way, often what earlier stages made (clean
+	// removes setup's tagged files, undo install uses them up): the host
+	// is only held to the record at rest, and the unfinished stage's rerun
+	// or undo, being idempotent, finishes the change.
+	for _, r := range st.Stages {
+		if r.Status == Running || r.Status == Failed || r.Status == Undoing || r.Status == UndoFailed {
+			return nil
+		}
+	}
 	var bad []string
 	for i := 0; i <= upto && i < len(st.Stages); i++ {
 		r := &st.Stages[i]
