@@ -74,6 +74,7 @@ func TestCrashConsistency(t *testing.T) {
 	}
 
 	kills, runs := 0, 0
+	cut := map[string]int{} // kills that left a stage running or undoing, by action
 	for cycle := 0; kills < want; cycle++ {
 		if cycle > 4*want {
 			t.Fatalf("only %d kills landed in %d cycles", kills, cycle)
@@ -110,7 +111,11 @@ func TestCrashConsistency(t *testing.T) {
 			// Recover: continue, or undo what was cut short when it can be.
 			rep = status(t, r)
 			rec := []string{"continue"}
-			if n := interrupted(rep); n != "" && n != stage.Switch && n != stage.Clean && rng.Intn(2) == 0 {
+			n := interrupted(rep)
+			if n != "" {
+				cut[key]++
+			}
+			if n != "" && n != stage.Switch && n != stage.Clean && rng.Intn(2) == 0 {
 				rec = []string{"undo", string(n)}
 			}
 			if !rep.InProgress {
@@ -127,7 +132,10 @@ func TestCrashConsistency(t *testing.T) {
 		}
 		checkHost(t, r, v1, v2, img)
 	}
-	t.Logf("%d kills in %d runs", kills, runs)
+	t.Logf("%d kills in %d runs; kills that cut a stage short, by action: %v", kills, runs, cut)
+	if len(cut) < 6 {
+		t.Errorf("kills cut short only %d kinds of action", len(cut))
+	}
 }
 
 // nextKey names an action by the stage it ran, for the duration table.
