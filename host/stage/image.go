@@ -24,22 +24,24 @@ func (a *actions) stageImage(r *Run) (string, error) {
 	if src == "" {
 		return "", host.Usage("cannot stage the image: none given (upgradectl setup --iso IMAGE)")
 	}
-	if img := r.State.Var(VarImage); img != "" {
-		if _, err := os.Stat(img); err == nil && r.State.Var(varImageMD5) != "" {
+	dir := a.h.Root.Path(a.h.Config.ISO.StagingDir)
+	dst := filepath.Join(dir, filepath.Base(src))
+	if img := r.State.Var(VarImage); img != "" && r.State.Var(varImageMD5) != "" {
+		if _, err := os.Stat(img); err == nil {
 			return img, r.Step("iso stage", func() (string, error) { return img + " staged already", nil })
 		}
 	}
-	dir := a.h.Root.Path(a.h.Config.ISO.StagingDir)
-	dst := filepath.Join(dir, filepath.Base(src))
+	// Where the copy goes is recorded before it is made, so that an undo
+	// after a crash in the middle finds it.
+	if err := r.SetVar(VarImage, dst); err != nil {
+		return "", err
+	}
 	err := r.Step("iso stage", func() (string, error) {
 		sum, n, err := copyImage(src, dst)
 		if err != nil {
 			return "", err
 		}
 		if err := r.SetVar(varImageMD5, sum); err != nil {
-			return "", err
-		}
-		if err := r.SetVar(VarImage, dst); err != nil {
 			return "", err
 		}
 		return fmt.Sprintf("%s staged as %s (%s, md5 %s)", src, dst, host.FormatSize(n), sum), nil
@@ -65,7 +67,7 @@ func copyImage(src, dst string) (string, int64, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", 0, host.CannotRun("cannot create staging directory %s: %v", dir, errors.Unwrap(err))
 	}
-	tmp := filepath.Join(dir, "."+filepath.Base(dst)+".upgradectl-tmp")
+	tmp := stagingTemp(dst)
 	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return "", 0, host.CannotRun("cannot stage %s: %v", src, err)
@@ -92,6 +94,11 @@ func copyImage(src, dst string) (string, int64, error) {
 		return "", 0, err
 	}
 	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// stagingTemp is the name a staged image is written under.
+func stagingTemp(dst string) string {
+	return filepath.Join(filepath.Dir(dst), "."+filepath.Base(dst)+".upgradectl-tmp")
 }
 
 // verifyImage checks the staged image against the MD5 taken when staged.
@@ -121,8 +128,13 @@ func (a *actions) removeImage(r *Run) error {
 		return nil
 	}
 	if err := r.Step("iso remove", func() (string, error) {
-		if err := host.RemoveDurable(img); err != nil {
-			return "", fmt.Errorf("cannot remove the staged image %s: %w", img, err)
+		for _, p := range []string{stagingTemp(img), img} {
+			if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			if err := host.RemoveDurable(p); err != nil {
+				return "", fmt.Errorf("cannot remove the staged image %s: %w", p, err)
+			}
 		}
 		return img + " removed", nil
 	}); err != nil {

@@ -80,9 +80,6 @@ func (e *Engine) Status() (*Report, error) {
 	rep.InProgress = true
 	rep.Upgrade, rep.Image = st.Upgrade, st.Vars["iso"]
 	rep.OldVersion, rep.NewVersion, rep.RunningVersion = st.OldVersion, st.NewVersion, st.RunningVersion()
-	if rep.NewVersion == "" {
-		rep.NewVersion = rep.ActiveVersion
-	}
 	for _, r := range st.Stages {
 		ss := StageStatus{Name: r.Name, Status: r.Status, Attempt: r.Attempt, Started: r.Started, Ended: r.Ended,
 			Error: r.Error, Waiting: r.Data[waitingKey]}
@@ -116,8 +113,12 @@ func nextText(st *State) string {
 	}
 	rec := st.Stage(n)
 	cmd := "upgradectl " + string(n)
-	if n == Setup && st.Vars["iso"] == "" {
-		cmd += " --iso IMAGE"
+	if n == Setup {
+		if img := st.Vars[VarISO]; img != "" {
+			cmd += " --iso " + img
+		} else {
+			cmd += " --iso IMAGE"
+		}
 	}
 	switch rec.Status {
 	case Running:
