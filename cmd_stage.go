@@ -56,6 +56,8 @@ func init() {
 						return host.Usage("setup needs the image: upgradectl setup --iso IMAGE")
 					}
 					opts.Vars[stage.VarISO] = img
+					opts.Vars[stage.VarSums] = c.String("sums")
+					opts.Vars[stage.VarMD5] = c.String("md5")
 				case stage.Install:
 					if c.NArg() > 0 {
 						b, _ := json.Marshal(c.Args().Slice())
@@ -73,7 +75,9 @@ func init() {
 		}
 		switch n {
 		case stage.Setup:
-			cmd.Flags = append(cmd.Flags, &cli.StringFlag{Name: "iso", Usage: "the upgrade `IMAGE`"})
+			cmd.Flags = append(cmd.Flags, &cli.StringFlag{Name: "iso", Usage: "the upgrade `IMAGE`"},
+				&cli.StringFlag{Name: "sums", Usage: "checksum `FILE` for the image (default: md5sum.out, MD5SUMS or IMAGE.md5 beside it)"},
+				&cli.StringFlag{Name: "md5", Usage: "the image's MD5 `HEX` digest instead of a checksum file"})
 		case stage.Install:
 			cmd.ArgsUsage = "[-- CMD ARGS...]"
 		}
@@ -192,11 +196,4 @@ func stamp(t time.Time) string {
 		return ""
 	}
 	return t.Local().Format("2006-01-02 15:04:05")
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }

@@ -1,142 +1,110 @@
 package stage
 
 import (
-	"crypto/md5"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"upgradectl/host"
+	"upgradectl/iso"
 )
 
 // The image's way into the staging directory (iso.staging_dir) and out of
-// it. The copy is read once, its MD5 computed in the same pass, written
-// under a temporary name, synced and renamed into place; the MD5 is kept in
-// the state so that preinstall can verify the staged image again.
+// it, through the iso package: staged with its MD5 checked against the
+// checksum file beside it (or --sums / --md5), verified again in
+// preinstall against the digest it was staged with, removed by clean or by
+// undo of setup.
 
-const varImageMD5 = "image_md5"
+// More shared values.
+const (
+	VarSums     = "sums"      // setup --sums: the checksum file
+	VarMD5      = "md5"       // setup --md5: the expected digest
+	varImageMD5 = "image_md5" // the digest the image was staged with
+)
+
+func (a *actions) stagingDir() string { return a.h.Root.Path(a.h.Config.ISO.StagingDir) }
 
 func (a *actions) stageImage(r *Run) (string, error) {
 	src := r.State.Var(VarISO)
 	if src == "" {
 		return "", host.Usage("cannot stage the image: none given (upgradectl setup --iso IMAGE)")
 	}
-	dir := a.h.Root.Path(a.h.Config.ISO.StagingDir)
-	dst := filepath.Join(dir, filepath.Base(src))
-	if img := r.State.Var(VarImage); img != "" && r.State.Var(varImageMD5) != "" {
-		if _, err := os.Stat(img); err == nil {
-			return img, r.Step("iso stage", func() (string, error) { return img + " staged already", nil })
-		}
-	}
+	dir := a.stagingDir()
 	// Where the copy goes is recorded before it is made, so that an undo
-	// after a crash in the middle finds it.
+	// after a crash in the middle removes it.
+	dst := filepath.Join(dir, filepath.Base(src))
 	if err := r.SetVar(VarImage, dst); err != nil {
 		return "", err
 	}
+	var rec iso.StagedImage
 	err := r.Step("iso stage", func() (string, error) {
-		sum, n, err := copyImage(src, dst)
+		var err error
+		rec, err = iso.Stage(r.Ctx, src, iso.StageOptions{StagingDir: dir, HostType: a.h.Config.Product.Type,
+			HostVersion: r.State.OldVersion, MD5: r.State.Var(VarMD5), Sums: r.State.Var(VarSums)})
 		if err != nil {
 			return "", err
 		}
-		if err := r.SetVar(varImageMD5, sum); err != nil {
-			return "", err
-		}
-		return fmt.Sprintf("%s staged as %s (%s, md5 %s)", src, dst, host.FormatSize(n), sum), nil
+		return fmt.Sprintf("%s staged as %s (%s, md5 %s)", src, filepath.Join(dir, rec.Name), host.FormatSize(rec.Size), rec.MD5), nil
 	})
-	return dst, err
+	if err != nil {
+		return "", err
+	}
+	if err := r.SetVar(varImageMD5, rec.MD5.String()); err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, rec.Name), nil
 }
 
-// copyImage copies src to dst durably and returns the MD5 of what it copied.
-func copyImage(src, dst string) (string, int64, error) {
-	in, err := os.Open(src)
-	if err != nil {
-		return "", 0, host.Bad("cannot stage %s: %v", src, errors.Unwrap(err))
-	}
-	defer in.Close()
-	fi, err := in.Stat()
-	if err != nil {
-		return "", 0, err
-	}
-	if !fi.Mode().IsRegular() {
-		return "", 0, host.Usage("cannot stage %s: not a regular file", src)
-	}
-	dir := filepath.Dir(dst)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", 0, host.CannotRun("cannot create staging directory %s: %v", dir, errors.Unwrap(err))
-	}
-	tmp := stagingTemp(dst)
-	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return "", 0, host.CannotRun("cannot stage %s: %v", src, err)
-	}
-	defer os.Remove(tmp)
-	h := md5.New()
-	n, err := io.Copy(io.MultiWriter(out, h), in)
-	if err == nil {
-		err = out.Sync()
-	}
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return "", 0, fmt.Errorf("cannot stage %s in %s: %w", src, dir, err)
-	}
-	if n != fi.Size() {
-		return "", 0, host.Bad("cannot stage %s: read %d bytes of %d", src, n, fi.Size())
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		return "", 0, err
-	}
-	if err := host.SyncDir(dir); err != nil {
-		return "", 0, err
-	}
-	return hex.EncodeToString(h.Sum(nil)), n, nil
-}
-
-// stagingTemp is the name a staged image is written under.
-func stagingTemp(dst string) string {
-	return filepath.Join(filepath.Dir(dst), "."+filepath.Base(dst)+".upgradectl-tmp")
-}
-
-// verifyImage checks the staged image against the MD5 taken when staged.
+// verifyImage checks the staged image against the MD5 it was staged with.
 func (a *actions) verifyImage(r *Run) error {
 	img, want := r.State.Var(VarImage), r.State.Var(varImageMD5)
 	return r.Step("iso verify", func() (string, error) {
-		f, err := os.Open(img)
+		rep, err := iso.Verify(r.Ctx, iso.VerifyOptions{Files: []string{img}, MD5: want})
 		if err != nil {
-			return "", host.Bad("cannot verify the staged image %s: %v", img, errors.Unwrap(err))
+			return "", err
 		}
-		defer f.Close()
-		h := md5.New()
-		if _, err := io.Copy(h, f); err != nil {
-			return "", host.CannotRun("cannot verify the staged image %s: %v", img, err)
-		}
-		if got := hex.EncodeToString(h.Sum(nil)); got != want {
-			return "", host.Bad("staged image %s has md5 %s, it had %s when staged", img, got, want)
+		res := rep.Results[0]
+		if !res.OK {
+			why := res.Status
+			if len(res.Problems) > 0 {
+				why = res.Problems[0]
+			}
+			return "", host.Bad("staged image %s does not verify: %s", img, why)
 		}
 		return fmt.Sprintf("%s md5 %s as staged", img, want), nil
 	})
 }
 
-// removeImage deletes the staged image.
+// removeImage deletes the staged image, and a copy a crash left unfinished.
 func (a *actions) removeImage(r *Run) error {
 	img := r.State.Var(VarImage)
 	if img == "" {
 		return nil
 	}
 	if err := r.Step("iso remove", func() (string, error) {
-		for _, p := range []string{stagingTemp(img), img} {
-			if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
+		imgs, err := iso.StagedImages(filepath.Dir(img))
+		if err != nil {
+			return "", err
+		}
+		var removed []string
+		for _, im := range imgs {
+			if im.Name != filepath.Base(img) && !strings.HasPrefix(im.Name, "."+filepath.Base(img)+".partial-") {
 				continue
 			}
-			if err := host.RemoveDurable(p); err != nil {
-				return "", fmt.Errorf("cannot remove the staged image %s: %w", p, err)
+			gone, err := iso.RemoveStaged(filepath.Dir(img), im.Name, false, nil)
+			if err != nil {
+				return "", err
 			}
+			removed = append(removed, gone...)
 		}
-		return img + " removed", nil
+		if _, err := os.Stat(img); err == nil {
+			return "", host.CannotRun("cannot remove the staged image %s: it is still there", img)
+		}
+		if len(removed) == 0 {
+			return "not staged", nil
+		}
+		return fmt.Sprintf("%v removed from %s", removed, filepath.Dir(img)), nil
 	}); err != nil {
 		return err
 	}
