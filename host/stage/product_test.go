@@ -1,6 +1,7 @@
 package stage_test
 
 import (
+	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -135,6 +136,17 @@ func acmeISO(t testing.TB, dir, v, from string) string {
 	}
 	out := filepath.Join(dir, fmt.Sprintf("acme-%s-x86_64.iso", v))
 	hosttest.Run(t, "xorriso", "-as", "mkisofs", "-quiet", "-R", "-J", "-V", "ACME_"+v, "-o", out, src)
+	// The checksum file beside it, as the images are delivered.
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sums, err := os.OpenFile(filepath.Join(dir, "md5sum.out"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sums.Close()
+	fmt.Fprintf(sums, "%x  %s\n", md5.Sum(b), filepath.Base(out))
 	return out
 }
 
