@@ -56,6 +56,9 @@ func TestUpgradeInContainer(t *testing.T) {
 		return strings.TrimSpace(out) == "active"
 	}
 
+	// upgradectl is installed with its boot units.
+	u("boot", "install")
+
 	// 1. Backout after install.
 	u("setup", "--iso", in(img2))
 	u("preinstall")
