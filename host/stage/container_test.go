@@ -146,7 +146,7 @@ func TestUpgradeInContainer(t *testing.T) {
 	for _, want := range []string{`"action":"check pre"`, `"action":"iso stage"`, `"action":"tag create"`, `"action":"maintenance enter"`,
 		`"action":"iso mount"`, `"action":"install command"`, `installed /opt/acme/bin/acme`, `"action":"check post"`,
 		`50-acme-check`, `acme 2 self test: ok`, `"action":"reboot"`, `back after the reboot`, `"mode":"automatic"`,
-		`"action":"version switch"`, `"action":"tag clean"`, `"action":"iso umount"`, `"action":"maintenance exit"`, `upgrade complete`} {
+		`"action":"version switch"`, `"action":"tag clean"`, `"action":"iso umount"`, `"action":"maintenance exit"`, `complete: version 1 to 2`} {
 		if !strings.Contains(story, want) {
 			t.Errorf("the archived log does not have %s", want)
 		}
