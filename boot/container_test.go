@@ -55,7 +55,28 @@ func newSystem(t *testing.T, cfg string, kernelArgs ...string) *hosttest.Contain
 	must(t, os.MkdirAll(filepath.Join(c.Dir, "etc/systemd/system/multi-user.target.wants"), 0o755))
 	must(t, os.Symlink("/etc/systemd/system/"+appUnit, filepath.Join(c.Dir, "etc/systemd/system/multi-user.target.wants", appUnit)))
 	write(t, filepath.Join(c.Dir, "etc/upgradectl/upgradectl.toml"), cfg)
+	// login and sshd ask pam_nologin in their PAM stacks; su, the one
+	// PAM client a test can drive without a terminal or a password, gets
+	// the same module here so that the login block is tried for real.
+	su := filepath.Join(c.Dir, "etc/pam.d/su")
+	b, err := os.ReadFile(su)
+	must(t, err)
+	write(t, su, "account requisite pam_nologin.so\n"+string(b))
 	return c
+}
+
+// loginRefused tries a non-root login through PAM (pam_nologin) and
+// returns whether it was refused, with what it said.
+func loginRefused(t *testing.T, c *hosttest.Container) (bool, string) {
+	t.Helper()
+	out, code, err := c.Exec("su", "-s", "/bin/sh", "-c", "echo logged-in", "nobody")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code == 0 && strings.Contains(out, "logged-in") {
+		return false, out
+	}
+	return true, out
 }
 
 func write(t *testing.T, p, data string) {
@@ -179,6 +200,12 @@ func assertMaintenance(t *testing.T, c *hosttest.Container, msg string) {
 			t.Errorf("%s in maintenance mode: %q (exit %d, %v), want the message %q", p, b, code, err, msg)
 		}
 	}
+	if refused, out := loginRefused(t, c); !refused || !strings.Contains(out, msg) {
+		t.Errorf("a non-root login in maintenance mode was not refused with the message: %q", out)
+	}
+	if out, code, _ := c.Exec("su", "-s", "/bin/sh", "-c", "echo root-ok", "root"); code != 0 || !strings.Contains(out, "root-ok") {
+		t.Errorf("root was refused in maintenance mode: %q", out)
+	}
 	if d := strings.TrimSpace(c.MustExec(t, "systemctl", "get-default")); d != TargetUnit {
 		t.Errorf("systemctl get-default says %s, want %s", d, TargetUnit)
 	}
@@ -191,6 +218,14 @@ func TestContainerEnterExit(t *testing.T) {
 	if a := isActive(t, c, appUnit); a != "active" {
 		t.Fatalf("%s is %s before maintenance", appUnit, a)
 	}
+	// The operator's login is a scope unit (logind makes one per
+	// session): the isolate must leave it alone.
+	const operator = "upgradectl-test-operator.scope"
+	c.MustExec(t, "sh", "-c", "setsid systemd-run --scope --unit="+operator+" sleep infinity >/dev/null 2>&1 &")
+	waitActive(t, c, operator)
+	if refused, out := loginRefused(t, c); refused {
+		t.Fatalf("a non-root login is refused before maintenance: %q", out)
+	}
 	files := hostFiles(t, c)
 	units := activeUnits(t, c)
 
@@ -198,6 +233,9 @@ func TestContainerEnterExit(t *testing.T) {
 	out := c.MustExec(t, "upgradectl", "maintenance", "enter", "--message", msg)
 	t.Logf("enter:\n%s", out)
 	assertMaintenance(t, c, msg)
+	if a := isActive(t, c, operator); a != "active" {
+		t.Errorf("the operator's session %s is %s after enter, want it kept", operator, a)
+	}
 	r := status(t, c)
 	if !r.In || !r.Live || !r.MaintenanceActive || r.CurrentTarget != TargetUnit || len(r.Problems) != 0 {
 		t.Errorf("status in maintenance: %+v", r)
@@ -225,9 +263,16 @@ func TestContainerEnterExit(t *testing.T) {
 	if got := activeUnits(t, c); !slices.Equal(got, units) {
 		t.Errorf("active units after exit differ:\nbefore %v\nafter  %v", units, got)
 	}
+	if refused, out := loginRefused(t, c); refused {
+		t.Errorf("a non-root login is refused after exit: %q", out)
+	}
 	r = status(t, c)
 	if r.In || r.MaintenanceActive || len(r.Problems) != 0 {
 		t.Errorf("status after exit: %+v", r)
+	}
+	c.MustExec(t, "upgradectl", "boot", "remove")
+	if out := c.MustExec(t, "systemctl", "show", "-P", "LoadState", TargetUnit); strings.TrimSpace(out) != "not-found" {
+		t.Errorf("%s is %s to systemd after boot remove, want not-found", TargetUnit, out)
 	}
 }
 
@@ -241,6 +286,18 @@ func mapsEqual(a, b map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// waitActive waits until a unit is active.
+func waitActive(t *testing.T, c *hosttest.Container, unit string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for isActive(t, c, unit) != "active" {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not become active within 2 minutes", unit)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // waitInactive waits until a service has run and stopped.
@@ -289,6 +346,9 @@ func TestContainerRebootIntoMaintenanceAndBack(t *testing.T) {
 	}
 	if got := activeUnits(t, c); !slices.Equal(got, units) {
 		t.Errorf("active units after exit --reboot differ:\nbefore %v\nafter  %v", units, got)
+	}
+	if refused, out := loginRefused(t, c); refused {
+		t.Errorf("a non-root login is refused after exit --reboot: %q", out)
 	}
 	if len(waitResume(t, c, 0)) != 1 {
 		t.Errorf("the resume hook ran outside maintenance")
