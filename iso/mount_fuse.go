@@ -225,7 +225,14 @@ func buildTree(ctx context.Context, fsys fs.FS, root *fuseDir) error {
 				child = links[attr.Ino]
 			}
 			if child == nil {
-				child = parent.NewPersistentInode(ctx, &fuseFile{fsys: fsys, name: name, attr: attr}, gofs.StableAttr{Mode: fuse.S_IFREG})
+				ff := &fuseFile{fsys: fsys, name: name, attr: attr}
+				if im, ok := fsys.(*Image); ok {
+					if e, ok := fi.Sys().(*Entry); ok {
+						// Read by extent: no path lookup per open.
+						ff.open = func() io.ReaderAt { return im.OpenEntry(e) }
+					}
+				}
+				child = parent.NewPersistentInode(ctx, ff, gofs.StableAttr{Mode: fuse.S_IFREG})
 				if attr.Nlink > 1 && attr.Ino != 0 {
 					links[attr.Ino] = child
 				}
@@ -319,6 +326,8 @@ type fuseFile struct {
 	fsys fs.FS
 	name string
 	attr fuse.Attr
+	// open, when set, reads the file without opening it by name.
+	open func() io.ReaderAt
 }
 
 var (
@@ -336,6 +345,9 @@ func (f *fuseFile) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.At
 func (f *fuseFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
 		return nil, 0, syscall.EROFS
+	}
+	if f.open != nil {
+		return &fuseHandle{ra: f.open()}, fuse.FOPEN_KEEP_CACHE, 0
 	}
 	file, err := f.fsys.Open(f.name)
 	if err != nil {
@@ -358,13 +370,17 @@ func (f *fuseFile) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, of
 
 // fuseHandle is one open file of the image.
 type fuseHandle struct {
-	mu sync.Mutex // for files that can only Seek and Read
+	ra io.ReaderAt // set for files read by extent
+	mu sync.Mutex  // for files that can only Seek and Read
 	f  fs.File
 }
 
 var _ gofs.FileReleaser = (*fuseHandle)(nil)
 
 func (h *fuseHandle) readAt(p []byte, off int64) (int, error) {
+	if h.ra != nil {
+		return h.ra.ReadAt(p, off)
+	}
 	if ra, ok := h.f.(io.ReaderAt); ok {
 		return ra.ReadAt(p, off)
 	}
@@ -385,7 +401,9 @@ func (h *fuseHandle) readAt(p []byte, off int64) (int, error) {
 }
 
 func (h *fuseHandle) Release(ctx context.Context) syscall.Errno {
-	h.f.Close()
+	if h.f != nil {
+		h.f.Close()
+	}
 	return 0
 }
 

@@ -47,6 +47,13 @@ upgradectl iso umount /mnt/iso || fail "iso umount exit $?"
 grep -q ' /mnt/iso ' /proc/mounts && fail "still mounted after umount"
 for b in /sys/block/loop*/loop/backing_file; do [ -e "$b" ] && fail "loop device left: $b $(cat $b)"; done
 upgradectl iso mounts
+# The default method takes the kernel when it can; a mount undone behind
+# upgradectl's back is reported and its record dropped.
+upgradectl iso mount /test.iso /mnt/iso || fail "default iso mount exit $?"
+upgradectl --json iso mounts | grep -q '"method":"kernel"' || fail "default method is not kernel: $(upgradectl --json iso mounts)"
+umount /mnt/iso
+upgradectl iso mounts 2>&1 | grep -q "no longer mounted: record dropped" || fail "stale record not reported"
+[ "$(upgradectl --json iso mounts)" = "[]" ] || fail "stale record kept: $(upgradectl --json iso mounts)"
 echo VMTEST-OK
 poweroff -f
 `
