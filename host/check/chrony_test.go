@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/beevik/ntp"
+	"golang.org/x/sys/unix"
 
 	"upgradectl/host/hosttest"
 )
@@ -176,5 +177,37 @@ func TestQueryAfterDeadline(t *testing.T) {
 	s := queryServer(ctx, Server{Address: "127.0.0.1:1"}, time.Second, 2*time.Second)
 	if s.Status != Fail || s.Reachable {
 		t.Errorf("got %+v", s)
+	}
+}
+
+func TestNTPSynced(t *testing.T) {
+	// The real kernel state of this machine, whatever it is: a result
+	// with its numbers, and a running chronyd is named.
+	chronyd(t, true)
+	r := result(t, run(t, Options{Root: fakeRoot(t, nil), Only: []string{"ntp.synced"}}), "ntp.synced")
+	d := r.Data.(syncedData)
+	if (r.Status == Pass) != d.Synced || r.Status == Skip || d.KernelState == "" {
+		t.Errorf("got %+v", r)
+	}
+	if !strings.Contains(strings.Join(d.Daemons, " "), "chronyd") || !strings.Contains(r.Message, "chronyd running") || !d.DaemonsOnHost {
+		t.Errorf("chronyd not seen: %+v", r)
+	}
+
+	// A synchronised kernel cannot be made here without setting this
+	// machine's clock: the judgement on adjtimex's answers.
+	for _, c := range []struct {
+		maxErr int64 // µs
+		status Status
+		msg    string
+	}{
+		{15_999_999, Pass, "system clock synchronised: estimated error 2ms, maximum 16s, ntpd running"},
+		{16_000_000, Fail, "system clock not synchronised: maximum error 16s (limit 16s), ntpd running"},
+		{250_000, Pass, "maximum 250ms"},
+	} {
+		tx := unix.Timex{Maxerror: c.maxErr, Esterror: 2000, Status: unix.STA_UNSYNC}
+		r := judgeSynced(&tx, unix.TIME_OK, 16*time.Second, []string{"ntpd"}, false)
+		if r.Status != c.status || !strings.Contains(r.Message, c.msg) {
+			t.Errorf("maxerror %dµs: %s %q", c.maxErr, r.Status, r.Message)
+		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -27,14 +26,20 @@ var timeDaemons = map[string]string{
 // runningTimeDaemons lists the time daemons running on this machine, from
 // /proc/*/comm.
 func runningTimeDaemons() []string {
-	dirs, _ := filepath.Glob("/proc/[0-9]*/comm")
+	ents, _ := os.ReadDir("/proc")
 	found := map[string]bool{}
-	for _, d := range dirs {
-		b, err := os.ReadFile(d)
+	buf := make([]byte, 64)
+	for _, e := range ents {
+		if c := e.Name()[0]; c < '1' || c > '9' {
+			continue
+		}
+		f, err := os.Open("/proc/" + e.Name() + "/comm")
 		if err != nil {
 			continue
 		}
-		if name, ok := timeDaemons[strings.TrimSpace(string(b))]; ok {
+		n, _ := f.Read(buf)
+		f.Close()
+		if name, ok := timeDaemons[strings.TrimSpace(string(buf[:n]))]; ok {
 			found[name] = true
 		}
 	}
@@ -69,14 +74,20 @@ func checkNTPSynced(ctx context.Context, e *env) Result {
 	if err != nil {
 		return Result{Status: Fail, Message: fmt.Sprintf("cannot read the kernel clock state (adjtimex): %v", err)}
 	}
+	return judgeSynced(&tx, state, e.cfg.Checks.NTP.MaxError.Duration, runningTimeDaemons(), !e.root.IsLive())
+}
+
+// judgeSynced turns the kernel's answer into the result of ntp.synced.
+func judgeSynced(tx *unix.Timex, state int, limit time.Duration, daemons []string, notRoot bool) Result {
 	maxErr := time.Duration(tx.Maxerror) * time.Microsecond
+	estErr := time.Duration(tx.Esterror) * time.Microsecond
 	d := syncedData{
 		MaxError:      maxErr.Seconds(),
-		EstError:      (time.Duration(tx.Esterror) * time.Microsecond).Seconds(),
+		EstError:      estErr.Seconds(),
 		KernelState:   kernelStates[state],
 		STAUnsync:     tx.Status&unix.STA_UNSYNC != 0,
-		Daemons:       runningTimeDaemons(),
-		DaemonsOnHost: !e.root.IsLive(),
+		Daemons:       daemons,
+		DaemonsOnHost: notRoot,
 	}
 	if tx.Status&unix.STA_NANO != 0 {
 		d.Offset = (time.Duration(tx.Offset) * time.Nanosecond).Seconds()
@@ -90,14 +101,13 @@ func checkNTPSynced(ctx context.Context, e *env) Result {
 	if len(d.Daemons) > 0 {
 		daemon = strings.Join(d.Daemons, ", ") + " running"
 	}
-	limit := e.cfg.Checks.NTP.MaxError.Duration
 	d.Synced = maxErr < limit
 	if !d.Synced {
 		return Result{Status: Fail, Data: d, Message: fmt.Sprintf("system clock not synchronised: maximum error %s (limit %s), %s",
 			maxErr.Round(time.Millisecond), limit, daemon)}
 	}
 	return Result{Status: Pass, Data: d, Message: fmt.Sprintf("system clock synchronised: estimated error %s, maximum %s, %s",
-		(time.Duration(tx.Esterror) * time.Microsecond).Round(time.Microsecond), maxErr.Round(time.Millisecond), daemon)}
+		estErr.Round(time.Microsecond), maxErr.Round(time.Millisecond), daemon)}
 }
 
 // serverResult is one server of ntp.servers.
