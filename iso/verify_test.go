@@ -84,8 +84,9 @@ func TestVerifySumsBeside(t *testing.T) {
 	state := t.TempDir()
 	log := host.OpenLog(state, host.ModeManual)
 
-	gnuDir, gnu := vtDir(t, implanted, "cmp-12.1.2-x86_64.iso", "mpe 12.1.2.iso", "back\\slash.iso")
-	vtWrite(t, filepath.Join(gnuDir, "md5sum.out"), vtMD5sum(t, gnuDir, "cmp-12.1.2-x86_64.iso", "mpe 12.1.2.iso", "back\\slash.iso"))
+	gnuNames := []string{"cmp-12.1.2-x86_64.iso", "mpe 12.1.2.iso", "back\\slash.iso", "new\nline.iso"}
+	gnuDir, gnu := vtDir(t, implanted, gnuNames...)
+	vtWrite(t, filepath.Join(gnuDir, "md5sum.out"), vtMD5sum(t, gnuDir, gnuNames...))
 	bsdDir, bsd := vtDir(t, implanted, "mra.iso")
 	vtWrite(t, filepath.Join(bsdDir, "MD5SUMS"), strings.ReplaceAll(vtMD5sum(t, bsdDir, "--tag", "mra.iso"), "\n", "\r\n"))
 	seedDir, seed := vtDir(t, implanted, "cmp-12.1.2.x.x.x.iso")
@@ -103,7 +104,7 @@ func TestVerifySumsBeside(t *testing.T) {
 	if !rep.OK || rep.Failed != 0 {
 		t.Fatalf("report not OK: %+v", rep)
 	}
-	wantDialect := []string{"gnu", "gnu", "gnu", "bsd", "seed", "bare"}
+	wantDialect := []string{"gnu", "gnu", "gnu", "gnu", "bsd", "seed", "bare"}
 	var size int64
 	for i, r := range rep.Results {
 		size += r.Size
