@@ -220,6 +220,17 @@ func Stage(ctx context.Context, src string, o StageOptions) (rec StagedImage, er
 	if err := removePartials(o.StagingDir, name); err != nil {
 		return rec, err
 	}
+	if inStagingDir(abs, o.StagingDir) {
+		// Copied there by hand (as the vendor procedure does): verify it
+		// where it is and record it, no second copy.
+		if rec.MD5, err = hashInPlace(ctx, abs, o.Progress); err != nil {
+			return rec, err
+		}
+		if rec.MD5 != want {
+			return rec, host.Bad("cannot stage %s: its MD5 is %s, the checksum says %s", src, rec.MD5, want)
+		}
+		return rec, recordStaged(o.StagingDir, staged, &rec)
+	}
 	if err := checkFree(o.StagingDir, src, rec.Size); err != nil {
 		return rec, err
 	}
@@ -259,20 +270,49 @@ func Stage(ctx context.Context, src string, o StageOptions) (rec StagedImage, er
 	if err := host.SyncDir(o.StagingDir); err != nil {
 		return rec, err
 	}
+	return rec, recordStaged(o.StagingDir, staged, &rec)
+}
+
+// recordStaged adds rec, just verified, to the index in place of any
+// record of the same name.
+func recordStaged(dir string, staged []StagedImage, rec *StagedImage) error {
 	rec.VerifiedAt = time.Now().UTC().Truncate(time.Second)
 	var out []StagedImage
 	for _, s := range staged {
-		if s.Name != name {
+		if s.Name != rec.Name {
 			out = append(out, s)
 		}
 	}
-	out = append(out, rec)
+	out = append(out, *rec)
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	if err := writeStaged(o.StagingDir, out); err != nil {
-		return rec, err
+	if err := writeStaged(dir, out); err != nil {
+		return err
 	}
 	rec.State = StagedOK
-	return rec, nil
+	return nil
+}
+
+// inStagingDir reports whether the file at abs is directly in dir.
+func inStagingDir(abs, dir string) bool {
+	a, err1 := filepath.EvalSymlinks(filepath.Dir(abs))
+	d, err2 := filepath.EvalSymlinks(dir)
+	return err1 == nil && err2 == nil && a == d
+}
+
+func hashInPlace(ctx context.Context, path string, p ProgressSink) (checksum.Digest, error) {
+	var progress func(int)
+	if p != nil {
+		if fi, err := os.Stat(path); err == nil {
+			p.Start(fi.Size())
+		}
+		progress = p.Add
+		defer p.Done()
+	}
+	d, _, err := checksum.SumFile(ctx, path, progress)
+	if err != nil {
+		return d, host.CannotRun("cannot stage %s: %v", path, unwrapPath(err))
+	}
+	return d, nil
 }
 
 // expectedDigest is the image's MD5 from --md5, the named checksum file, or

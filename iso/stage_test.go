@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"upgradectl/host"
@@ -258,5 +259,36 @@ func TestStageDigestIsOfCopy(t *testing.T) {
 	}
 	if hex.EncodeToString(rec.MD5[:]) != sum {
 		t.Errorf("md5 %s, want %s", rec.MD5, sum)
+	}
+}
+
+// TestStageInPlace stages an image that was copied into the staging
+// directory by hand: it is verified where it is, not copied again, and a
+// bad one is left alone but not recorded.
+func TestStageInPlace(t *testing.T) {
+	hosttest.RequireCommand(t, "xorriso")
+	img, sum := stImage(t, "mpe-li-1.0-x86_64.iso", map[string]string{"a": "b"})
+	dir := filepath.Dir(img)
+	fi, _ := os.Stat(img)
+	ino := fi.Sys().(*syscall.Stat_t).Ino
+	if _, err := Stage(context.Background(), img, StageOptions{StagingDir: dir, MD5: strings.Repeat("1", 32)}); host.KindOf(err) != host.KindBad {
+		t.Errorf("bad digest in place: %v", err)
+	}
+	if imgs, _ := StagedImages(dir); len(imgs) != 1 || imgs[0].State != StagedUnrecorded {
+		t.Errorf("after a failed stage in place: %+v", imgs)
+	}
+	rec, err := Stage(context.Background(), img, StageOptions{StagingDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Type != "mpe-li" || rec.MD5.String() != sum || rec.State != StagedOK {
+		t.Errorf("staged in place: %+v", rec)
+	}
+	fi, _ = os.Stat(img)
+	if fi.Sys().(*syscall.Stat_t).Ino != ino {
+		t.Error("the image was copied, not verified in place")
+	}
+	if imgs, _ := StagedImages(dir); len(imgs) != 1 || imgs[0].State != StagedOK {
+		t.Errorf("list: %+v", imgs)
 	}
 }
