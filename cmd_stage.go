@@ -51,13 +51,13 @@ func init() {
 				opts := stage.Options{Force: c.Bool("force"), Vars: map[string]string{}}
 				switch n {
 				case stage.Setup:
-					img := c.String("iso")
-					if img == "" {
-						return host.Usage("setup needs the image: upgradectl setup --iso IMAGE")
+					// Without --iso, a retry uses the image of the
+					// setup it retries.
+					if img := c.String("iso"); img != "" {
+						opts.Vars[stage.VarISO] = img
+						opts.Vars[stage.VarSums] = c.String("sums")
+						opts.Vars[stage.VarMD5] = c.String("md5")
 					}
-					opts.Vars[stage.VarISO] = img
-					opts.Vars[stage.VarSums] = c.String("sums")
-					opts.Vars[stage.VarMD5] = c.String("md5")
 				case stage.Install:
 					if c.NArg() > 0 {
 						b, _ := json.Marshal(c.Args().Slice())
@@ -101,16 +101,21 @@ func init() {
 		ArgsUsage: "STAGE",
 		Flags:     []cli.Flag{forceFlag},
 		Action: action(func(c *cli.Context, e *env) error {
-			if c.NArg() != 1 {
+			// "undo STAGE --force" as well as "undo --force STAGE".
+			args, force := c.Args().Slice(), c.Bool("force")
+			if len(args) == 2 && args[1] == "--force" {
+				args, force = args[:1], true
+			}
+			if len(args) != 1 {
 				return host.Usage("undo needs one stage: upgradectl undo STAGE")
 			}
-			n, err := stage.ParseName(c.Args().First())
+			n, err := stage.ParseName(args[0])
 			if err != nil {
 				return err
 			}
 			ctx, stop := signalContext()
 			defer stop()
-			return stageEngine(e).Undo(ctx, n, stage.Options{Force: c.Bool("force")})
+			return stageEngine(e).Undo(ctx, n, stage.Options{Force: force})
 		}),
 	}, &cli.Command{
 		Name:     "status",

@@ -81,11 +81,21 @@ func (a *actions) system() *boot.System {
 		Mode: a.h.Mode, Out: a.h.Out}
 }
 
+// mountOpts leaves the log out: the stage logs each mount and unmount as
+// its own sub-action.
 func (a *actions) mountOpts() iso.MountOptions {
-	return iso.MountOptions{StateDir: a.state, Root: a.h.Root, Log: a.log}
+	return iso.MountOptions{StateDir: a.state, Root: a.h.Root}
 }
 
-func (a *actions) mountDir() string { return filepath.Join(a.state, MountDir) }
+// mountDir is the mount point, as the mount records name it (symlinks
+// resolved).
+func (a *actions) mountDir() string {
+	dir := filepath.Join(a.state, MountDir)
+	if r, err := filepath.EvalSymlinks(a.state); err == nil {
+		dir = filepath.Join(r, MountDir)
+	}
+	return dir
+}
 
 func jsonList(s string) []string {
 	var l []string

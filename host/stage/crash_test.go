@@ -177,6 +177,7 @@ func logEntries(t *testing.T, r runner) []logEntry {
 func freshHost(t *testing.T, template string) string {
 	root := filepath.Join(t.TempDir(), "host")
 	hosttest.Run(t, "cp", "-a", template, root)
+	t.Cleanup(func() { runner{bin: hosttest.Bin(t), root: root}.run("iso", "umount", "--all") })
 	return root
 }
 
