@@ -474,3 +474,38 @@ func TestRootOnDebianTree(t *testing.T) {
 		t.Errorf("%s is %s after the --root round trip", appUnit, a)
 	}
 }
+
+// TestContainerEnterFailsThenExitUndoes makes the isolate fail for real (a
+// site drop-in makes the maintenance target require a unit that fails):
+// enter reports it, status explains the half-done state, and exit undoes
+// everything.
+func TestContainerEnterFailsThenExitUndoes(t *testing.T) {
+	t.Parallel()
+	const broken = "upgradectl-test-broken.service"
+	c := newSystem(t, passingConfig)
+	write(t, filepath.Join(c.Dir, "etc/systemd/system", broken), "[Service]\nType=oneshot\nExecStart=/bin/false\n")
+	write(t, filepath.Join(c.Dir, "etc/systemd/system", TargetUnit+".d", "site.conf"), "[Unit]\nRequires="+broken+"\nAfter="+broken+"\n")
+	c.Boot(t)
+	files := hostFiles(t, c)
+	units := activeUnits(t, c)
+
+	out, code, err := c.Exec("upgradectl", "maintenance", "enter")
+	if err != nil || code != int(host.KindCannotRun) || !strings.Contains(out, "cannot isolate "+TargetUnit) {
+		t.Fatalf("enter with a failing required unit: exit %d %v\n%s", code, err, out)
+	}
+	t.Logf("enter:\n%s", out)
+	r := status(t, c)
+	if !r.In || r.MaintenanceActive || len(r.Problems) == 0 || !strings.Contains(r.Problems[0], "is not active") {
+		t.Errorf("status after the failed enter does not explain it: %+v", r)
+	}
+	c.MustExec(t, "upgradectl", "maintenance", "exit")
+	if got := hostFiles(t, c); !mapsEqual(got, files) {
+		t.Errorf("files after exit:\n%q\nwant as before:\n%q", got, files)
+	}
+	if got := activeUnits(t, c); !slices.Equal(got, units) {
+		t.Errorf("active units after exit differ:\nbefore %v\nafter  %v", units, got)
+	}
+	if r := status(t, c); r.In || len(r.Problems) != 0 {
+		t.Errorf("status after exit: %+v", r)
+	}
+}

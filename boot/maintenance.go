@@ -258,14 +258,19 @@ func exit(ctx context.Context, s *System, opts ExitOptions) (*Outcome, error) {
 	if err != nil {
 		return o, host.CannotRun("%v", err)
 	}
-	if active != "active" && active != "activating" && !opts.Reboot {
-		// Not in the maintenance target (a boot the kernel command
-		// line sent elsewhere, a rescue shell): stay where the
-		// operator is; the next boot goes to the default target.
-		if wasIn {
-			o.note("%s is not active: staying in the current target; the next boot goes to %s", TargetUnit, o.Target)
+	inTarget := active == "active" || active == "activating"
+	if !inTarget && !opts.Reboot {
+		if !wasIn {
+			return o, nil
 		}
-		return o, nil
+		// The kernel command line sent this boot elsewhere (a rescue
+		// shell): stay where the operator is.
+		if u := liveBootOverride(); u != "" && u != TargetUnit {
+			o.note("this boot's kernel command line chose %s: staying there; the next boot goes to %s", u, o.Target)
+			return o, nil
+		}
+		// Otherwise an isolate that failed half-way may have stopped
+		// the applications: go back to the default target below.
 	}
 	o.Already = false
 	if opts.Reboot {
