@@ -166,4 +166,3 @@ func writeSparse(t *testing.T, path string, r io.Reader) int64 {
 	rtMust(t, f.Truncate(off))
 	return off
 }
-

@@ -113,6 +113,8 @@ type extractor struct {
 	dest string
 	sel  map[string]bool // selected paths (true) and their parents (false)
 	buf  []byte
+	// kernelCopy is the kernel copy method to try first.
+	kernelCopy int
 }
 
 // where is a destination path for messages.
@@ -223,10 +225,17 @@ func (x *extractor) file(dirfd int, e *Entry, rel string) (err error) {
 	return x.attrs(fd, dirfd, e, rel)
 }
 
-// copyData writes e's content to fd.
+// copyData writes e's content to fd: in the kernel (copy_file_range,
+// else sendfile) when the image is a file, else through a buffer.
 func (x *extractor) copyData(fd int, e *Entry, rel string) error {
 	for _, ex := range e.extents {
-		for off, end := ex.off, ex.off+ex.n; off < end; {
+		off, end := ex.off, ex.off+ex.n
+		if x.im.f != nil && x.kernelCopy != copyNone {
+			if err := x.copyKernel(fd, &off, end, rel); err != nil {
+				return err
+			}
+		}
+		for off < end {
 			b := x.buf[:min(int64(len(x.buf)), end-off)]
 			if err := x.im.readFull(b, off); err != nil {
 				return err
@@ -239,6 +248,50 @@ func (x *extractor) copyData(fd int, e *Entry, rel string) error {
 				b = b[n:]
 				off += int64(n)
 			}
+		}
+	}
+	return nil
+}
+
+// Kernel copy methods, tried in this order; a method the kernel refuses
+// for these two files is not tried again.
+const (
+	copyFileRange = iota
+	copySendfile
+	copyNone
+)
+
+// copyKernel copies the image's bytes from *off to end into fd without
+// passing them through user space, advancing *off. It stops early, without
+// an error, where the kernel cannot do it; the caller copies the rest.
+func (x *extractor) copyKernel(fd int, off *int64, end int64, rel string) error {
+	src := int(x.im.f.Fd())
+	for *off < end {
+		chunk := int(min(end-*off, 1<<30))
+		var n int
+		var err error
+		switch x.kernelCopy {
+		case copyFileRange:
+			n, err = unix.CopyFileRange(src, off, fd, nil, chunk, 0)
+		case copySendfile:
+			n, err = unix.Sendfile(fd, src, off, chunk)
+		default:
+			return nil
+		}
+		switch {
+		case err == unix.EINTR || err == unix.EAGAIN:
+			continue
+		case err == unix.EXDEV || err == unix.EINVAL || err == unix.ENOSYS || err == unix.EOPNOTSUPP ||
+			err == unix.EBADF || err == unix.EPERM:
+			if n <= 0 {
+				x.kernelCopy++
+				continue
+			}
+		case err != nil:
+			return x.fail(rel, err)
+		case n == 0: // the image ends early: the buffered copy says so
+			x.kernelCopy = copyNone
+			return nil
 		}
 	}
 	return nil

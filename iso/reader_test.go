@@ -306,4 +306,12 @@ func TestTruncatedImage(t *testing.T) {
 	if n, err := io.Copy(io.Discard, im.OpenEntry(e)); err == nil || err == io.EOF {
 		t.Fatalf("copied %d bytes of a file cut in half: %v", n, err)
 	}
+	// Extraction fails and leaves no partial file.
+	dest := t.TempDir()
+	if err := Extract(im, dest, []string{"Packages/big.rpm"}); err == nil || !strings.Contains(err.Error(), "truncated") {
+		t.Fatalf("extracting a file cut in half: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(dest, "Packages/big.rpm")); !os.IsNotExist(err) {
+		t.Fatalf("partial file left: %v", err)
+	}
 }
