@@ -315,3 +315,37 @@ func TestTruncatedImage(t *testing.T) {
 		t.Fatalf("partial file left: %v", err)
 	}
 }
+
+// TestRelocatedDirectories: directories deeper than ISO 9660 allows,
+// which xorriso relocates to rr_moved with Rock Ridge CL and RE entries
+// when asked to, read at their real place (and rr_moved is hidden, as
+// xorriso itself shows the image).
+func TestRelocatedDirectories(t *testing.T) {
+	hosttest.RequireCommand(t, "xorriso")
+	src := filepath.Join(t.TempDir(), "src")
+	deep := filepath.Join(src, "1/2/3/4/5/6/7/8/9/10")
+	rtMust(t, os.MkdirAll(deep, 0o755))
+	rtMust(t, os.WriteFile(filepath.Join(deep, "file"), []byte("bottom\n"), 0o644))
+	img := filepath.Join(t.TempDir(), "deep.iso")
+	hosttest.Run(t, "xorriso", "-compliance", "deep_paths_off:long_paths_off", "-as", "mkisofs", "-quiet", "-R",
+		"-rr_reloc_dir", "rr_moved", "-o", img, src)
+	raw, err := os.ReadFile(img)
+	rtMust(t, err)
+	if !bytes.Contains(raw, []byte("CL\x0c\x01")) || !bytes.Contains(raw, []byte("RE\x04\x01")) {
+		t.Fatal("xorriso did not relocate the deep directory")
+	}
+	im, err := Open(img)
+	rtMust(t, err)
+	defer im.Close()
+	if b, err := im.ReadFile("1/2/3/4/5/6/7/8/9/10/file"); err != nil || string(b) != "bottom\n" {
+		t.Fatalf("file in a relocated directory: %q %v", b, err)
+	}
+	var all []string
+	rtMust(t, fs.WalkDir(im, ".", func(p string, d fs.DirEntry, err error) error {
+		all = append(all, p)
+		return err
+	}))
+	if len(all) != 12 || all[10] != "1/2/3/4/5/6/7/8/9/10" {
+		t.Fatalf("walk: %v", all)
+	}
+}
