@@ -23,6 +23,7 @@ type twNode struct {
 	// Corruptions: the extent location (blocks) and data length written
 	// instead of the real ones, when not zero.
 	loc, size uint32
+	xflags    byte // more record flags
 
 	// layout
 	su     [][]byte // system use entries
@@ -303,9 +304,9 @@ func twBuild(root *twNode, rr bool) []byte {
 		if n.size != 0 {
 			size = n.size
 		}
-		var flags byte
+		flags := n.xflags
 		if n.isDir() {
-			flags = flagDir
+			flags |= flagDir
 		}
 		return twRecord(n.idBytes(), loc, size, flags, twDate(n.mtime), su)
 	}

@@ -56,6 +56,7 @@ type record struct {
 
 const (
 	flagDir        = 0x02
+	flagAssociated = 0x04
 	flagMultiExent = 0x80
 )
 
@@ -172,6 +173,9 @@ func (im *Image) parseDir(d *Entry, p string) ([]*Entry, map[string]*Entry, erro
 				return nil, nil, im.corrupt("directory %s: unfinished multi-extent file at byte %d", p, rec.off)
 			}
 			continue
+		}
+		if rec.flags&flagAssociated != 0 && len(pending) == 0 {
+			continue // Apple resource forks and the like, hidden as Linux does
 		}
 		if len(pending) > 0 && !bytes.Equal(pending[0].id, rec.id) {
 			return nil, nil, im.corrupt("directory %s: unfinished multi-extent file at byte %d", p, rec.off)

@@ -349,3 +349,19 @@ func TestRelocatedDirectories(t *testing.T) {
 		t.Fatalf("walk: %v", all)
 	}
 }
+
+// TestAssociatedFilesHidden: an associated file (a resource fork next to
+// its file, of the same name) is hidden, as Linux hides it.
+func TestAssociatedFilesHidden(t *testing.T) {
+	fork := twFile("FILE", "fork")
+	fork.xflags = flagAssociated
+	data := twBuild(twDir("", fork, twFile("FILE", "data")), false)
+	im, err := OpenReaderAt(bytes.NewReader(data), int64(len(data)))
+	rtMust(t, err)
+	if b, err := im.ReadFile("FILE"); err != nil || string(b) != "data" {
+		t.Fatalf("FILE: %q %v", b, err)
+	}
+	if ents, err := im.ReadDir("."); err != nil || len(ents) != 1 {
+		t.Fatalf("root: %v %v", ents, err)
+	}
+}
