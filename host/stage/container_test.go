@@ -155,10 +155,37 @@ func TestUpgradeInContainer(t *testing.T) {
 		t.Fatalf("archived log:\n%s", story)
 	}
 
-	// 3. Version 3 fails in postinstall, and is undone to version 2.
+	// 3. Version 3: its install is killed half-way and the host loses
+	// power; the boot hook finds the install interrupted and completes it.
+	// Then it fails in postinstall, and is undone to version 2.
 	u("setup", "--iso", in(img3))
 	u("continue")
-	u("continue")
+	c.MustExec(t, "sh", "-c", "ACME_INSTALL_DELAY=0.5 upgradectl install >/dev/null 2>&1 & sleep 1.5; kill -9 $!")
+	if s := stageOf(st(), stage.Install); s.Status != stage.Running {
+		t.Fatalf("install after kill -9: %+v, want running", s)
+	}
+	c.Exec("systemctl", "reboot")
+	if status := c.WaitExit(t, 3*time.Minute); status != 133 {
+		t.Fatalf("the container exited with %d, want 133 (reboot)", status)
+	}
+	c.Boot(t)
+	deadline = time.Now().Add(3 * time.Minute)
+	for stageOf(st(), stage.Install).Status != stage.Done {
+		if time.Now().After(deadline) {
+			t.Fatalf("the boot hook did not complete the interrupted install:\n%s", u("status"))
+		}
+		time.Sleep(time.Second)
+	}
+	if s := stageOf(st(), stage.Install); s.Attempt != 2 {
+		t.Errorf("install done at attempt %d, want 2", s.Attempt)
+	}
+	log := u("--json", "log")
+	if !strings.Contains(log, "do attempt 1 was interrupted") || !strings.Contains(log, `"result":"started","mode":"automatic","message":"attempt 2"`) {
+		t.Errorf("the log does not tell the interrupted install:\n%s", log)
+	}
+	if out := c.MustExec(t, "/opt/acme/bin/acme"); !strings.Contains(out, "acme 3") {
+		t.Fatalf("after the resumed install acme says %q", out)
+	}
 	out, code, _ = c.Exec("upgradectl", "continue")
 	if code != 1 || !strings.Contains(out, "postinstall failed") || !strings.Contains(out, "wrong ABI") {
 		t.Fatalf("postinstall of version 3: exit %d, want 1 and the reason\n%s", code, out)
