@@ -148,7 +148,7 @@ func checkRTC(ctx context.Context, e *env) Result {
 	case mag > cfg.WarnDrift.Duration:
 		return Result{Status: Warn, Data: d, Message: fmt.Sprintf("%s (above %s)", msg, cfg.WarnDrift.Duration)}
 	}
-	return Result{Status: Pass, Data: d, Message: msg}
+	return Result{Status: Pass, Data: d, Message: fmt.Sprintf("RTC %s (%s) agrees with the system clock: drift %s", cfg.Device, d.Mode, fmtOffset(drift))}
 }
 
 // readFile reads a host path inside the root.
