@@ -57,18 +57,24 @@ func serverAddress(h string, port int) string {
 	return net.JoinHostPort(strings.Trim(h, "[]"), strconv.Itoa(port))
 }
 
-// validHost is a plausible host name or address in a configuration file:
-// no controls, no spaces, no slashes.
-func validHost(h string) bool {
-	if h == "" || len(h) > 255 || strings.HasPrefix(h, "-") {
+// validHost is a plausible server in a configuration file: "host" or
+// "host:port" whose host is a name or an address (letters, digits and
+// . - _ : %, brackets around an IPv6 address), not an option.
+func validHost(a string) bool {
+	if a == "" || len(a) > 255 || a[0] == '-' {
 		return false
 	}
-	for _, r := range h {
-		if r <= ' ' || r == '/' || r == 0x7f {
+	alnum := false
+	for _, r := range serverHost(a) {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+			alnum = true
+		case strings.ContainsRune(".-_:%", r):
+		default:
 			return false
 		}
 	}
-	return true
+	return alnum
 }
 
 // parseChrony reads a chrony.conf (or a .sources file): the server, pool

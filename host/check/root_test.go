@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -351,5 +352,24 @@ func TestProfiles(t *testing.T) {
 	})
 	if len(written) > 0 {
 		t.Errorf("check wrote %v", written)
+	}
+}
+
+func TestHungCheck(t *testing.T) {
+	// A check stuck in a syscall (a hung NFS mount) cannot be made to order;
+	// a check that blocks stands for it. The run must still end, after the
+	// shared timeout and the grace, and report it failed.
+	saved := checkers
+	defer func() { checkers = saved }()
+	release := make(chan struct{})
+	defer close(release)
+	checkers = append(slices.Clone(saved), checker{"disk.space", Inhibitor, []string{Pre}, func(context.Context, *env) Result {
+		<-release
+		return Result{Status: Pass}
+	}})
+	checkers = checkers[len(checkers)-1:]
+	rep := run(t, Options{Root: fakeRoot(t, nil), Config: config(t, "[checks]\ntimeout = \"100ms\"\n")})
+	if r := rep.Checks[0]; r.Status != Fail || r.Message != "did not finish within 2.1s" || !rep.Inhibited {
+		t.Errorf("got %+v", r)
 	}
 }
