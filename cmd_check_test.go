@@ -114,10 +114,19 @@ func TestCheckWithoutStateDir(t *testing.T) {
 // system image: the checks that need root skip and say why, the others run,
 // and the log that cannot be written is reported.
 func TestCheckNotRoot(t *testing.T) {
-	bin := hosttest.Bin(t)
+	built := hosttest.Bin(t)
 	hosttest.RequireRoot(t) // to switch to nobody
 	hosttest.RequireCommand(t, "setpriv")
 	root := imageRoot(t)
+	// A copy nobody can run wherever the checkout is.
+	b, err := os.ReadFile(built)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(root, "upgradectl")
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	// nobody must reach the image (t.TempDir is 0700) and the binary.
 	for d := root; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
 		os.Chmod(d, 0o755)
@@ -128,6 +137,7 @@ func TestCheckNotRoot(t *testing.T) {
 		[]byte("[checks.ntp]\nfrom_host = false\n[checks.backup]\npaths = [\"/backup/private/*\"]\n"), 0o644)
 	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bin,
 		"--root", root, "--json", "check", "--only", "auth.password-hash,backup.recent,disk.space")
+	cmd.Dir = root
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
