@@ -50,6 +50,10 @@ const (
 // ErrNoEmbeddedMD5 is returned when an image carries no implanted MD5.
 var ErrNoEmbeddedMD5 = errors.New("no embedded MD5 (implantisomd5 was not run on it)")
 
+// errNoPVD: not an ISO image, or one without a primary volume descriptor
+// (checkisomd5 says "NA" for those, as for an image without an MD5).
+var errNoPVD = errors.New("no primary volume descriptor")
+
 // EmbeddedMD5 is what implantisomd5 stored in an image.
 type EmbeddedMD5 struct {
 	MD5           string `json:"md5"`
@@ -74,17 +78,17 @@ func ReadEmbeddedMD5(r io.ReaderAt) (*EmbeddedMD5, error) {
 	sector := make([]byte, embSector)
 	for i := int64(0); ; i++ {
 		if i == embMaxVDs {
-			return nil, fmt.Errorf("no primary volume descriptor in the first %d descriptors", embMaxVDs)
+			return nil, fmt.Errorf("%w in the first %d descriptors", errNoPVD, embMaxVDs)
 		}
 		off := embSystemArea + i*embSector
 		if _, err := r.ReadAt(sector, off); err != nil {
 			if errors.Is(err, io.EOF) {
-				return nil, errors.New("no primary volume descriptor: the image ends before it")
+				return nil, fmt.Errorf("%w: the image ends before it", errNoPVD)
 			}
 			return nil, err
 		}
 		if !bytes.Equal(sector[1:6], []byte("CD001")) {
-			return nil, fmt.Errorf("no primary volume descriptor: sector %d is not a volume descriptor", 16+i)
+			return nil, fmt.Errorf("%w: sector %d is not a volume descriptor", errNoPVD, 16+i)
 		}
 		switch sector[0] {
 		case 1:
@@ -100,7 +104,7 @@ func ReadEmbeddedMD5(r io.ReaderAt) (*EmbeddedMD5, error) {
 			}
 			return m, nil
 		case 255:
-			return nil, errors.New("no primary volume descriptor before the set terminator")
+			return nil, fmt.Errorf("%w before the set terminator", errNoPVD)
 		}
 	}
 }
@@ -111,6 +115,9 @@ func (m *EmbeddedMD5) valid() error {
 		return fmt.Errorf("embedded MD5 skips %d sectors of a volume of %d", m.SkipSectors, m.VolumeSize/embSector)
 	case m.FragmentCount < 0 || m.FragmentCount > embFragmentChars:
 		return fmt.Errorf("embedded MD5 has a fragment count of %d (0 to %d)", m.FragmentCount, embFragmentChars)
+	case m.FragmentCount > 0 && !m.hasFrags:
+		// checkisomd5 would compare with whatever its memory held.
+		return fmt.Errorf("embedded MD5 has a fragment count of %d and no fragment sums", m.FragmentCount)
 	case m.FragmentCount > 0 && m.hashedSize()/(m.FragmentCount+1) == 0:
 		return fmt.Errorf("embedded MD5 has %d fragments in %d bytes", m.FragmentCount, m.hashedSize())
 	}
@@ -266,7 +273,7 @@ type embeddedChecker struct {
 
 func newEmbeddedChecker(m *EmbeddedMD5) *embeddedChecker {
 	c := &embeddedChecker{m: m, h: md5.New(), total: m.hashedSize(), blank: bytes.Repeat([]byte{' '}, embAppDataSize)}
-	if m.FragmentCount > 0 && m.hasFrags {
+	if m.FragmentCount > 0 {
 		c.fragSize = c.total / (m.FragmentCount + 1)
 	}
 	return c
@@ -378,7 +385,7 @@ func CheckEmbedded(ctx context.Context, path string, progress func(n int)) (Embe
 // final result.
 func startEmbedded(f *os.File) (EmbeddedResult, *embeddedChecker, error) {
 	m, err := ReadEmbeddedMD5(f)
-	if errors.Is(err, ErrNoEmbeddedMD5) {
+	if errors.Is(err, ErrNoEmbeddedMD5) || errors.Is(err, errNoPVD) {
 		return EmbeddedResult{Status: EmbeddedAbsent, Reason: err.Error()}, nil, nil
 	}
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"fmt"
+	mrand "math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -161,6 +162,7 @@ func TestCheckEmbeddedAgreesWithCheckisomd5(t *testing.T) {
 		{"byte flipped in the volume descriptor", implanted, flip(32768 + 40), EmbeddedFail, true},
 		{"truncated", implanted, func(b []byte) []byte { return b[:len(b)/2] }, EmbeddedFail, false},
 		{"no embedded MD5", plain, nil, EmbeddedAbsent, false},
+		{"primary volume descriptor type changed", implanted, flip(32768), EmbeddedAbsent, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -252,6 +254,39 @@ func TestParseAppData(t *testing.T) {
 		}
 		if ok && (m.SkipSectors != tt.skip || m.FragmentCount != tt.count || m.MD5 != md5) {
 			t.Errorf("%q: %+v", tt.in, m)
+		}
+	}
+}
+
+// TestCheckEmbeddedAgreesAtRandomPlaces flips a byte at random places all
+// over a real image, the stored values themselves included, and checks that
+// CheckEmbedded and checkisomd5 reach the same verdict each time.
+func TestCheckEmbeddedAgreesAtRandomPlaces(t *testing.T) {
+	implanted, _, _ := vtBuildImages(t)
+	fi, err := os.Stat(implanted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offs := []int64{
+		0, 32768 + 883 + 20, // a digit of the stored MD5
+		32768 + 883 + 500, // the padding of the application-use area: blanked while hashing
+		32768 + 883 + 90,  // the key "FRAGMENT SUMS = "
+		32768 + 883 + 99,  // a fragment sum digit
+		32768 + 883 + 50,  // the key "SKIPSECTORS = "
+	}
+	rng := mrand.New(mrand.NewPCG(uint64(fi.Size()), 7))
+	for i := 0; i < 12; i++ {
+		offs = append(offs, rng.Int64N(fi.Size()))
+	}
+	for _, off := range offs {
+		img := vtCopy(t, implanted, func(b []byte) []byte { b[off] ^= 0x20; return b })
+		theirs := vtCheckisomd5(t, img)
+		res, err := CheckEmbedded(t.Context(), img, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Status != theirs {
+			t.Errorf("byte %d of %d flipped: CheckEmbedded says %s (%s), checkisomd5 says %s", off, fi.Size(), res.Status, res.Reason, theirs)
 		}
 	}
 }
