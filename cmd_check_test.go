@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"flag"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -160,5 +161,35 @@ func TestCheckNotRoot(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "checks not recorded in the upgrade log") || !strings.Contains(stderr.String(), "permission denied") {
 		t.Errorf("stderr %q", stderr.String())
+	}
+}
+
+var updateGolden = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+// TestCheckTableGolden pins the table people read, from a fixed report.
+func TestCheckTableGolden(t *testing.T) {
+	rep := check.Report{Profile: "pre", Checks: []check.Result{
+		{ID: "ntp.synced", Status: check.Pass, Severity: check.Inhibitor, Message: "system clock synchronised: estimated error 2ms, maximum 16ms, chronyd running"},
+		{ID: "ntp.servers", Status: check.Warn, Severity: check.Inhibitor, Message: "1 of 2 servers good, offset +12µs to ntp1: ntp2 unreachable: no answer within the timeout"},
+		{ID: "clock.rtc", Status: check.Fail, Severity: check.Warning, Message: "RTC /dev/rtc0 (UTC) differs from the system clock by -2m0s (limit 1m0s)"},
+		{ID: "backup.recent", Status: check.Fail, Severity: check.Inhibitor, Waived: true, Message: "newest backup /backup/a.iso is 30.0h old (limit 24.0h)"},
+		{ID: "systemd.failed-units", Status: check.Skip, Severity: check.Inhibitor, Message: "systemd is not running as init on this machine (no /run/systemd/system)"},
+		{ID: "auth.password-hash", Status: check.Fail, Severity: check.Inhibitor, Message: "MD5 password hash (expires during the upgrade) for root"},
+	}, Inhibited: true}
+	var b strings.Builder
+	printReport(&b, rep)
+	golden := filepath.Join("testdata", "check-table.golden")
+	if *updateGolden {
+		os.MkdirAll("testdata", 0o755)
+		if err := os.WriteFile(golden, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test -run TestCheckTableGolden -update to create it)", err)
+	}
+	if b.String() != string(want) {
+		t.Errorf("table differs from %s:\n%s\nwant:\n%s", golden, b.String(), want)
 	}
 }
