@@ -242,7 +242,11 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 	if rep.Config == "" {
 		rep.Config = "embedded default"
 	}
-	cctx, cancel := context.WithTimeout(ctx, cfg.Checks.Timeout.Duration)
+	timeout := cfg.Checks.Timeout.Duration
+	if timeout <= 0 { // a configuration built in code, not parsed
+		timeout = 5 * time.Second
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
 	type done struct {
@@ -260,7 +264,7 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 	}
 	results := make([]Result, len(run))
 	got := make([]bool, len(run))
-	limit := time.NewTimer(cfg.Checks.Timeout.Duration + grace)
+	limit := time.NewTimer(timeout + grace)
 	defer limit.Stop()
 wait:
 	for n := 0; n < len(run); n++ {
@@ -276,7 +280,7 @@ wait:
 	for i, c := range run {
 		r := results[i]
 		if !got[i] {
-			r = Result{Status: Fail, Message: fmt.Sprintf("did not finish within %s", cfg.Checks.Timeout.Duration+grace)}
+			r = Result{Status: Fail, Message: fmt.Sprintf("did not finish within %s", timeout+grace)}
 			if ctx.Err() != nil {
 				r.Message = "not finished: " + ctx.Err().Error()
 			}
