@@ -365,3 +365,34 @@ func TestAssociatedFilesHidden(t *testing.T) {
 		t.Fatalf("root: %v %v", ents, err)
 	}
 }
+
+// TestConcurrentReads: one Image serves many readers at once (the FUSE
+// server does); run with -race.
+func TestConcurrentReads(t *testing.T) {
+	src := rtTree(t, 300)
+	im, err := Open(rtMkisofs(t, src))
+	rtMust(t, err)
+	defer im.Close()
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() {
+			errs <- fs.WalkDir(im, ".", func(p string, d fs.DirEntry, err error) error {
+				if err != nil || !d.Type().IsRegular() {
+					return err
+				}
+				want, err := os.ReadFile(filepath.Join(src, p))
+				if err != nil {
+					return err
+				}
+				got, err := im.ReadFile(p)
+				if err == nil && !bytes.Equal(got, want) {
+					err = fmt.Errorf("%s: content differs", p)
+				}
+				return err
+			})
+		}()
+	}
+	for range 8 {
+		rtMust(t, <-errs)
+	}
+}
