@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	kdomanski "github.com/kdomanski/iso9660"
+
 	"upgradectl/host/hosttest"
 )
 
@@ -40,6 +42,7 @@ func TestBigDirectory(t *testing.T) {
 	if len(kids) != 8000 || len(names) != 8000 || len(modes) != 256 {
 		t.Fatalf("%d entries, %d names, %d modes; want 8000, 8000, 256", len(kids), len(names), len(modes))
 	}
+	logKdomanskiNames(t, im)
 	// Every name, mode, owner, time and content, read by path.
 	rtCompareTree(t, im, src, os.Geteuid() == 0)
 
@@ -165,4 +168,34 @@ func writeSparse(t *testing.T, path string, r io.Reader) int64 {
 	}
 	rtMust(t, f.Truncate(off))
 	return off
+}
+
+// logKdomanskiNames logs how many distinct names kdomanski/iso9660 reads in
+// the big directory (the defect this test guards against; not asserted).
+func logKdomanskiNames(t *testing.T, im *Image) {
+	defer func() {
+		if r := recover(); r != nil {
+			t.Logf("kdomanski/iso9660 panics: %v", r)
+		}
+	}()
+	theirs, err := kdomanski.OpenImage(im.f)
+	if err != nil {
+		t.Logf("kdomanski/iso9660: %v", err)
+		return
+	}
+	root, err := theirs.RootDir()
+	if err != nil {
+		return
+	}
+	kids, _ := root.GetChildren()
+	for _, k := range kids {
+		if k.Name() == "big" {
+			files, err := k.GetChildren()
+			names := map[string]bool{}
+			for _, f := range files {
+				names[f.Name()] = true
+			}
+			t.Logf("kdomanski/iso9660 reads %d entries with %d distinct names in big/ (%v); ours 8000", len(files), len(names), err)
+		}
+	}
 }
