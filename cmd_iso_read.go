@@ -112,7 +112,7 @@ func init() {
 					return err
 				}
 				defer im.Close()
-				dest, err := isoArgPath(e, c.Args().Get(1))
+				dest, err := hostArgPath(e, c.Args().Get(1))
 				if err != nil {
 					return err
 				}
@@ -146,22 +146,9 @@ func isoJSON(c *cli.Context) bool {
 	return false
 }
 
-// isoArgPath is a path from the command line on the system under the root:
-// relative to the working directory, with symlinks resolved inside the root.
-func isoArgPath(e *env, p string) (string, error) {
-	abs, err := filepath.Abs(p)
-	if err != nil {
-		return "", host.Usage("cannot use %s: %v", p, err)
-	}
-	if e.Root.IsLive() {
-		return abs, nil
-	}
-	return e.Root.Resolve(abs)
-}
-
 // openISO opens the image named on the command line.
 func openISO(e *env, arg string) (*iso.Image, error) {
-	p, err := isoArgPath(e, arg)
+	p, err := hostArgPath(e, arg)
 	if err != nil {
 		return nil, err
 	}

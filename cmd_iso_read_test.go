@@ -112,6 +112,22 @@ func TestISOReadCommands(t *testing.T) {
 	if code == 0 || !strings.Contains(errs, "file exists") {
 		t.Fatalf("extract over an existing file: %d %q", code, errs)
 	}
+
+	// With --root, absolute paths are inside the root.
+	root := t.TempDir()
+	if err := os.Mkdir(filepath.Join(root, "images"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(img, filepath.Join(root, "images", "cmp.iso")); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs = isoRun(t, "--root", root, "iso", "extract", "/images/cmp.iso", "/dest", "README")
+	if code != 0 || !strings.Contains(out, "to "+filepath.Join(root, "dest")) {
+		t.Fatalf("extract with --root: %d %q %q", code, out, errs)
+	}
+	if b, err := os.ReadFile(filepath.Join(root, "dest", "README")); err != nil || string(b) != "read me\n" {
+		t.Fatalf("extracted with --root: %q %v", b, err)
+	}
 }
 
 // TestISOReadBadImages: a truncated, corrupt or hostile image is one line
