@@ -20,7 +20,7 @@ type ResumeAction func(ctx context.Context, s *System) error
 
 var (
 	actionMu   sync.Mutex
-	actionName = "check post"
+	actionName = checkPostName
 	action     ResumeAction
 )
 
@@ -37,9 +37,22 @@ func currentAction() (string, ResumeAction) {
 	actionMu.Lock()
 	defer actionMu.Unlock()
 	if action == nil {
-		return "check post", checkPost
+		return checkPostName, checkPost
 	}
 	return actionName, action
+}
+
+const checkPostName = "check post"
+
+// checksFirst runs the post checks, then act if they pass
+// (maintenance.resume_checks).
+func checksFirst(act ResumeAction) ResumeAction {
+	return func(ctx context.Context, s *System) error {
+		if err := checkPost(ctx, s); err != nil {
+			return err
+		}
+		return act(ctx, s)
+	}
 }
 
 // checkPost is the resume action until the stage engine sets its own: the
@@ -129,6 +142,9 @@ func Resume(ctx context.Context, s *System, opts ResumeOptions) (*ResumeReport, 
 		st.Halted = fmt.Sprintf("%d failed resumes in a row", st.ResumeFailures)
 	}
 	name, act := currentAction()
+	if s.Config != nil && s.Config.Maintenance.ResumeChecks && name != checkPostName {
+		name, act = checkPostName+", "+name, checksFirst(act)
+	}
 	r := &ResumeReport{Action: name, Failures: st.ResumeFailures}
 	if st.Halted != "" {
 		// The guard holds: say so everywhere, do nothing else.

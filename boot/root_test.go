@@ -482,3 +482,25 @@ func TestResumeActionCanExit(t *testing.T) {
 	after := snapshot(t, s.Root.Dir(), "var/lib/upgradectl", "etc/systemd/system")
 	diffSnapshots(t, before, after)
 }
+
+func TestResumeChecksFirst(t *testing.T) {
+	ctx := context.Background()
+	s := newRoot(t)
+	s.Config.Maintenance.ResumeChecks = true
+	s.Config.Checks.Accept = []string{"ntp.synced", "ntp.servers", "clock.rtc", "systemd.failed-units"}
+	s.Config.Checks.Disk = []host.DiskConfig{{Path: "/", MinFree: 1 << 62}}
+	calls := 0
+	SetResumeAction("stage resume", func(context.Context, *System) error { calls++; return nil })
+	defer SetResumeAction("", nil)
+	_, err := Enter(ctx, s, EnterOptions{})
+	must(t, err)
+	r, err := Resume(ctx, s, ResumeOptions{})
+	if err == nil || !strings.Contains(err.Error(), "disk.space") || calls != 0 || r.Action != "check post, stage resume" {
+		t.Errorf("resume with failing post checks: %+v %v, action ran %d times", r, err, calls)
+	}
+	s.Config.Checks.Disk = []host.DiskConfig{{Path: "/", MinFree: 1}}
+	r, err = Resume(ctx, s, ResumeOptions{})
+	if err != nil || calls != 1 || r.Result != "success" {
+		t.Errorf("resume with passing post checks: %+v %v, action ran %d times", r, err, calls)
+	}
+}

@@ -170,6 +170,9 @@ type TagConfig struct {
 type MaintenanceConfig struct {
 	Message   string   `toml:"message"`
 	KeepUnits []string `toml:"keep_units"`
+	// ResumeChecks runs the post health checks at every resume at boot,
+	// before the pending upgrade action.
+	ResumeChecks bool `toml:"resume_checks"`
 }
 
 type StagesConfig struct {
