@@ -122,6 +122,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(DefaultConfigText()))
 	f.Add([]byte("[product]\ntype = \"cmp\"\n[[checks.disk]]\npath = \"/\"\nmin_free = \"1G\"\n"))
 	f.Add([]byte("[checks.ntp]\nservers = [\"a:123\", \"\"]\n"))
+	f.Add([]byte("[checks.severity]\n\"clock.rtc\" = \"inhibitor\"\n\"x\" = \"fatal\"\n[[checks.disk]]\npath = \"/\"\nprofiles = [\"pre\", \"during\"]\nmin_free_inodes = -1\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := ParseConfig(data, "fuzz.toml")
 		if err != nil {
@@ -137,4 +138,32 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatal("accepted a configuration that does not validate")
 		}
 	})
+}
+
+func TestChecksConfigValidation(t *testing.T) {
+	_, err := ParseConfig([]byte(`
+[checks.severity]
+"clock.rtc" = "fatal"
+[checks.ntp]
+servers = ["ok.example.com:123", "two words", ""]
+[[checks.disk]]
+path = "/"
+profiles = ["pre", "during"]
+min_free_inodes = -1
+`), "f.toml")
+	for _, want := range []string{`checks.severity."clock.rtc" = "fatal" is not inhibitor or warning`,
+		`checks.disk[0].profiles: "during" is not pre or post`, "checks.disk[0].min_free_inodes -1 is negative",
+		`checks.ntp.servers: "two words" is not a host or host:port`, `checks.ntp.servers: "" is not a host or host:port`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
+	}
+	// A user file's severities add to the (empty) default.
+	c, err := ParseConfig([]byte("[checks.severity]\n\"clock.rtc\" = \"inhibitor\"\n"), "x")
+	if err != nil || c.Checks.Severity["clock.rtc"] != "inhibitor" || DefaultConfig().Checks.Severity["clock.rtc"] != "" {
+		t.Errorf("severity: %+v %v", c.Checks.Severity, err)
+	}
+	if d := DefaultConfig().Checks.Disk; d[0].Path != "/var/lib/upgradectl/iso" || len(d[0].Profiles) != 1 || d[0].Profiles[0] != "pre" {
+		t.Errorf("staging entry: %+v", d[0])
+	}
 }
