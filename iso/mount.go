@@ -28,7 +28,7 @@ const (
 const (
 	StateMounted    = "mounted"
 	StateStale      = "stale"       // the mount is gone
-	StateServerGone = "server-gone" // FUSE mount left without its server
+	StateServerGone = "server-gone" // FUSE mount left without its server, or a mount a crash left half recorded
 )
 
 // fuseType is the filesystem type of our FUSE mounts in mountinfo.
@@ -132,6 +132,12 @@ func stateOf(m MountRecord, table map[string]mountEntry) string {
 		return StateStale
 	}
 	switch m.Method {
+	case "":
+		// Recorded just before a mount that never recorded its details.
+		if e.FSType != "iso9660" && e.FSType != fuseType {
+			return StateStale
+		}
+		return StateServerGone
 	case MethodKernel:
 		if e.FSType != "iso9660" {
 			return StateStale
@@ -193,7 +199,20 @@ func Mount(image, dir string, o MountOptions) (rec MountRecord, err error) {
 	if err != nil {
 		return rec, err
 	}
-	rec = MountRecord{Dir: mnt, Image: img, Method: o.Method}
+	if o.Method != "" && o.Method != MethodKernel && o.Method != MethodFUSE {
+		return rec, host.Usage("cannot mount %s: unknown method %q (kernel or fuse)", image, o.Method)
+	}
+	rec = MountRecord{Dir: mnt, Image: img, Method: o.Method, MountedAt: time.Now().UTC().Truncate(time.Second)}
+	// Record first: a crash during the mount leaves a record that umount,
+	// status and the next mount act on (a stale one is dropped, one left
+	// mounted without its details is unmounted).
+	ms, err := readMounts(o.StateDir)
+	if err != nil {
+		return rec, err
+	}
+	if err := writeMounts(o.StateDir, append(ms[:len(ms):len(ms)], rec)); err != nil {
+		return rec, err
+	}
 	switch o.Method {
 	case MethodKernel:
 		rec.Device, err = mountKernel(img, mnt, o.Root)
@@ -210,21 +229,16 @@ func Mount(image, dir string, o MountOptions) (rec MountRecord, err error) {
 				err = fmt.Errorf("%w (the kernel mount was not possible either: %v)", err, nk.Err)
 			}
 		}
-	default:
-		return rec, host.Usage("cannot mount %s: unknown method %q (kernel or fuse)", image, o.Method)
 	}
 	if err != nil {
+		writeMounts(o.StateDir, ms)
 		return rec, err
 	}
-	rec.MountedAt = time.Now().UTC().Truncate(time.Second)
-	ms, rerr := readMounts(o.StateDir)
-	if rerr == nil {
-		rerr = writeMounts(o.StateDir, append(ms, rec))
-	}
-	if rerr != nil {
-		// Not recorded means nobody could find it again: undo it.
+	if werr := writeMounts(o.StateDir, append(ms[:len(ms):len(ms)], rec)); werr != nil {
+		// Its details could not be recorded: undo it.
 		unmountRecord(rec, false)
-		return rec, rerr
+		writeMounts(o.StateDir, ms)
+		return rec, werr
 	}
 	rec.State = StateMounted
 	return rec, nil

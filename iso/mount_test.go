@@ -309,3 +309,36 @@ func TestFUSEMountGone(t *testing.T) {
 		t.Errorf("umount of an unrecorded dir: %v %s", err, out)
 	}
 }
+
+// TestMountRecordedBeforeMounting covers a crash inside Mount: the record
+// is written before mounting, so a mount whose details were never recorded
+// is found and undone, and a record whose mount never happened is stale.
+func TestMountRecordedBeforeMounting(t *testing.T) {
+	mtRequireFUSE(t)
+	state, mnt, other := t.TempDir(), t.TempDir(), t.TempDir()
+	srv, err := MountFS(os.DirFS(mtMakeTree(t)), "crashed", mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+	if err := writeMounts(state, []MountRecord{{Dir: mnt, Image: "/x.iso"}, {Dir: other, Image: "/y.iso"}}); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := Mounts(state)
+	if err != nil || len(ms) != 2 || ms[0].State != StateServerGone || ms[1].State != StateStale {
+		t.Fatalf("records after a crash: %+v, %v", ms, err)
+	}
+	if err := Unmount(mnt, false, MountOptions{StateDir: state}); err != nil {
+		t.Fatal(err)
+	}
+	srv.Wait() // the server sees its mount go and stops
+	if table, _ := mountTable(); table[mnt].Dir != "" {
+		t.Errorf("%s still mounted", mnt)
+	}
+	if gone, err := CleanStaleMounts(state); err != nil || len(gone) != 1 || gone[0].Dir != other {
+		t.Errorf("clean: %+v, %v", gone, err)
+	}
+	if ms, _ := readMounts(state); len(ms) != 0 {
+		t.Errorf("records left: %+v", ms)
+	}
+}
