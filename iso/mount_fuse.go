@@ -118,7 +118,7 @@ var openImage = func(path string) (fs.FS, io.Closer, error) {
 
 // ServeFUSE is the FUSE server process: it mounts image on dir, writes
 // "ok\n" (or the error) to ready, and serves until the mount goes away or
-// it is told to stop (SIGTERM, SIGINT, SIGHUP: it unmounts and returns).
+// it is told to stop (SIGTERM, SIGINT: it unmounts and returns).
 func ServeFUSE(image, dir string, ready io.WriteCloser) error {
 	fail := func(err error) error {
 		fmt.Fprintf(ready, "%s\n", strings.ReplaceAll(err.Error(), "\n", " "))
@@ -135,7 +135,7 @@ func ServeFUSE(image, dir string, ready io.WriteCloser) error {
 		return fail(err)
 	}
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
 		<-sigs
 		if srv.Unmount() != nil {

@@ -289,6 +289,21 @@ func TestFUSEMountGone(t *testing.T) {
 	// The server noticed the unmount and exited by itself.
 	stopServer(rec)
 
+	// SIGTERM: the server unmounts itself and exits.
+	rec = mount()
+	if err := syscall.Kill(rec.PID, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for processAlive(rec.PID, rec.PIDStart) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if table, _ := mountTable(); table[mnt].Dir != "" {
+		t.Errorf("%s still mounted after SIGTERM to its server", mnt)
+	}
+	if ms := mtMounts(t, root); len(ms) != 1 || ms[0].State != StateStale {
+		t.Errorf("after SIGTERM: %+v", ms)
+	}
+
 	rec = mount()
 	if err := syscall.Kill(rec.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
