@@ -357,3 +357,28 @@ func TestMountRecordedBeforeMounting(t *testing.T) {
 		t.Errorf("records left: %+v", ms)
 	}
 }
+
+// TestFUSEMountBadImage mounts an image the reader refuses: exit 1 with the
+// reader's error, nothing mounted, no record, no server left.
+func TestFUSEMountBadImage(t *testing.T) {
+	mtRequireFUSE(t)
+	bad := filepath.Join(t.TempDir(), "bad.iso")
+	if err := os.WriteFile(bad, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	root, mnt := mtRootWith(t, bad)
+	out, err := mtRun(t, root, "iso", "mount", "--method", "fuse", "/bad.iso", "/mnt")
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(out, "cannot mount") {
+		t.Errorf("mount of a bad image: %v\n%s", err, out)
+	}
+	if table, _ := mountTable(); table[mnt].Dir != "" {
+		t.Errorf("%s mounted", mnt)
+	}
+	if ms := mtMounts(t, root); len(ms) != 0 {
+		t.Errorf("records: %+v", ms)
+	}
+	if s := mtServers(mnt); len(s) != 0 {
+		t.Errorf("servers left: %v", s)
+	}
+}

@@ -29,6 +29,11 @@ mount -t devtmpfs dev /dev
 mkdir -p /mnt/iso
 fail() { echo "VMTEST-FAIL: $*"; poweroff -f; }
 grep -qw iso9660 /proc/filesystems && fail "iso9660 registered before the mount"
+# An image the kernel refuses: exit 1, no loop device, no record left.
+upgradectl iso mount --method kernel /bad.iso /mnt/iso; rc=$?
+[ $rc = 1 ] || fail "mount of a bad image: exit $rc, want 1"
+for b in /sys/block/loop*/loop/backing_file; do [ -e "$b" ] && fail "loop device left by a failed mount: $b"; done
+[ "$(upgradectl --json iso mounts)" = "[]" ] || fail "record left by a failed mount: $(upgradectl --json iso mounts)"
 upgradectl iso mount --method kernel /test.iso /mnt/iso || fail "iso mount exit $?"
 grep ' /mnt/iso ' /proc/mounts
 echo VMTEST-LIST-BEGIN
@@ -107,6 +112,10 @@ func TestKernelMountInVM(t *testing.T) {
 	mtCopyFile(t, busybox, filepath.Join(root, "bin/busybox"), 0o755)
 	mtCopyFile(t, bin, filepath.Join(root, "bin/upgradectl"), 0o755)
 	mtCopyFile(t, img, filepath.Join(root, "test.iso"), 0o644)
+	// 1 MiB of zeros: no volume descriptor.
+	if err := os.WriteFile(filepath.Join(root, "bad.iso"), make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(filepath.Join(root, "init"), []byte(vmInit), 0o755); err != nil {
 		t.Fatal(err)
 	}
