@@ -20,6 +20,7 @@ func init() {
 		return []cli.Flag{
 			&cli.StringSliceFlag{Name: "only", Usage: "run only the checks `ID,...` (whatever the profile)"},
 			&cli.StringSliceFlag{Name: "accept", Usage: "waive the failure of check `ID` (repeatable; recorded in the log)"},
+			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON (as the global --json)"},
 		}
 	}
 	profile := func(name, usage string) *cli.Command {
@@ -63,7 +64,11 @@ func checkAction(profile string) func(c *cli.Context, e *env) error {
 		if _, err := check.Log(e.Log(), rep, 0); err != nil {
 			fmt.Fprintf(e.Err, "upgradectl: checks not recorded in the upgrade log: %v\n", err)
 		}
-		if e.JSON {
+		asJSON := e.JSON
+		for _, lc := range c.Lineage() {
+			asJSON = asJSON || lc.Bool("json")
+		}
+		if asJSON {
 			enc := json.NewEncoder(e.Out)
 			enc.SetIndent("", "  ")
 			if err := enc.Encode(rep); err != nil {

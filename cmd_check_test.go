@@ -61,7 +61,7 @@ func TestCheckCommand(t *testing.T) {
 	}
 
 	// Accepted: exit 0, the waiver is its own log entry under the run.
-	code, out, _ = runCLI(t, "--root", root, "--json", "check", "--only", "auth.password-hash", "post", "--accept", "auth.password-hash")
+	code, out, _ = runCLI(t, "--root", root, "check", "--only", "auth.password-hash", "post", "--accept", "auth.password-hash", "--json")
 	var rep check.Report
 	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 0 {
 		t.Fatalf("exit %d, %v:\n%s", code, err, out)

@@ -31,7 +31,7 @@ func TestFailedUnitsInContainer(t *testing.T) {
 
 	check := func(wantCode int, wantStatus Status) Result {
 		t.Helper()
-		out, code, err := c.Exec("upgradectl", "--json", "check", "--only", "systemd.failed-units")
+		out, code, err := c.Exec("upgradectl", "check", "--only", "systemd.failed-units", "--json")
 		if err != nil {
 			t.Fatal(err)
 		}
