@@ -222,24 +222,24 @@ func verifyOne(ctx context.Context, r *VerifyResult, opts VerifyOptions, want ch
 	}
 
 	// The expected digest.
-	switch {
-	case opts.MD5 != "":
+	if opts.MD5 != "" {
 		r.Expected, r.Source = want.String(), "--md5"
-	case opts.Sums != "":
-		e, s, err := sums.lookup(opts.Sums, r.File)
-		if err != nil {
-			noReference(err)
+	} else {
+		var e checksum.Entry
+		var s *checksum.Sums
+		var err error
+		if opts.Sums != "" {
+			e, s, err = sums.lookup(opts.Sums, r.File)
 		} else {
-			r.Expected, r.Source, r.Dialect = e.Digest.String(), fmt.Sprintf("%s line %d", s.Path, e.Line), string(e.Dialect)
+			e, s, err = sums.beside(r.File)
 		}
-	default:
-		e, s, err := sums.beside(r.File)
+		// With --embedded, a checksum file beside the image is optional.
+		optional := opts.Embedded && opts.Sums == ""
 		switch {
 		case err == nil:
 			r.Expected, r.Source, r.Dialect = e.Digest.String(), fmt.Sprintf("%s line %d", s.Path, e.Line), string(e.Dialect)
-		case opts.Embedded && errors.Is(err, errNoSumsFile):
-			// The embedded MD5 alone was asked for.
-		case opts.Embedded && errors.Is(err, checksum.ErrNotListed):
+		case optional && errors.Is(err, errNoSumsFile):
+		case optional && errors.Is(err, checksum.ErrNotListed):
 			r.Notes = append(r.Notes, err.Error()+": checked the embedded MD5 only")
 		default:
 			noReference(err)
