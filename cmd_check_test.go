@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"flag"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -76,6 +77,17 @@ func TestCheckCommand(t *testing.T) {
 	}
 	if strings.Contains(log[2].Message, "Zq8secret") {
 		t.Errorf("the log shows the hash")
+	}
+	// Nothing but the log was written into the image.
+	var files []string
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files = append(files, strings.TrimPrefix(p, root))
+		}
+		return nil
+	})
+	if strings.Join(files, " ") != "/etc/shadow /etc/upgradectl/upgradectl.toml /var/lib/upgradectl/upgrade.log" {
+		t.Errorf("files in the image after check: %v", files)
 	}
 }
 
