@@ -181,10 +181,12 @@ func (t *Tags) Disable() (*BindReport, error) {
 	return rep, t.save(rec)
 }
 
-// Lookuper answers version lookups with one read of the record.
+// Lookuper answers version lookups with one read of the record. It keeps
+// the directories it resolved, so it is meant for one batch of lookups.
 type Lookuper struct {
-	t  *Tags
-	on bool
+	t    *Tags
+	on   bool
+	dirs map[string]string // host directory -> resolved directory on the running system
 }
 
 // Lookuper reads the version lookup switch once for many lookups.
@@ -193,7 +195,7 @@ func (t *Tags) Lookuper() (*Lookuper, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Lookuper{t: t, on: rec.Lookup}, nil
+	return &Lookuper{t: t, on: rec.Lookup, dirs: map[string]string{}}, nil
 }
 
 // Lookup returns the host path that applies on this member for host path
@@ -207,19 +209,30 @@ func (l *Lookuper) Lookup(p string) (string, error) {
 	if !l.on {
 		return p, nil
 	}
-	real, err := l.t.root.ResolveParent(p)
-	if err != nil {
-		return "", host.CannotRun("cannot look up %s: %v", p, errors.Unwrap(err))
-	}
-	dir, name := path.Split(real)
+	dir, name := path.Split(path.Clean(p))
 	if name == "" || strings.HasPrefix(name, Prefix) {
 		return p, nil
 	}
+	// On the live system the kernel resolves the directories as the
+	// system does; under another root they are resolved inside it, once.
+	real := dir
+	if !l.t.root.IsLive() {
+		var ok bool
+		if real, ok = l.dirs[dir]; !ok {
+			r, err := l.t.root.Resolve(dir)
+			if err != nil {
+				return "", host.CannotRun("cannot look up %s: %v", p, errors.Unwrap(err))
+			}
+			real = r + "/"
+			l.dirs[dir] = real
+		}
+	}
+	tagged := real + Prefix + name
 	var buf [256]byte
-	if _, err := unix.Lgetxattr(dir+Prefix+name, l.t.attr, buf[:]); err != nil && err != unix.ERANGE {
+	if _, err := unix.Lgetxattr(tagged, l.t.attr, buf[:]); err != nil && err != unix.ERANGE {
 		return p, nil
 	}
-	return l.t.root.Rel(dir + Prefix + name)
+	return l.t.root.Rel(tagged)
 }
 
 // Command finds a command as this member would run it: name is searched in

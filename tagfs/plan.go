@@ -101,6 +101,10 @@ func (t *Tags) expand(paths []string, force bool) ([]item, error) {
 			probs.add("%s: is a tagged copy itself", p)
 			continue
 		}
+		if strings.HasSuffix(name, tmpSuffix) {
+			probs.add("%s: the name ends in %s, kept for temporary files", p, tmpSuffix)
+			continue
+		}
 		d, err := t.openDir(dp)
 		if err != nil {
 			probs.add("%s: %v", p, err)
@@ -193,6 +197,10 @@ func (t *Tags) walk(d *dir, dev uint64, enter func(*dir) bool, file func(*dir, s
 	sort.Strings(names)
 	for _, n := range names {
 		if strings.HasPrefix(n, Prefix) {
+			continue
+		}
+		if strings.HasSuffix(n, tmpSuffix) {
+			probs.add("%s: the name ends in %s, kept for temporary files", d.hostPath(n), tmpSuffix)
 			continue
 		}
 		st, err := lstatAt(d, n)

@@ -87,8 +87,8 @@ func (t *Tags) checkSpace(items []item) error {
 				n.copied += (it.st.Size + bs - 1) / bs * bs
 			}
 		}
-		clones, err := t.probe(d, n)
 		d.close()
+		clones, err := t.probe(n)
 		if err != nil {
 			probs.add("on the filesystem of %s (%s): %v", n.dir, fsName(&s), err)
 			continue
@@ -116,11 +116,16 @@ func (t *Tags) checkSpace(items []item) error {
 // probe writes a temporary copy of one file of the set on a filesystem:
 // it says whether the filesystem clones, and whether it takes the version
 // attribute. The temporary is removed (or, after a crash, by the next run).
-func (t *Tags) probe(d *dir, n *fsNeed) (clones bool, err error) {
+func (t *Tags) probe(n *fsNeed) (clones bool, err error) {
 	it := n.first
 	if n.sample != nil {
 		it = n.sample
 	}
+	d, err := t.openDir(it.dir)
+	if err != nil {
+		return false, err
+	}
+	defer d.close()
 	tmp := tmpName(it.name)
 	if err := removeTemp(d, tmp); err != nil {
 		return false, err

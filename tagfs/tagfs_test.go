@@ -267,3 +267,17 @@ func TestLookup(t *testing.T) {
 	}
 	check(false, map[string]string{"/usr/bin/prog": "/usr/bin/prog"})
 }
+
+// TestProbeInAnotherDirectory: the first directory of a filesystem's set
+// holds only a symlink, so the clone probe uses a file elsewhere.
+func TestProbeInAnotherDirectory(t *testing.T) {
+	hosttest.RequireRoot(t)
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "opt/a"), 0o755)
+	os.Symlink("../b/f", filepath.Join(root, "opt/a/l"))
+	writeFile(t, filepath.Join(root, "opt/b/f"), []byte("data"), 0o644)
+	rep, err := newTestTags(t, root).Create("1", []string{"/opt"}, CreateOptions{})
+	if err != nil || len(rep.Done) != 2 {
+		t.Fatalf("%+v %v", rep, err)
+	}
+}
