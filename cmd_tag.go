@@ -28,7 +28,7 @@ func init() {
 			Usage:     "keep a tagged .Old.. copy of each file (a directory: every file below it)",
 			ArgsUsage: "PATH...",
 			Flags: []cli.Flag{
-				&cli.StringFlag{Name: "version", Required: true, Usage: "the version the copies carry (the one installed now)"},
+				&cli.StringFlag{Name: "version", Usage: "the version the copies carry (the one installed now; required)"},
 				&cli.StringFlag{Name: "list", Usage: "read the paths from `FILE` (one a line, # comments), a file on this system"},
 				&cli.StringFlag{Name: "iso", Usage: "tag the files the manifest of image `IMAGE` lists (a file on this system)"},
 				&cli.BoolFlag{Name: "force", Usage: "tag in directories that users other than root can write to"},

@@ -44,7 +44,7 @@ type Report struct {
 func (t *Tags) Create(version string, paths []string, opt CreateOptions) (*Report, error) {
 	rep := &Report{Action: "create", Version: version}
 	if version == "" {
-		return rep, host.Usage("cannot tag: no version given")
+		return rep, host.WithHint(host.Usage("cannot tag: no version given"), "give the version installed now: --version V")
 	}
 	if len(paths) == 0 {
 		return rep, host.Usage("cannot tag: no paths given")
