@@ -32,7 +32,7 @@ func init() {
 				&cli.StringFlag{Name: "list", Usage: "read the paths from `FILE` (one a line, # comments), a file on this system"},
 				&cli.StringFlag{Name: "iso", Usage: "tag the files the manifest of image `IMAGE` lists (a file on this system)"},
 				&cli.BoolFlag{Name: "force", Usage: "tag in directories that users other than root can write to"},
-				&cli.BoolFlag{Name: "no-digest", Usage: "do not record the SHA-256 of each copy (faster; 'check --content' cannot check them)"},
+				&cli.BoolFlag{Name: "no-digest", Usage: "do not record the digest of each copy (faster; 'check --content' cannot check them)"},
 			},
 			Action: action(tagLocked("create", func(c *cli.Context, e *env, t *tagfs.Tags) (any, string, error) {
 				paths := append([]string(nil), c.Args().Slice()...)

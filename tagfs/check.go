@@ -94,14 +94,14 @@ func (t *Tags) checkOne(c *cursor, rec *Record, e Entry, content bool) string {
 	if !content {
 		return ""
 	}
-	if e.SHA256 == "" {
+	if e.Digest == "" {
 		return "no digest recorded (tagged with --no-digest): content not checked"
 	}
 	sum, err := t.digest(d, old, e.Type)
 	if err != nil {
 		return err.Error()
 	}
-	if sum != e.SHA256 {
+	if sum != e.Digest {
 		return "content changed since it was tagged"
 	}
 	return ""

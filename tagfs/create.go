@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
+	"sync/atomic"
 
 	"github.com/pkg/xattr"
 	"golang.org/x/sys/unix"
@@ -18,8 +20,8 @@ type CreateOptions struct {
 	// NoSpaceCheck skips the free space and inode check (tests use it to
 	// run into a real ENOSPC).
 	NoSpaceCheck bool
-	// NoDigest leaves out the SHA-256 of each copy: faster on large sets,
-	// but 'check --content' then cannot tell whether a copy changed.
+	// NoDigest leaves out the digest of each copy: 'check --content' then
+	// cannot tell whether a copy changed.
 	NoDigest bool
 }
 
@@ -212,57 +214,110 @@ func (t *Tags) removeTemps(entries []Entry, rep *Report) error {
 	return nil
 }
 
-// createAll makes the tagged copies, stopping at the first error. Every
-// filesystem written to is synced before the record says the copies exist.
-func (t *Tags) createAll(items []item, rec *Record, idx map[string]int, version string, opt CreateOptions, rep *Report) (err error) {
-	c := t.cursor()
-	syncs := map[uint64]string{} // one directory per filesystem written to
-	var made []Entry
-	defer func() {
-		c.close()
-		if serr := t.syncAll(syncs); serr != nil && err == nil {
-			err = serr
-		}
-		for _, e := range made {
-			rec.Files[idx[e.Path]] = e
-		}
-	}()
-	total := 0
-	for i := range items {
-		it := &items[i]
-		if it.done {
-			rep.Already = append(rep.Already, it.path())
-			if rec.Files[idx[it.path()]].Type == "" {
-				e, err := t.describe(it, !opt.NoDigest)
-				if err != nil {
-					return err
-				}
-				made = append(made, e)
-			}
-			continue
-		}
-		d, err := c.open(it.dir)
-		if err != nil {
-			return host.CannotRun("cannot tag %s: %v", it.path(), err)
-		}
-		if _, ok := syncs[d.st.Dev]; !ok {
-			syncs[d.st.Dev] = it.dir
-		}
-		e, res, err := t.createOne(d, it, version, !opt.NoDigest)
-		if err != nil {
-			return t.createError(it, err, total, len(items))
-		}
-		made = append(made, e)
-		rep.Done = append(rep.Done, it.path())
-		if res.cloned {
-			rep.Cloned++
-		} else if e.Type == typeFile {
-			rep.Copied++
-			rep.Bytes += e.Size
-		}
-		total++
+// workers is how many files are tagged at once: the work is mostly
+// waiting for the filesystem, which several requests in flight hide.
+const workers = 4
+
+// outcome is what happened to one item.
+type outcome struct {
+	e    Entry
+	res  copyResult
+	made bool // an entry to record
+	err  error
+}
+
+// createAll makes the tagged copies, a directory at a time on each of a
+// few workers, stopping at the first error. Every filesystem written to is
+// synced before the record says the copies exist.
+func (t *Tags) createAll(items []item, rec *Record, idx map[string]int, version string, opt CreateOptions, rep *Report) error {
+	if _, err := t.openRoot(); err != nil {
+		return err
 	}
-	return nil
+	// Runs of items in one directory.
+	var runs [][2]int
+	for i := range items {
+		if i == 0 || items[i].dir != items[i-1].dir {
+			runs = append(runs, [2]int{i, i})
+		}
+		runs[len(runs)-1][1] = i + 1
+	}
+	out := make([]outcome, len(items))
+	var next atomic.Int64
+	var failed atomic.Bool
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := t.cursor()
+			defer c.close()
+			for !failed.Load() {
+				r := int(next.Add(1) - 1)
+				if r >= len(runs) {
+					return
+				}
+				for i := runs[r][0]; i < runs[r][1] && !failed.Load(); i++ {
+					out[i] = t.createItem(c, &items[i], rec.Files[idx[items[i].path()]].Type != "", version, !opt.NoDigest)
+					if out[i].err != nil {
+						failed.Store(true)
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+
+	syncs := map[uint64]string{} // one directory per filesystem written to
+	var failedAt *item
+	var firstErr error
+	done := 0
+	for i := range items {
+		it, o := &items[i], &out[i]
+		if o.made {
+			rec.Files[idx[it.path()]] = o.e
+		}
+		switch {
+		case o.err != nil:
+			if firstErr == nil {
+				failedAt, firstErr = it, o.err
+			}
+		case it.done:
+			rep.Already = append(rep.Already, it.path())
+		case o.made:
+			syncs[it.st.Dev] = it.dir
+			rep.Done = append(rep.Done, it.path())
+			done++
+			if o.res.cloned {
+				rep.Cloned++
+			} else if o.e.Type == typeFile {
+				rep.Copied++
+				rep.Bytes += o.e.Size
+			}
+		}
+	}
+	serr := t.syncAll(syncs)
+	if firstErr != nil {
+		return t.createError(failedAt, firstErr, done, len(items)-len(rep.Already))
+	}
+	return serr
+}
+
+// createItem tags one item: a copy, or for one already tagged by an
+// interrupted run, its entry (recorded says the record has it already).
+func (t *Tags) createItem(c *cursor, it *item, recorded bool, version string, digest bool) outcome {
+	if it.done && recorded {
+		return outcome{}
+	}
+	d, err := c.open(it.dir)
+	if err != nil {
+		return outcome{err: err}
+	}
+	if it.done {
+		e, err := t.describe(d, it, digest)
+		return outcome{e: e, made: err == nil, err: err}
+	}
+	e, res, err := t.createOne(d, it, version, digest)
+	return outcome{e: e, res: res, made: err == nil, err: err}
 }
 
 // syncAll syncs the filesystems of the given directories, so that the
@@ -293,22 +348,18 @@ func (t *Tags) createError(it *item, err error, done, total int) error {
 
 // describe records an existing tagged copy (left by an interrupted run and
 // found complete) in an entry.
-func (t *Tags) describe(it *item, digest bool) (Entry, error) {
-	d, err := t.openDir(it.dir)
-	if err != nil {
-		return Entry{}, host.CannotRun("cannot tag %s: %v", it.path(), err)
-	}
-	defer d.close()
+func (t *Tags) describe(d *dir, it *item, digest bool) (Entry, error) {
 	e := entryOf(it.path(), &it.st)
+	var err error
 	if digest {
-		if e.SHA256, err = t.digest(d, TaggedName(it.name), e.Type); err != nil {
+		if e.Digest, err = t.digest(d, TaggedName(it.name), e.Type); err != nil {
 			return e, host.CannotRun("cannot read %s: %v", d.hostPath(TaggedName(it.name)), err)
 		}
 	}
 	return e, nil
 }
 
-// digest is the SHA-256 of the content of name in d (of a symlink's target).
+// digest is the digest of the content of name in d (of a symlink's target).
 func (t *Tags) digest(d *dir, name, typ string) (string, error) {
 	if typ == typeSymlink {
 		target, err := readlinkAt(d, name)
@@ -384,7 +435,7 @@ func (t *Tags) createOne(d *dir, it *item, version string, digest bool) (Entry, 
 	ok = true
 	e := entryOf(it.path(), &st)
 	e.Cloned = res.cloned
-	e.SHA256 = res.sum
+	e.Digest = res.sum
 	e.Created = true
 	return e, res, nil
 }
@@ -410,13 +461,23 @@ func (t *Tags) copyFile(d *dir, name, tmp string, st *unix.Stat_t, version strin
 	}
 	dst := os.NewFile(uintptr(fd), d.hostPath(tmp))
 	defer dst.Close()
+	// The digest is read from the original, whose pages are the ones
+	// likely cached; that it did not change until the copy was made is
+	// checked after.
+	if digest {
+		if res.sum, err = sumFile(src); err != nil {
+			return res, err
+		}
+	}
 	if res.cloned, err = copyData(dst, src); err != nil {
 		return res, err
 	}
-	if digest {
-		if res.sum, err = sumFile(dst); err != nil {
-			return res, err
-		}
+	var after unix.Stat_t
+	if err := unix.Fstat(int(src.Fd()), &after); err != nil {
+		return res, err
+	}
+	if after.Mtim != sst.Mtim || after.Ctim != sst.Ctim || after.Size != sst.Size {
+		return res, errors.New("the file changed while it was being tagged (run the command again)")
 	}
 	// Owner first: chown clears set-id bits and capabilities, which the
 	// chmod and the attribute copy then put back.

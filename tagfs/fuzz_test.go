@@ -15,7 +15,7 @@ import (
 // have happened to it. Load must not panic, must refuse what it cannot
 // read, and what it reads must survive a save and load unchanged.
 func FuzzLoadRecord(f *testing.F) {
-	f.Add([]byte(`{"format":1,"version":"1.0","complete":true,"lookup":false,"bind":false,"files":[{"path":"/usr/bin/ls","type":"file","size":3,"mode":33261,"uid":0,"gid":0,"mtime_ns":1,"sha256":"ab"}]}`))
+	f.Add([]byte(`{"format":1,"version":"1.0","complete":true,"lookup":false,"bind":false,"files":[{"path":"/usr/bin/ls","type":"file","size":3,"mode":33261,"uid":0,"gid":0,"mtime_ns":1,"digest":"xxh64:ab"}]}`))
 	f.Add([]byte(`{"format":1,"version":"2","complete":false,"lookup":true,"files":[{"path":"/a"},{"path":"/b","type":"symlink"}]}`))
 	f.Add([]byte(`{"format":2}`))
 	f.Add([]byte(`{"format":0}`))

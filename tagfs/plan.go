@@ -214,8 +214,8 @@ func (t *Tags) walk(d *dir, dev uint64, enter func(*dir) bool, file func(*dir, s
 		case unix.S_IFREG, unix.S_IFLNK:
 			file(d, n, st)
 		case unix.S_IFDIR:
-			if st.Dev != dev {
-				continue // another filesystem mounted here
+			if st.Dev != dev || d.real+"/"+n == t.stateDir {
+				continue // another filesystem mounted here, or our own state
 			}
 			sd, err := openSubdir(d, n)
 			if err != nil {

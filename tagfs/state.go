@@ -1,6 +1,7 @@
 package tagfs
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"os"
@@ -40,7 +41,7 @@ type Entry struct {
 	UID     uint32 `json:"uid"`
 	GID     uint32 `json:"gid"`
 	Mtime   int64  `json:"mtime_ns,omitempty"`
-	SHA256  string `json:"sha256,omitempty"` // of the content (a symlink: its target)
+	Digest  string `json:"digest,omitempty"` // of the content (a symlink: its target), "xxh64:HEX"
 	Cloned  bool   `json:"cloned,omitempty"` // a reflink clone, no new data
 	Created bool   `json:"-"`                // made by this run (not in the file)
 }
@@ -87,7 +88,7 @@ func (t *Tags) save(r *Record) error {
 	r.Format = recordFormat
 	r.Updated = time.Now().UTC()
 	sort.Slice(r.Files, func(i, j int) bool { return r.Files[i].Path < r.Files[j].Path })
-	b, err := json.MarshalIndent(r, "", " ")
+	b, err := marshalRecord(r)
 	if err != nil {
 		return err
 	}
@@ -125,4 +126,31 @@ func (r *Record) drop(gone map[string]bool) {
 		r.Version = ""
 		r.Complete = true
 	}
+}
+
+// marshalRecord writes the record as JSON with one file a line: compact
+// for large sets, still readable and diffable.
+func marshalRecord(r *Record) ([]byte, error) {
+	files := r.Files
+	head := *r
+	head.Files = nil
+	b, err := json.Marshal(head)
+	if err != nil {
+		return nil, err
+	}
+	// Replace the trailing "files":null} with the list.
+	b = bytes.TrimSuffix(b, []byte(`"files":null}`))
+	b = append(b, `"files":[`...)
+	for i, e := range files {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, "\n "...)
+		eb, err := json.Marshal(e)
+		if err != nil {
+			return nil, err
+		}
+		b = append(b, eb...)
+	}
+	return append(b, "\n]}"...), nil
 }

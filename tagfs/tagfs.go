@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -54,7 +55,7 @@ func New(root host.Root, cfg *host.Config, stateDir string) *Tags {
 		attr = cfg.Tag.Attribute
 	}
 	_, err := os.Stat("/proc/self/fd")
-	return &Tags{root: root, attr: attr, stateDir: stateDir, rootFD: -1, procOK: err == nil}
+	return &Tags{root: root, attr: attr, stateDir: filepath.Clean(stateDir), rootFD: -1, procOK: err == nil}
 }
 
 // Attribute is the name of the version attribute.

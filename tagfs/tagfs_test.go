@@ -281,3 +281,55 @@ func TestProbeInAnotherDirectory(t *testing.T) {
 		t.Fatalf("%+v %v", rep, err)
 	}
 }
+
+// TestStateDirLeftOut: tagging a directory that holds the state directory
+// leaves the record and the log out of the set.
+func TestStateDirLeftOut(t *testing.T) {
+	hosttest.RequireRoot(t)
+	root := t.TempDir()
+	writeFile(t, filepath.Join(root, "var/lib/app/db"), []byte("db"), 0o644)
+	writeFile(t, filepath.Join(root, "var/lib/upgradectl/upgrade.log"), []byte("{}\n"), 0o644)
+	rep, err := newTestTags(t, root).Create("1", []string{"/var"}, CreateOptions{})
+	if err != nil || strings.Join(rep.Done, " ") != "/var/lib/app/db" {
+		t.Fatalf("%+v %v", rep, err)
+	}
+}
+
+// TestLookupLive: with the root "/", the kernel resolves the directories.
+func TestLookupLive(t *testing.T) {
+	hosttest.RequireRoot(t)
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "usr/bin/tool"), []byte("v1"), 0o755)
+	os.Symlink("usr/bin", filepath.Join(dir, "bin"))
+	live, err := host.NewRoot("/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg := New(live, nil, filepath.Join(dir, "state"))
+	defer tg.Close()
+	if _, err := tg.Create("1", []string{filepath.Join(dir, "bin/tool")}, CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tg.Enable(false); err != nil {
+		t.Fatal(err)
+	}
+	l, err := tg.Lookuper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for in, want := range map[string]string{
+		filepath.Join(dir, "bin/tool"):     filepath.Join(dir, "bin/.Old..tool"),
+		filepath.Join(dir, "usr/bin/tool"): filepath.Join(dir, "usr/bin/.Old..tool"),
+		filepath.Join(dir, "usr/bin/none"): filepath.Join(dir, "usr/bin/none"),
+	} {
+		if got, err := l.Lookup(in); err != nil || got != want {
+			t.Errorf("lookup %s = %q %v, want %q", in, got, err, want)
+		}
+	}
+	if _, err := tg.Disable(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tg.Clean(CleanOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
