@@ -59,6 +59,9 @@ func init() {
 						opts.Vars[stage.VarMD5] = c.String("md5")
 					}
 				case stage.Install:
+					// The command given (none: the manifest's) holds for
+					// the retries that continue makes.
+					opts.Vars[stage.VarInstallCommand] = ""
 					if c.NArg() > 0 {
 						b, _ := json.Marshal(c.Args().Slice())
 						opts.Vars[stage.VarInstallCommand] = string(b)

@@ -397,8 +397,16 @@ func (e *Engine) runDo(ctx context.Context, st *State, n Name, opts Options) err
 	start := e.now()
 	if n == Setup && (rec.Status == NotStarted || rec.Status == Undone) {
 		// A new upgrade begins.
+		// Only the image carries over from an upgrade that was undone
+		// (setup retried without --iso); nothing else of it does.
 		fresh := newState(start)
-		fresh.Vars = st.Vars
+		if _, given := opts.Vars[VarISO]; !given {
+			for _, k := range []string{VarISO, VarSums, VarMD5} {
+				if v := st.Vars[k]; v != "" {
+					fresh.Vars[k] = v
+				}
+			}
+		}
 		*st = *fresh
 		st.OldVersion = ActiveVersion(e.StateDir, e.Config)
 		ent, err := e.Log.Append(host.LogEntry{Action: "upgrade", Scope: "server", Result: host.ResultStarted,
@@ -410,7 +418,11 @@ func (e *Engine) runDo(ctx context.Context, st *State, n Name, opts Options) err
 		rec = st.Stage(n)
 	}
 	for k, v := range opts.Vars {
-		st.Vars[k] = v
+		if v == "" {
+			delete(st.Vars, k)
+		} else {
+			st.Vars[k] = v
+		}
 	}
 	rec.Status = Running
 	rec.Attempt++
