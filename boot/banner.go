@@ -1,7 +1,11 @@
 package boot
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"os"
+	"slices"
 	"strings"
 
 	"upgradectl/host"
@@ -50,12 +54,32 @@ func motdText(st *State) []byte {
 		st.Since.Local().Format("2006-01-02 15:04:05 MST") + ": see 'upgradectl maintenance status'.\n")
 }
 
-// putBanner writes the banner and, on a live system, the login block.
+// putBanner writes the banner and, on a live system, the login block. The
+// digest of each banner is recorded in the state before the file is
+// written, so that Exit can tell its own banner from a file the upgrade
+// replaced meanwhile.
 func putBanner(s *System, st *State) error {
-	for _, f := range []struct {
+	files := []struct {
 		path string
 		data []byte
-	}{{issuePath, issueText(st)}, {motdPath, motdText(st)}} {
+	}{{issuePath, issueText(st)}, {motdPath, motdText(st)}}
+	changed := false
+	for _, f := range files {
+		d := digest(f.data)
+		if !slices.Contains(st.Written[f.path], d) {
+			if st.Written == nil {
+				st.Written = map[string][]string{}
+			}
+			st.Written[f.path] = append(st.Written[f.path], d)
+			changed = true
+		}
+	}
+	if changed {
+		if err := saveState(s, st); err != nil {
+			return err
+		}
+	}
+	for _, f := range files {
 		real, err := hostPath(s.Root, f.path)
 		if err != nil {
 			return host.CannotRun("cannot write %s: %v", f.path, err)
@@ -68,6 +92,36 @@ func putBanner(s *System, st *State) error {
 		return putNologin(s, st)
 	}
 	return nil
+}
+
+func digest(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+// bannerReplaced reports whether the banner file at host path p is no
+// longer one maintenance mode wrote: the upgrade put a new one there, which
+// Exit keeps. An absent file, or one never recorded, is not replaced.
+func bannerReplaced(s *System, st *State, p string) bool {
+	if len(st.Written[p]) == 0 {
+		return false
+	}
+	real, err := hostPath(s.Root, p)
+	if err != nil {
+		return false
+	}
+	fi, err := os.Lstat(real)
+	if err != nil {
+		return false
+	}
+	if !fi.Mode().IsRegular() {
+		return true
+	}
+	b, err := os.ReadFile(real)
+	if err != nil {
+		return false
+	}
+	return !slices.Contains(st.Written[p], digest(b))
 }
 
 // putNologin writes /run/nologin.

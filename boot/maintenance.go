@@ -226,7 +226,7 @@ func exit(ctx context.Context, s *System, opts ExitOptions) (*Outcome, error) {
 			o.note("default.target pointed at %s without a maintenance state: set it to %s", TargetUnit, fallbackTarget)
 		}
 	} else {
-		if err := restoreAll(s, st); err != nil {
+		if err := restoreAll(s, st, o); err != nil {
 			return o, err
 		}
 	}
@@ -288,13 +288,18 @@ func exit(ctx context.Context, s *System, opts ExitOptions) (*Outcome, error) {
 	return o, nil
 }
 
-// restoreAll puts back every file Enter saved. /run/nologin is put back
+// restoreAll puts back every file Enter saved, except a banner file the
+// upgrade replaced meanwhile. /run/nologin is put back
 // only in the boot that saved it (it is on a tmpfs); in a later boot it is
 // removed.
-func restoreAll(s *System, st *State) error {
+func restoreAll(s *System, st *State, o *Outcome) error {
 	var errs []string
 	live := s.Live()
 	for _, p := range append(append([]string{}, bannerFiles...), defaultTargetLink) {
+		if bannerReplaced(s, st, p) {
+			o.note("kept %s: it was replaced during maintenance mode", p)
+			continue
+		}
 		f, ok := st.Saved[p]
 		if !ok {
 			if p == defaultTargetLink {

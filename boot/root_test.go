@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -502,5 +503,32 @@ func TestResumeChecksFirst(t *testing.T) {
 	r, err = Resume(ctx, s, ResumeOptions{})
 	if err != nil || calls != 1 || r.Result != "success" {
 		t.Errorf("resume with passing post checks: %+v %v, action ran %d times", r, err, calls)
+	}
+}
+
+func TestExitKeepsBannerTheUpgradeReplaced(t *testing.T) {
+	ctx := context.Background()
+	s := newRoot(t)
+	issue := read(t, s, "/etc/issue")
+	_, err := Enter(ctx, s, EnterOptions{})
+	must(t, err)
+	// The upgrade installs a new release's motd while in maintenance.
+	const newMotd = "Debian GNU/Linux 13\n"
+	must(t, os.WriteFile(s.Root.Path("/etc/motd"), []byte(newMotd), 0o644))
+	o, err := Exit(ctx, s, ExitOptions{})
+	must(t, err)
+	if got := read(t, s, "/etc/motd"); got != newMotd {
+		t.Errorf("/etc/motd after exit %q, want the upgrade's %q", got, newMotd)
+	}
+	if got := read(t, s, "/etc/issue"); got != issue {
+		t.Errorf("/etc/issue after exit %q, want the original %q", got, issue)
+	}
+	if !slices.ContainsFunc(o.Notes, func(n string) bool { return strings.Contains(n, "kept /etc/motd") }) {
+		t.Errorf("exit does not say it kept /etc/motd: %q", o.Notes)
+	}
+	fi, err := os.Stat(s.Root.Path(s.StateDir + "/" + StateFile))
+	must(t, err)
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("state file mode %v: it holds copies of files that may be private", fi.Mode())
 	}
 }

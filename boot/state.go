@@ -35,6 +35,10 @@ type State struct {
 	// Saved holds the files as they were before Enter, by host path: the
 	// default.target link, /etc/issue, /etc/motd, /run/nologin.
 	Saved map[string]SavedFile `json:"saved,omitempty"`
+	// Written holds the SHA-256 digests of the banners written, by host
+	// path: a banner file that matches none was replaced during
+	// maintenance (by the upgrade) and is kept by Exit.
+	Written map[string][]string `json:"written,omitempty"`
 	// PreviousTarget is the name of the default target before Enter
 	// ("multi-user.target"), what Exit goes back to.
 	PreviousTarget string `json:"previous_target,omitempty"`
@@ -105,7 +109,7 @@ func saveState(s *System, st *State) error {
 		return host.CannotRun("cannot create state directory %s: %v", dir, errors.Unwrap(err))
 	}
 	p := statePath(s)
-	if err := host.WriteFileAtomic(p, append(b, '\n'), 0o644); err != nil {
+	if err := host.WriteFileAtomic(p, append(b, '\n'), 0o600); err != nil {
 		return host.CannotRun("cannot write maintenance state %s: %v", p, err)
 	}
 	return nil
