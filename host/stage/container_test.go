@@ -160,7 +160,17 @@ func TestUpgradeInContainer(t *testing.T) {
 	// Then it fails in postinstall, and is undone to version 2.
 	u("setup", "--iso", in(img3))
 	u("continue")
-	c.MustExec(t, "sh", "-c", "ACME_INSTALL_DELAY=0.5 upgradectl install >/dev/null 2>&1 & sleep 1.5; kill -9 $!")
+	pid := strings.TrimSpace(c.MustExec(t, "sh", "-c", "ACME_INSTALL_DELAY=0.5 upgradectl install >/tmp/install.out 2>&1 & echo $!"))
+	// Kill it once the image is mounted and the install command runs.
+	deadline = time.Now().Add(2 * time.Minute)
+	for stageOf(st(), stage.Install).Status != stage.Running || !strings.Contains(c.MustExec(t, "cat", "/proc/self/mountinfo"), "/var/lib/upgradectl/mnt") {
+		if time.Now().After(deadline) {
+			t.Fatalf("install did not get going:\n%s", c.MustExec(t, "cat", "/tmp/install.out"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	c.MustExec(t, "kill", "-9", pid)
 	if s := stageOf(st(), stage.Install); s.Status != stage.Running {
 		t.Fatalf("install after kill -9: %+v, want running", s)
 	}
