@@ -236,6 +236,12 @@ func TestContainerEnterExit(t *testing.T) {
 	const msg = "SYSTEM SOFTWARE UPDATE IN PROGRESS (test)"
 	out := c.MustExec(t, "upgradectl", "maintenance", "enter", "--message", msg)
 	t.Logf("enter:\n%s", out)
+	// systemd's own reading of the units: no warnings.
+	verify := c.MustExec(t, "systemd-analyze", "verify", "/etc/systemd/system/"+TargetUnit,
+		"/etc/systemd/system/"+NologinUnit, "/etc/systemd/system/"+ResumeUnit)
+	if strings.Contains(verify, "upgradectl") {
+		t.Errorf("systemd-analyze verify:\n%s", verify)
+	}
 	assertMaintenance(t, c, msg)
 	if a := isActive(t, c, operator); a != "active" {
 		t.Errorf("the operator's session %s is %s after enter, want it kept", operator, a)
