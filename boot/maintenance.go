@@ -119,11 +119,13 @@ func enter(ctx context.Context, s *System, opts EnterOptions) (*Outcome, error) 
 			prev = fallbackTarget
 		}
 		*st = State{In: true, Since: time.Now().UTC(), Message: msg, Saved: saved, PreviousTarget: prev}
-		if live {
-			st.BootID = bootID()
-		}
 	} else if opts.Message != "" {
 		st.Message = opts.Message
+	}
+	if live {
+		// The caller is at work in this boot: the resume hook, which
+		// the isolate below starts, leaves this boot to it.
+		st.BootID = bootID()
 	}
 	// The state comes first: from here on, Exit knows how to undo.
 	if err := saveState(s, st); err != nil {

@@ -194,10 +194,10 @@ func Resume(ctx context.Context, s *System, opts ResumeOptions) (*ResumeReport, 
 			s.printf("the boot-loop guard stops the resume hook: manual intervention is needed")
 		}
 	}
-	if st.In || st.ResumeFailures != 0 {
-		if err := saveState(s, st); err != nil {
-			return r, err
-		}
+	// Also when the action left maintenance (the last stage): the state
+	// then tells how the last resume went.
+	if err := saveState(s, st); err != nil {
+		return r, err
 	}
 	if st.In {
 		if err := putBanner(s, st); err != nil {

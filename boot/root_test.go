@@ -477,8 +477,8 @@ func TestResumeActionCanExit(t *testing.T) {
 		t.Errorf("resume: %+v", r)
 	}
 	st, _ := loadState(s)
-	if st.In {
-		t.Errorf("still in maintenance after the action left it")
+	if st.In || st.LastResumeResult != host.ResultSuccess || st.ResumeFailures != 0 {
+		t.Errorf("state after the action left maintenance: %+v", st)
 	}
 	after := snapshot(t, s.Root.Dir(), "var/lib/upgradectl", "etc/systemd/system")
 	diffSnapshots(t, before, after)
