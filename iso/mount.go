@@ -345,9 +345,11 @@ func unmountRecord(m MountRecord, lazy bool) error {
 			return host.CannotRun("cannot unmount %s: %v", m.Dir, err)
 		}
 	}
-	if m.Method == MethodFUSE {
+	if m.Method == MethodFUSE && !(lazy && m.State == StateMounted) {
 		return stopServer(m)
 	}
+	// A lazily detached FUSE mount may still be in use: its server serves
+	// the users left and exits when the last one lets go.
 	return nil
 }
 

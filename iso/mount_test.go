@@ -1,8 +1,10 @@
 package iso
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -380,5 +382,49 @@ func TestFUSEMountBadImage(t *testing.T) {
 	}
 	if s := mtServers(mnt); len(s) != 0 {
 		t.Errorf("servers left: %v", s)
+	}
+}
+
+// TestFUSEUmountBusy unmounts a mount that is in use: refused (exit 4)
+// without --lazy; with --lazy it is detached at once, the open file still
+// reads, and the server exits when the file is closed.
+func TestFUSEUmountBusy(t *testing.T) {
+	mtRequireFUSE(t)
+	src := mtMakeTree(t)
+	root, mnt := mtRootWith(t, mtMakeISO(t, src, "x.iso"))
+	if out, err := mtRun(t, root, "iso", "mount", "--method", "fuse", "/x.iso", "/mnt"); err != nil {
+		t.Fatalf("iso mount: %v\n%s", err, out)
+	}
+	rec := mtMounts(t, root)[0]
+	f, err := os.Open(filepath.Join(mnt, "big.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out, err := mtRun(t, root, "iso", "umount", "/mnt")
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 4 || !strings.Contains(out, "in use") || !strings.Contains(out, "--lazy") {
+		t.Errorf("umount of a busy mount: %v\n%s", err, out)
+	}
+	if out, err := mtRun(t, root, "iso", "umount", "--lazy", "/mnt"); err != nil {
+		t.Fatalf("umount --lazy: %v\n%s", err, out)
+	}
+	if table, _ := mountTable(); table[mnt].Dir != "" {
+		t.Errorf("%s still mounted after --lazy", mnt)
+	}
+	if ms := mtMounts(t, root); len(ms) != 0 {
+		t.Errorf("records: %+v", ms)
+	}
+	want, _ := os.ReadFile(filepath.Join(src, "big.bin"))
+	got, err := io.ReadAll(f)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Errorf("reading the open file after --lazy: %d bytes, %v", len(got), err)
+	}
+	if !processAlive(rec.PID, rec.PIDStart) {
+		t.Error("server gone while a file was still open")
+	}
+	f.Close()
+	if err := stopServer(MountRecord{PID: rec.PID, PIDStart: rec.PIDStart, Dir: mnt}); err != nil {
+		t.Error(err)
 	}
 }
