@@ -174,13 +174,15 @@ func checkNTPServers(ctx context.Context, e *env) Result {
 		}()
 	}
 	wg.Wait()
-	return judgeServers(res, problems, cfg.WarnOffset.Duration, cfg.FailOffset.Duration)
+	return judgeServers(res, problems, cfg.FailOffset.Duration)
 }
 
-// judgeServers turns the server results into the check result.
-func judgeServers(res []serverResult, problems []string, warn, fail time.Duration) Result {
+// judgeServers turns the server results (each already judged against the
+// offset thresholds) into the check result.
+func judgeServers(res []serverResult, problems []string, fail time.Duration) Result {
 	d := serversData{Servers: res, Problems: problems}
 	var usable []serverResult
+	var notes []string
 	bad := 0
 	for _, r := range res {
 		if r.Synced {
@@ -188,11 +190,6 @@ func judgeServers(res []serverResult, problems []string, warn, fail time.Duratio
 		}
 		if r.Status != Pass {
 			bad++
-		}
-	}
-	var notes []string
-	for _, r := range res {
-		if r.Status != Pass {
 			notes = append(notes, r.Address+" "+r.Message)
 		}
 	}
