@@ -32,7 +32,7 @@ func init() {
 				&cli.StringFlag{Name: "list", Usage: "read the paths from `FILE` (one a line, # comments), a file on this system"},
 				&cli.StringFlag{Name: "iso", Usage: "tag the files the manifest of image `IMAGE` lists (a file on this system)"},
 				&cli.BoolFlag{Name: "force", Usage: "tag in directories that users other than root can write to"},
-				&cli.BoolFlag{Name: "no-digest", Usage: "do not record the digest of each copy (faster; 'check --content' cannot check them)"},
+				&cli.BoolFlag{Name: "digest", Usage: "record a digest of each copy's content for 'check --content' (reads every file)"},
 			},
 			Action: action(tagLocked("create", func(c *cli.Context, e *env, t *tagfs.Tags) (any, string, error) {
 				paths := append([]string(nil), c.Args().Slice()...)
@@ -50,7 +50,7 @@ func init() {
 					}
 					paths = append(paths, more...)
 				}
-				rep, err := t.Create(c.String("version"), paths, tagfs.CreateOptions{Force: c.Bool("force"), NoDigest: c.Bool("no-digest")})
+				rep, err := t.Create(c.String("version"), paths, tagfs.CreateOptions{Force: c.Bool("force"), Digest: c.Bool("digest")})
 				return rep, summary(rep), err
 			})),
 		},
@@ -131,7 +131,11 @@ func init() {
 					fmt.Fprintf(e.Out, "%s: %s\n", p.Path, p.Problem)
 				}
 				if err == nil {
-					fmt.Fprintf(e.Out, "%d tagged files for version %s: all good\n", rep.Checked, orNone(rep.Version))
+					note := ""
+					if rep.ByCtime > 0 {
+						note = fmt.Sprintf(" (%d without a digest checked by change time; 'tag create --digest' records digests)", rep.ByCtime)
+					}
+					fmt.Fprintf(e.Out, "%d tagged files for version %s: all good%s\n", rep.Checked, orNone(rep.Version), note)
 				}
 				return err
 			}),

@@ -101,7 +101,8 @@ func BenchmarkCreateUsr(b *testing.B) {
 	if n, err := strconv.Atoi(os.Getenv("UPGRADECTL_BENCH_SCALE")); err == nil && n > 1 {
 		files, total = files/n, total/int64(n)
 	}
-	noDigest := os.Getenv("UPGRADECTL_BENCH_NODIGEST") != ""
+	// UPGRADECTL_BENCH_DIGEST=1 measures tag create --digest.
+	digest := os.Getenv("UPGRADECTL_BENCH_DIGEST") != ""
 	for _, fs := range []struct {
 		name string
 		size int64
@@ -149,7 +150,7 @@ func BenchmarkCreateUsr(b *testing.B) {
 				used := usedBytes(b, root)
 				b.StartTimer()
 				start := time.Now()
-				rep, err := tg.Create("1", []string{"/usr"}, CreateOptions{NoDigest: noDigest})
+				rep, err := tg.Create("1", []string{"/usr"}, CreateOptions{Digest: digest})
 				tTag := time.Since(start)
 				b.StopTimer()
 				if err != nil {

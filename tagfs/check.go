@@ -20,15 +20,19 @@ type Problem struct {
 
 // CheckReport is the result of Check.
 type CheckReport struct {
-	Version  string    `json:"version,omitempty"`
-	Checked  int       `json:"checked"`
-	Content  bool      `json:"content"` // contents were compared with their digests
+	Version string `json:"version,omitempty"`
+	Checked int    `json:"checked"`
+	Content bool   `json:"content"` // contents were checked
+	// ByCtime counts the copies whose content was checked by their inode
+	// change time only (no digest recorded: tag create --digest).
+	ByCtime  int       `json:"by_ctime,omitempty"`
 	Problems []Problem `json:"problems"`
 }
 
 // Check verifies that every tagged file of the record exists, is what was
 // tagged (type, size, owner, mode) and carries the record's version; with
-// content, that its content still has the digest taken when it was tagged.
+// content, that its content still has the digest taken when it was tagged,
+// or, where none was taken, that its inode change time has not moved.
 // Problems are reported in the CheckReport and as a KindBad error.
 func (t *Tags) Check(content bool) (*CheckReport, error) {
 	rec, err := t.Load()
@@ -40,7 +44,7 @@ func (t *Tags) Check(content bool) (*CheckReport, error) {
 	defer c.close()
 	for _, e := range rec.Files {
 		rep.Checked++
-		if msg := t.checkOne(c, rec, e, content); msg != "" {
+		if msg := t.checkOne(c, rec, e, content, rep); msg != "" {
 			rep.Problems = append(rep.Problems, Problem{Path: e.Tagged(), Problem: msg})
 		}
 	}
@@ -50,7 +54,7 @@ func (t *Tags) Check(content bool) (*CheckReport, error) {
 	return rep, nil
 }
 
-func (t *Tags) checkOne(c *cursor, rec *Record, e Entry, content bool) string {
+func (t *Tags) checkOne(c *cursor, rec *Record, e Entry, content bool, rep *CheckReport) string {
 	dp, name := splitHost(e.Path)
 	d, err := c.open(dp)
 	if err != nil {
@@ -95,7 +99,13 @@ func (t *Tags) checkOne(c *cursor, rec *Record, e Entry, content bool) string {
 		return ""
 	}
 	if e.Digest == "" {
-		return "no digest recorded (tagged with --no-digest): content not checked"
+		// No digest: nothing may have changed the copy through the
+		// filesystem since it was put in place.
+		rep.ByCtime++
+		if e.Ctime != 0 && (st.Ino != e.Ino || st.Ctim.Nano() != e.Ctime) {
+			return "changed since it was tagged (its inode change time moved)"
+		}
+		return ""
 	}
 	sum, err := t.digest(d, old, e.Type)
 	if err != nil {

@@ -20,9 +20,12 @@ type CreateOptions struct {
 	// NoSpaceCheck skips the free space and inode check (tests use it to
 	// run into a real ENOSPC).
 	NoSpaceCheck bool
-	// NoDigest leaves out the digest of each copy: 'check --content' then
-	// cannot tell whether a copy changed.
-	NoDigest bool
+	// Digest records a digest of each copy's content for 'check
+	// --content', which reads every file once more (on a reflink set, the
+	// only data tagging reads). Without it, check tells a changed copy by
+	// its inode change time, which every write, truncate, chmod, chown or
+	// attribute change through the filesystem moves.
+	Digest bool
 }
 
 // Report says what an operation did. Paths are host paths of originals.
@@ -257,7 +260,7 @@ func (t *Tags) createAll(items []item, rec *Record, idx map[string]int, version 
 					return
 				}
 				for i := runs[r][0]; i < runs[r][1] && !failed.Load(); i++ {
-					out[i] = t.createItem(c, &items[i], rec.Files[idx[items[i].path()]].Type != "", version, !opt.NoDigest)
+					out[i] = t.createItem(c, &items[i], rec.Files[idx[items[i].path()]].Type != "", version, opt.Digest)
 					if out[i].err != nil {
 						failed.Store(true)
 					}
@@ -350,8 +353,12 @@ func (t *Tags) createError(it *item, err error, done, total int) error {
 // found complete) in an entry.
 func (t *Tags) describe(d *dir, it *item, digest bool) (Entry, error) {
 	e := entryOf(it.path(), &it.st)
-	var err error
-	if digest {
+	ost, err := lstatAt(d, TaggedName(it.name))
+	if err != nil {
+		return e, err
+	}
+	e.Ino, e.Ctime = ost.Ino, ost.Ctim.Nano()
+	if digest || e.Type == typeSymlink {
 		if e.Digest, err = t.digest(d, TaggedName(it.name), e.Type); err != nil {
 			return e, host.CannotRun("cannot read %s: %v", d.hostPath(TaggedName(it.name)), err)
 		}
@@ -436,6 +443,9 @@ func (t *Tags) createOne(d *dir, it *item, version string, digest bool) (Entry, 
 	e := entryOf(it.path(), &st)
 	e.Cloned = res.cloned
 	e.Digest = res.sum
+	if ost, err := lstatAt(d, old); err == nil {
+		e.Ino, e.Ctime = ost.Ino, ost.Ctim.Nano()
+	}
 	e.Created = true
 	return e, res, nil
 }

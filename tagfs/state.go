@@ -34,14 +34,18 @@ type Record struct {
 
 // Entry is one tagged file.
 type Entry struct {
-	Path    string `json:"path"`           // host path of the original
-	Type    string `json:"type,omitempty"` // "file" or "symlink"; empty: planned, not yet created
-	Size    int64  `json:"size,omitempty"`
-	Mode    uint32 `json:"mode,omitempty"` // st_mode
-	UID     uint32 `json:"uid"`
-	GID     uint32 `json:"gid"`
-	Mtime   int64  `json:"mtime_ns,omitempty"`
-	Digest  string `json:"digest,omitempty"` // of the content (a symlink: its target), "xxh64:HEX"
+	Path   string `json:"path"`           // host path of the original
+	Type   string `json:"type,omitempty"` // "file" or "symlink"; empty: planned, not yet created
+	Size   int64  `json:"size,omitempty"`
+	Mode   uint32 `json:"mode,omitempty"` // st_mode
+	UID    uint32 `json:"uid"`
+	GID    uint32 `json:"gid"`
+	Mtime  int64  `json:"mtime_ns,omitempty"`
+	Digest string `json:"digest,omitempty"` // of the content (a symlink: its target), "xxh64:HEX"
+	// The tagged copy's inode and change time once in place: any change
+	// to it through the filesystem moves them.
+	Ino     uint64 `json:"ino,omitempty"`
+	Ctime   int64  `json:"ctime_ns,omitempty"`
 	Cloned  bool   `json:"cloned,omitempty"` // a reflink clone, no new data
 	Created bool   `json:"-"`                // made by this run (not in the file)
 }

@@ -1,6 +1,7 @@
 package tagfs
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -174,14 +175,24 @@ func TestRemoveClean(t *testing.T) {
 	}
 }
 
-// TestCheckFindsProblems changes tagged copies behind the record's back.
+// TestCheckFindsProblems changes tagged copies behind the record's back,
+// with digests recorded and without (then the change time tells).
 func TestCheckFindsProblems(t *testing.T) {
+	for _, digest := range []bool{true, false} {
+		t.Run(fmt.Sprint("digest=", digest), func(t *testing.T) { testCheckFindsProblems(t, digest) })
+	}
+}
+
+func testCheckFindsProblems(t *testing.T, digest bool) {
 	hosttest.RequireRoot(t)
 	root := t.TempDir()
 	paths := makeTree(t, root)
 	tg := newTestTags(t, root)
-	if _, err := tg.Create("1.0", paths, CreateOptions{}); err != nil {
+	if _, err := tg.Create("1.0", paths, CreateOptions{Digest: digest}); err != nil {
 		t.Fatal(err)
+	}
+	if rep, err := tg.Check(true); err != nil || digest != (rep.ByCtime == 0) {
+		t.Fatalf("check before any change: %+v %v", rep, err)
 	}
 	r := func(h string) string { return filepath.Join(root, TaggedPath(h)) }
 	// Same size, other content: only --content sees it.
@@ -208,8 +219,12 @@ func TestCheckFindsProblems(t *testing.T) {
 	rep, err = tg.Check(true)
 	mustKind(t, err, host.KindBad, "4 of 8")
 	found := false
+	wantMsg := "changed since it was tagged (its inode change time moved)"
+	if digest {
+		wantMsg = "content changed since it was tagged"
+	}
 	for _, p := range rep.Problems {
-		found = found || p.Path == "/usr/lib/.Old..hard1" && strings.Contains(p.Problem, "content changed")
+		found = found || p.Path == "/usr/lib/.Old..hard1" && p.Problem == wantMsg
 	}
 	if !found {
 		t.Errorf("content change not found: %+v", rep.Problems)
