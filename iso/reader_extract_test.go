@@ -45,6 +45,10 @@ func rtCompareDirs(t *testing.T, got, want string, owners bool) {
 			t.Errorf("%s: owner %d:%d, want %d:%d", rel, gs.Uid, gs.Gid, ws.Uid, ws.Gid)
 		}
 		switch {
+		case wi.Mode()&fs.ModeDevice != 0:
+			if gs.Rdev != ws.Rdev {
+				t.Errorf("%s: device %x, want %x", rel, gs.Rdev, ws.Rdev)
+			}
 		case wi.Mode()&fs.ModeSymlink != 0:
 			a, _ := os.Readlink(gp)
 			b, _ := os.Readlink(p)

@@ -66,7 +66,9 @@ func rtTree(t testing.TB, bigDir int) string {
 	rtMust(t, os.Symlink("sub/deeper", filepath.Join(src, "link-dir")))
 	rtMust(t, os.Symlink("does/not/exist", filepath.Join(src, "link-dangling")))
 	rtMust(t, os.Link(filepath.Join(src, "README"), filepath.Join(src, "sub/hardlink")))
+	rtMust(t, unix.Mkfifo(filepath.Join(src, "sub/fifo"), 0o640))
 	if os.Geteuid() == 0 {
+		rtMust(t, unix.Mknod(filepath.Join(src, "sub/null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
 		rtMust(t, os.Lchown(filepath.Join(src, "sub/with space & ümlaut"), 1234, 5678))
 		rtMust(t, os.Chmod(filepath.Join(src, "sub/with space & ümlaut"), 0o4750))
 	}
@@ -139,6 +141,10 @@ func rtCompareTree(t *testing.T, im *Image, src string, owners bool) {
 			t.Errorf("%s: owner %d:%d, want %d:%d", rel, e.UID, e.GID, st.Uid, st.Gid)
 		}
 		switch {
+		case fi.Mode()&fs.ModeDevice != 0:
+			if e.Rdev != st.Rdev {
+				t.Errorf("%s: device %x, want %x", rel, e.Rdev, st.Rdev)
+			}
 		case fi.Mode()&fs.ModeSymlink != 0:
 			target, _ := os.Readlink(p)
 			if e.Target != target {
