@@ -1,6 +1,7 @@
 package iso
 
 import (
+	"bytes"
 	"encoding/binary"
 	"time"
 )
@@ -24,6 +25,10 @@ type twNode struct {
 	// instead of the real ones, when not zero.
 	loc, size uint32
 	xflags    byte // more record flags
+	// split stores the data in that many extents (multi-extent records),
+	// with a block of garbage between them.
+	split int
+	parts [][2]uint32 // block and length of each extent
 
 	// layout
 	su     [][]byte // system use entries
@@ -250,7 +255,9 @@ func twBuild(root *twNode, rr bool) []byte {
 		for _, l := range append([]int{dot, 34}, func() []int {
 			var ls []int
 			for _, k := range d.kids {
-				ls = append(ls, k.recLen())
+				for range max(k.split, 1) {
+					ls = append(ls, k.recLen())
+				}
 			}
 			return ls
 		}()...) {
@@ -273,7 +280,15 @@ func twBuild(root *twNode, rr bool) []byte {
 	for _, n := range all {
 		if !n.isDir() && len(n.data) > 0 {
 			n.at, n.length = next, uint32(len(n.data))
-			next += uint32((len(n.data) + 2047) / 2048)
+			ps := len(n.data)
+			if n.split > 1 {
+				ps = (len(n.data)/n.split + 2047) / 2048 * 2048
+			}
+			for off := 0; off < len(n.data); off += ps {
+				l := min(ps, len(n.data)-off)
+				n.parts = append(n.parts, [2]uint32{next, uint32(l)})
+				next += uint32((l+2047)/2048) + uint32(min(n.split, 1)) // a gap after a split part
+			}
 		}
 	}
 	img := make([]byte, int(next)*2048)
@@ -281,11 +296,17 @@ func twBuild(root *twNode, rr bool) []byte {
 		if ce := n.ceData(); len(ce) > 0 {
 			copy(img[n.ce*2048:], ce)
 		}
-		if !n.isDir() {
-			copy(img[n.at*2048:], n.data)
+		off := 0
+		for _, pt := range n.parts {
+			copy(img[pt[0]*2048:], n.data[off:off+int(pt[1])])
+			off += int(pt[1])
+			if n.split > 0 {
+				end := (int(pt[0]) + (int(pt[1])+2047)/2048) * 2048
+				copy(img[end:end+2048], bytes.Repeat([]byte("X"), 2048))
+			}
 		}
 	}
-	recOf := func(n *twNode) []byte {
+	recOf := func(n *twNode) [][]byte {
 		var su []byte
 		for _, e := range n.su[:n.inRec] {
 			su = append(su, e...)
@@ -308,7 +329,18 @@ func twBuild(root *twNode, rr bool) []byte {
 		if n.isDir() {
 			flags |= flagDir
 		}
-		return twRecord(n.idBytes(), loc, size, flags, twDate(n.mtime), su)
+		if n.split < 2 {
+			return [][]byte{twRecord(n.idBytes(), loc, size, flags, twDate(n.mtime), su)}
+		}
+		var recs [][]byte
+		for i, pt := range n.parts {
+			f := flags
+			if i < len(n.parts)-1 {
+				f |= flagMultiExent
+			}
+			recs = append(recs, twRecord(n.idBytes(), pt[0], pt[1], f, twDate(n.mtime), su))
+		}
+		return recs
 	}
 	parent := map[*twNode]*twNode{root: root}
 	for _, d := range dirs {
@@ -323,7 +355,7 @@ func twBuild(root *twNode, rr bool) []byte {
 			twRecord([]byte{1}, p.at, p.length, flagDir, twDate(p.mtime), nil),
 		}
 		for _, k := range d.kids {
-			recs = append(recs, recOf(k))
+			recs = append(recs, recOf(k)...)
 		}
 		pos := int(d.at) * 2048
 		inSec := 0

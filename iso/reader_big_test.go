@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -197,5 +198,48 @@ func logKdomanskiNames(t *testing.T, im *Image) {
 			}
 			t.Logf("kdomanski/iso9660 reads %d entries with %d distinct names in big/ (%v); ours 8000", len(files), len(names), err)
 		}
+	}
+}
+
+// TestMultiExtentRecords: a file in several extents with other data
+// between them reads whole, by path, at any offset and when extracted;
+// a multi-extent file without its last record is an error.
+func TestMultiExtentRecords(t *testing.T) {
+	data := make([]byte, 20000)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	split := &twNode{name: "split.bin", mode: 0o100640, data: data, split: 3}
+	img := twBuild(twDir("", twFile("a", "a"), split, twFile("z", "z")), true)
+	im, err := OpenReaderAt(bytes.NewReader(img), int64(len(img)))
+	rtMust(t, err)
+	e, err := im.Lstat("split.bin")
+	rtMust(t, err)
+	if len(e.extents) != 3 || e.Size != int64(len(data)) || e.Mode != 0o640 {
+		t.Fatalf("split.bin: %d extents, %d bytes, mode %v", len(e.extents), e.Size, e.Mode)
+	}
+	if b, err := im.ReadFile("split.bin"); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("ReadFile: %d bytes, %v", len(b), err)
+	}
+	r := im.OpenEntry(e)
+	for _, off := range []int64{0, 6143, 6144, 6145, 12287, 12288, 19990} {
+		b := make([]byte, 100)
+		n, err := r.ReadAt(b, off)
+		want := data[off:min(off+100, int64(len(data)))]
+		if n != len(want) || !bytes.Equal(b[:n], want) || (n < 100) != (err == io.EOF) {
+			t.Errorf("ReadAt %d: %d bytes, %v", off, n, err)
+		}
+	}
+	dest := t.TempDir()
+	rtMust(t, Extract(im, dest, []string{"split.bin"}))
+	if b, err := os.ReadFile(filepath.Join(dest, "split.bin")); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("extracted: %d bytes, %v", len(b), err)
+	}
+
+	// The last record still says "more extents follow".
+	last := bytes.LastIndex(img, []byte("\x09split.bin")) + 1 - 33
+	img[last+25] |= flagMultiExent
+	if err := readAll(img); err == nil || !strings.Contains(err.Error(), "unfinished multi-extent file") {
+		t.Fatalf("unfinished multi-extent file: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package iso
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +20,7 @@ func FuzzReader(f *testing.F) {
 		twBuild(corruptBase(), false),
 		twBuild(twDir("", twFile(strings.Repeat("n", 300), "x"), twLink("l", "/a/./b/../c"),
 			&twNode{name: "dev", mode: 0o020644}, twDir("d", twDir("e"))), true),
+		twBuild(twDir("", &twNode{name: "split", data: bytes.Repeat([]byte("0123456789"), 700), split: 3}), true),
 	}
 	if _, err := exec.LookPath("xorriso"); err == nil {
 		src := filepath.Join(f.TempDir(), "src")
