@@ -6,7 +6,9 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -60,8 +62,61 @@ func Extract(im *Image, dest string, paths []string, opts ...ExtractOption) erro
 		return fmt.Errorf("cannot extract to %s: %w", dest, &fs.PathError{Op: "open", Path: dest, Err: err})
 	}
 	defer unix.Close(fd)
-	x := &extractor{im: im, cfg: cfg, dest: dest, sel: sel, buf: make([]byte, 1<<20)}
-	return x.dir(fd, im.root, "", sel == nil)
+	x := &extractor{im: im, cfg: cfg, dest: dest, sel: sel, jobs: make(chan fileJob, 64)}
+	// File data is copied by a few workers while the tree is walked.
+	var workers sync.WaitGroup
+	for range max(1, min(runtime.GOMAXPROCS(0), 4)) {
+		workers.Go(func() {
+			c := &copier{buf: make([]byte, 1<<20)}
+			for j := range x.jobs {
+				if x.failed() == nil {
+					x.setErr(x.file(c, j.dirfd, j.e, j.rel))
+				}
+				j.done.Done()
+			}
+		})
+	}
+	x.setErr(x.dir(fd, im.root, "", sel == nil))
+	close(x.jobs)
+	workers.Wait()
+	return x.failed()
+}
+
+// fileJob is a regular file to write into the open directory dirfd; done
+// tells the directory's walker that it is finished.
+type fileJob struct {
+	dirfd int
+	e     *Entry
+	rel   string
+	done  *sync.WaitGroup
+}
+
+// setErr keeps the first error.
+func (x *extractor) setErr(err error) {
+	if err == nil {
+		return
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.err == nil {
+		x.err = err
+	}
+}
+
+// failed is the first error so far.
+func (x *extractor) failed() error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.err
+}
+
+// done reports an extracted entry to the progress function.
+func (x *extractor) done(rel string, e *Entry) {
+	if x.cfg.progress != nil {
+		x.mu.Lock()
+		defer x.mu.Unlock()
+		x.cfg.progress(rel, e)
+	}
 }
 
 // selection checks the paths to extract, reporting every one that is not
@@ -112,7 +167,15 @@ type extractor struct {
 	cfg  extractConfig
 	dest string
 	sel  map[string]bool // selected paths (true) and their parents (false)
-	buf  []byte
+	jobs chan fileJob
+
+	mu  sync.Mutex // guards err and calls to cfg.progress
+	err error
+}
+
+// copier copies file data; one per worker.
+type copier struct {
+	buf []byte
 	// kernelCopy is the kernel copy method to try first.
 	kernelCopy int
 }
@@ -128,14 +191,19 @@ func (x *extractor) fail(rel string, err error) error {
 }
 
 // dir extracts the children of directory d into the open directory fd;
-// all says that everything below is selected.
+// all says that everything below is selected. It returns when the files
+// written by the workers into fd are finished too.
 func (x *extractor) dir(fd int, d *Entry, rel string, all bool) error {
 	l, err := x.im.list(d, "/"+rel)
 	if err != nil {
 		return err
 	}
-	kids := l.entries
-	for _, c := range kids {
+	var pending sync.WaitGroup
+	defer pending.Wait()
+	for _, c := range l.entries {
+		if err := x.failed(); err != nil {
+			return err
+		}
 		crel := c.Name
 		if rel != "" {
 			crel = rel + "/" + c.Name
@@ -151,14 +219,18 @@ func (x *extractor) dir(fd int, d *Entry, rel string, all bool) error {
 		if !validName(c.Name) { // the reader refuses these; never trust one
 			return x.fail(crel, errors.New("not a valid file name"))
 		}
+		if c.Mode.IsRegular() {
+			pending.Add(1)
+			x.jobs <- fileJob{dirfd: fd, e: c, rel: crel, done: &pending}
+			continue
+		}
 		if err := x.entry(fd, c, crel, sub); err != nil {
 			return err
 		}
-		if x.cfg.progress != nil {
-			x.cfg.progress(crel, c)
-		}
+		x.done(crel, c)
 	}
-	return nil
+	pending.Wait()
+	return x.failed()
 }
 
 func (x *extractor) entry(dirfd int, e *Entry, rel string, all bool) error {
@@ -180,8 +252,6 @@ func (x *extractor) entry(dirfd int, e *Entry, rel string, all bool) error {
 			return err
 		}
 		return x.attrs(fd, dirfd, e, rel)
-	case t == 0:
-		return x.file(dirfd, e, rel)
 	case t == fs.ModeSymlink:
 		if err := unix.Symlinkat(e.Target, dirfd, e.Name); err != nil {
 			return x.fail(rel, err)
@@ -206,7 +276,7 @@ func (x *extractor) entry(dirfd int, e *Entry, rel string, all bool) error {
 }
 
 // file writes a regular file whole or not at all.
-func (x *extractor) file(dirfd int, e *Entry, rel string) (err error) {
+func (x *extractor) file(c *copier, dirfd int, e *Entry, rel string) (err error) {
 	fd, err := unix.Openat(dirfd, e.Name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return x.fail(rel, err)
@@ -219,24 +289,28 @@ func (x *extractor) file(dirfd int, e *Entry, rel string) (err error) {
 			unix.Unlinkat(dirfd, e.Name, 0)
 		}
 	}()
-	if err := x.copyData(fd, e, rel); err != nil {
+	if err := x.copyData(c, fd, e, rel); err != nil {
 		return err
 	}
-	return x.attrs(fd, dirfd, e, rel)
+	if err := x.attrs(fd, dirfd, e, rel); err != nil {
+		return err
+	}
+	x.done(rel, e)
+	return nil
 }
 
 // copyData writes e's content to fd: in the kernel (copy_file_range,
 // else sendfile) when the image is a file, else through a buffer.
-func (x *extractor) copyData(fd int, e *Entry, rel string) error {
+func (x *extractor) copyData(c *copier, fd int, e *Entry, rel string) error {
 	for _, ex := range e.extents {
 		off, end := ex.off, ex.off+ex.n
-		if x.im.f != nil && x.kernelCopy != copyNone {
-			if err := x.copyKernel(fd, &off, end, rel); err != nil {
+		if x.im.f != nil && c.kernelCopy != copyNone {
+			if err := x.copyKernel(c, fd, &off, end, rel); err != nil {
 				return err
 			}
 		}
 		for off < end {
-			b := x.buf[:min(int64(len(x.buf)), end-off)]
+			b := c.buf[:min(int64(len(c.buf)), end-off)]
 			if err := x.im.readFull(b, off); err != nil {
 				return err
 			}
@@ -264,13 +338,13 @@ const (
 // copyKernel copies the image's bytes from *off to end into fd without
 // passing them through user space, advancing *off. It stops early, without
 // an error, where the kernel cannot do it; the caller copies the rest.
-func (x *extractor) copyKernel(fd int, off *int64, end int64, rel string) error {
+func (x *extractor) copyKernel(c *copier, fd int, off *int64, end int64, rel string) error {
 	src := int(x.im.f.Fd())
 	for *off < end {
 		chunk := int(min(end-*off, 1<<30))
 		var n int
 		var err error
-		switch x.kernelCopy {
+		switch c.kernelCopy {
 		case copyFileRange:
 			n, err = unix.CopyFileRange(src, off, fd, nil, chunk, 0)
 		case copySendfile:
@@ -284,13 +358,13 @@ func (x *extractor) copyKernel(fd int, off *int64, end int64, rel string) error 
 		case err == unix.EXDEV || err == unix.EINVAL || err == unix.ENOSYS || err == unix.EOPNOTSUPP ||
 			err == unix.EBADF || err == unix.EPERM:
 			if n <= 0 {
-				x.kernelCopy++
+				c.kernelCopy++
 				continue
 			}
 		case err != nil:
 			return x.fail(rel, err)
 		case n == 0: // the image ends early: the buffered copy says so
-			x.kernelCopy = copyNone
+			c.kernelCopy = copyNone
 			return nil
 		}
 	}
