@@ -91,7 +91,7 @@ func init() {
 				}
 				// Drop stale records when the lock is free; listing never waits.
 				if lock, lerr := host.LockStateDir(e.State()); lerr == nil {
-					gone, cerr := iso.CleanStaleMounts(e.State())
+					gone, cerr := iso.CleanStaleMounts(e.State(), e.Log())
 					lock.Unlock()
 					if cerr != nil {
 						return cerr

@@ -153,9 +153,9 @@ func stateOf(m MountRecord, table map[string]mountEntry) string {
 	return StateMounted
 }
 
-// CleanStaleMounts drops the records of mounts that are gone and returns
-// them. The caller holds the state lock.
-func CleanStaleMounts(stateDir string) ([]MountRecord, error) {
+// CleanStaleMounts drops the records of mounts that are gone, logs each,
+// and returns them. The caller holds the state lock.
+func CleanStaleMounts(stateDir string, l *host.UpgradeLog) ([]MountRecord, error) {
 	ms, err := Mounts(stateDir)
 	if err != nil {
 		return nil, err
@@ -171,7 +171,16 @@ func CleanStaleMounts(stateDir string) ([]MountRecord, error) {
 	if len(gone) == 0 {
 		return nil, nil
 	}
-	return gone, writeMounts(stateDir, keep)
+	if err := writeMounts(stateDir, keep); err != nil {
+		return nil, err
+	}
+	for _, m := range gone {
+		if l != nil {
+			l.Append(host.LogEntry{Action: "iso mounts", Scope: m.Dir, Result: host.ResultWarning,
+				Message: fmt.Sprintf("%s on %s is no longer mounted: record dropped", m.Image, m.Dir)})
+		}
+	}
+	return gone, nil
 }
 
 // Mount mounts image read-only on dir (both paths on the running system)
@@ -181,7 +190,7 @@ func Mount(image, dir string, o MountOptions) (rec MountRecord, err error) {
 	defer func() {
 		logAction(o.Log, "iso mount", dir, start, err, fmt.Sprintf("%s on %s (%s)", image, dir, rec.Method))
 	}()
-	if _, err := CleanStaleMounts(o.StateDir); err != nil {
+	if _, err := CleanStaleMounts(o.StateDir, o.Log); err != nil {
 		return rec, err
 	}
 	img, err := filepath.Abs(image)

@@ -288,6 +288,9 @@ func TestFUSEMountGone(t *testing.T) {
 	if ms := mtMounts(t, root); len(ms) != 0 {
 		t.Errorf("stale record kept: %+v", ms)
 	}
+	if log, _ := os.ReadFile(filepath.Join(root, "state", "upgrade.log")); !strings.Contains(string(log), `"action":"iso mounts","start"`) || !strings.Contains(string(log), "record dropped") {
+		t.Errorf("dropping a stale record is not logged:\n%s", log)
+	}
 	// The server noticed the unmount and exited by itself.
 	stopServer(rec)
 
@@ -352,7 +355,7 @@ func TestMountRecordedBeforeMounting(t *testing.T) {
 	if table, _ := mountTable(); table[mnt].Dir != "" {
 		t.Errorf("%s still mounted", mnt)
 	}
-	if gone, err := CleanStaleMounts(state); err != nil || len(gone) != 1 || gone[0].Dir != other {
+	if gone, err := CleanStaleMounts(state, nil); err != nil || len(gone) != 1 || gone[0].Dir != other {
 		t.Errorf("clean: %+v, %v", gone, err)
 	}
 	if ms, _ := readMounts(state); len(ms) != 0 {
