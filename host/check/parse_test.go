@@ -187,3 +187,40 @@ func checkServers(t *testing.T, servers []Server) {
 		}
 	}
 }
+
+func TestMD5Settings(t *testing.T) {
+	for _, c := range []struct {
+		parse func([]byte, string) []string
+		in    string
+		want  string
+	}{
+		{md5LoginDefs, "MAIL_DIR /var/mail\nENCRYPT_METHOD MD5\n", "f:2: ENCRYPT_METHOD MD5"},
+		{md5LoginDefs, "MD5_CRYPT_ENAB yes\n", "f:1: MD5_CRYPT_ENAB yes"},
+		{md5LoginDefs, "MD5_CRYPT_ENAB yes\nENCRYPT_METHOD SHA512\n", ""},
+		{md5LoginDefs, "#ENCRYPT_METHOD MD5\nENCRYPT_METHOD YESCRYPT\n", ""},
+		{md5PAM, "password [success=1 default=ignore] pam_unix.so obscure md5\npassword requisite pam_deny.so\n", "f:1: pam_unix.so md5"},
+		{md5PAM, "password sufficient pam_unix.so md5 shadow nullok try_first_pass use_authtok\n", "f:1: pam_unix.so md5"},
+		{md5PAM, "password sufficient pam_unix.so sha512 shadow\nauth sufficient pam_unix.so md5\n", ""},
+		{md5PAM, "-password optional /lib/security/pam_unix.so md5\n", "f:1: pam_unix.so md5"},
+		{md5Libuser, "[import]\ncrypt_style = md5\n[defaults]\ncrypt_style = md5\n", "f:4: crypt_style = md5"},
+		{md5Libuser, "[defaults]\ncrypt_style = sha512\n", ""},
+	} {
+		if got := strings.Join(c.parse([]byte(c.in), "f"), "|"); got != c.want {
+			t.Errorf("%q: got %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+func FuzzMD5Settings(f *testing.F) {
+	f.Add([]byte("ENCRYPT_METHOD MD5\npassword [a=b pam_unix.so md5\n[defaults]\ncrypt_style=md5\n"))
+	f.Add([]byte("password [success=1 default=ignore]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, p := range []func([]byte, string) []string{md5LoginDefs, md5PAM, md5Libuser} {
+			for _, s := range p(data, "f") {
+				if !strings.HasPrefix(s, "f:") {
+					t.Errorf("note %q", s)
+				}
+			}
+		}
+	})
+}

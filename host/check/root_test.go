@@ -189,6 +189,16 @@ func TestRootPasswordHash(t *testing.T) {
 	if r.Status != Warn || !strings.Contains(r.Message, "not in /etc/shadow: gone") {
 		t.Errorf("missing account: got %+v", r)
 	}
+	// Good hashes, but new passwords would get MD5: a warning.
+	md5conf := fakeRoot(t, map[string]string{
+		"/etc/shadow":                "root:$6$s$" + secret + ":1::::::\n",
+		"/etc/login.defs":            "ENCRYPT_METHOD MD5\n",
+		"/etc/pam.d/common-password": "password [success=1 default=ignore] pam_unix.so obscure md5\n",
+	})
+	r = result(t, run(t, Options{Root: md5conf, Only: []string{"auth.password-hash"}}), "auth.password-hash")
+	if r.Status != Warn || !strings.Contains(r.Message, "new passwords would get MD5 hashes (/etc/login.defs:1: ENCRYPT_METHOD MD5; /etc/pam.d/common-password:1: pam_unix.so md5)") {
+		t.Errorf("md5 settings: got %+v", r)
+	}
 	none := fakeRoot(t, map[string]string{"/etc/passwd": ""})
 	if r := result(t, run(t, Options{Root: none, Only: []string{"auth.password-hash"}}), "auth.password-hash"); r.Status != Skip {
 		t.Errorf("no shadow: got %+v", r)
