@@ -431,3 +431,38 @@ func TestFUSEUmountBusy(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestFUSEUmountAll undoes every recorded mount at once, as a rescue
+// session does.
+func TestFUSEUmountAll(t *testing.T) {
+	mtRequireFUSE(t)
+	src := mtMakeTree(t)
+	root, mnt := mtRootWith(t, mtMakeISO(t, src, "x.iso"))
+	mnt2 := filepath.Join(root, "mnt2")
+	os.Mkdir(mnt2, 0o755)
+	t.Cleanup(func() { unix.Unmount(mnt2, unix.MNT_DETACH) })
+	for _, d := range []string{"/mnt", "/mnt2"} {
+		if out, err := mtRun(t, root, "iso", "mount", "--method", "fuse", "/x.iso", d); err != nil {
+			t.Fatalf("iso mount on %s: %v\n%s", d, err, out)
+		}
+	}
+	ms := mtMounts(t, root)
+	if len(ms) != 2 {
+		t.Fatalf("records: %+v", ms)
+	}
+	if out, err := mtRun(t, root, "iso", "umount", "--all"); err != nil {
+		t.Fatalf("umount --all: %v\n%s", err, out)
+	}
+	table, _ := mountTable()
+	for _, m := range ms {
+		if table[m.Dir].Dir != "" || processAlive(m.PID, m.PIDStart) {
+			t.Errorf("%s still mounted or served after umount --all", m.Dir)
+		}
+	}
+	if ms := mtMounts(t, root); len(ms) != 0 {
+		t.Errorf("records left: %+v", ms)
+	}
+	if s := append(mtServers(mnt), mtServers(mnt2)...); len(s) != 0 {
+		t.Errorf("servers left: %v", s)
+	}
+}
