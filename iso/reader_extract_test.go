@@ -2,6 +2,7 @@ package iso
 
 import (
 	"bytes"
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"upgradectl/host"
+	"upgradectl/host/hosttest"
 )
 
 // rtCompareDirs checks that the tree got has what want has: names, types,
@@ -274,5 +276,21 @@ func TestLongNames(t *testing.T) {
 	rtMust(t, Extract(im, dest, []string{long}))
 	if b, err := os.ReadFile(filepath.Join(dest, long)); err != nil || string(b) != "long\n" {
 		t.Fatalf("255-byte name extracted: %q %v", b, err)
+	}
+}
+
+// TestExtractNoSpace: a destination that fills up gives ENOSPC (exit code
+// "cannot run here") and leaves no partial file.
+func TestExtractNoSpace(t *testing.T) {
+	im, err := Open(rtMkisofs(t, rtTree(t, 0)))
+	rtMust(t, err)
+	defer im.Close()
+	mnt := hosttest.LoopFS(t, "tmpfs", 1<<20)
+	err = Extract(im, mnt, []string{"Packages"})
+	if !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "cannot extract Packages/big.rpm to "+mnt+"/Packages/big.rpm") {
+		t.Fatalf("extract to a full filesystem: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(mnt, "Packages/big.rpm")); !os.IsNotExist(err) {
+		t.Fatalf("partial file left: %v", err)
 	}
 }
