@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -239,6 +241,9 @@ func (a *actions) undoSetup(r *Run) error {
 	}); err != nil {
 		return err
 	}
+	if err := a.removeTagTemps(r, t); err != nil {
+		return err
+	}
 	if err := a.removeImage(r); err != nil {
 		return err
 	}
@@ -248,6 +253,43 @@ func (a *actions) undoSetup(r *Run) error {
 		}
 	}
 	return r.SetNewVersion("")
+}
+
+// removeTagTemps removes the temporary files of an interrupted tag create
+// in the directories of the tagged files. tag clean removes those of the
+// files its record names, but a create killed while it probed the
+// filesystem (before it recorded its plan) leaves one that no record names.
+func (a *actions) removeTagTemps(r *Run, t *tagfs.Tags) error {
+	dirs := map[string]bool{}
+	for _, f := range jsonList(r.State.Var(VarFiles)) {
+		dirs[path.Dir(f)] = true
+	}
+	var gone []string
+	for _, dir := range slices.Sorted(maps.Keys(dirs)) {
+		found, err := t.Scan(dir)
+		if err != nil && len(found) == 0 {
+			continue // the directory is gone, or unreadable: tag clean said so
+		}
+		for _, f := range found {
+			if !f.Temp || path.Dir(f.Path) != dir {
+				continue
+			}
+			p := a.h.Root.Path(f.Path)
+			if fi, err := os.Lstat(p); err != nil || !fi.Mode().IsRegular() {
+				continue
+			}
+			if err := host.RemoveDurable(p); err != nil {
+				return fmt.Errorf("cannot remove temporary file %s: %w", f.Path, err)
+			}
+			gone = append(gone, f.Path)
+		}
+	}
+	if len(gone) == 0 {
+		return nil
+	}
+	return r.Step("tag temporaries", func() (string, error) {
+		return "removed " + strings.Join(gone, ", "), nil
+	})
 }
 
 func (a *actions) verifySetup(r *Run) []string {

@@ -118,3 +118,24 @@ func TestInstallCommandFromTheCommandLine(t *testing.T) {
 	r.must(t, "undo", "preinstall")
 	r.must(t, "undo", "setup")
 }
+
+// A tag create killed while it probes the filesystem leaves a temporary
+// file that no record names (made here by hand): undo of setup removes it.
+func TestUndoSetupRemovesTagTemporaries(t *testing.T) {
+	r := rootHost(t)
+	img := acmeISO(t, t.TempDir(), "2", "1")
+	r.must(t, "setup", "--iso", img)
+	// The record of tagged files names none, as before a create's plan.
+	r.must(t, "tag", "clean")
+	tmp := filepath.Join(r.root, "opt/acme/bin/.Old..acme.upgradectl-tmp")
+	if err := os.WriteFile(tmp, []byte("half a probe"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.must(t, "undo", "setup")
+	if _, err := os.Lstat(tmp); err == nil {
+		t.Fatalf("%s is left after undo setup", tmp)
+	}
+	if log := r.must(t, "log"); !strings.Contains(log, "tag temporaries") {
+		t.Errorf("the removal is not in the log:\n%s", log)
+	}
+}
