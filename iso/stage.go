@@ -325,14 +325,7 @@ func expectedDigest(image string, o StageOptions) (checksum.Digest, error) {
 		}
 		return d, nil
 	}
-	c := &sumsCache{files: map[string]sumsEntry{}}
-	var e checksum.Entry
-	var err error
-	if o.Sums != "" {
-		e, _, err = c.lookup(o.Sums, image)
-	} else {
-		e, _, err = c.beside(image)
-	}
+	e, _, err := ExpectedMD5(image, o.Sums)
 	if err != nil {
 		if host.KindOf(err) == 0 {
 			err = host.Bad("%w", err)
