@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
@@ -53,7 +54,19 @@ func printLog(e *env, entries []host.LogEntry) {
 			parent = fmt.Sprint(en.Parent)
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%.1fs\t%s\t%s\t%s\t%s\t%s\n", en.ID, parent, en.Action,
-			en.Start.Local().Format("2006-01-02 15:04:05"), en.Duration, en.Scope, en.Host, en.Result, en.Mode, en.Message)
+			en.Start.Local().Format("2006-01-02 15:04:05"), en.Duration, en.Scope, en.Host, en.Result, en.Mode, oneLineMessage(en.Message))
 	}
 	tw.Flush()
+}
+
+// oneLineMessage keeps a table row on one line: the first line of a
+// multi-line message (captured command output) and how many lines follow;
+// `upgradectl --json log` has the whole message.
+func oneLineMessage(m string) string {
+	m = strings.TrimRight(m, "\n")
+	first, rest, found := strings.Cut(m, "\n")
+	if !found {
+		return m
+	}
+	return fmt.Sprintf("%s (+%d more lines, see --json)", strings.TrimRight(first, "\r"), strings.Count(rest, "\n")+1)
 }

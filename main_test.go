@@ -56,9 +56,10 @@ func TestLogCommand(t *testing.T) {
 	root := t.TempDir()
 	l := host.OpenLog(filepath.Join(root, "var/lib/upgradectl"), "")
 	l.Append(host.LogEntry{Action: "check pre", Result: host.ResultSuccess, Message: "all passed"})
-	l.Append(host.LogEntry{Action: "setup", Result: host.ResultFailed, Parent: 1})
+	l.Append(host.LogEntry{Action: "setup", Result: host.ResultFailed, Parent: 1, Message: "install said:\nline two\nline three\n"})
 	code, out, _ := runCLI(t, "--root", root, "log")
-	if code != 0 || !strings.Contains(out, "check pre") || !strings.Contains(out, "failed") || !strings.HasPrefix(out, "ID") {
+	if code != 0 || !strings.Contains(out, "check pre") || !strings.Contains(out, "failed") || !strings.HasPrefix(out, "ID") ||
+		strings.Count(out, "\n") != 3 || !strings.Contains(out, "install said: (+2 more lines, see --json)") {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
 	code, out, _ = runCLI(t, "--root", root, "--json", "log", "--last", "1")
