@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -546,12 +547,13 @@ func (t *Tags) attrError(err error) error {
 	return fmt.Errorf("cannot set the attribute %s: %w", t.attr, err)
 }
 
+// splitHost splits an absolute host path into its directory and name.
 func splitHost(p string) (string, string) {
-	i := len(p) - 1
-	for i > 0 && p[i] != '/' {
-		i--
-	}
-	if i == 0 {
+	i := strings.LastIndexByte(p, '/')
+	switch {
+	case i < 0:
+		return "/", p
+	case i == 0:
 		return "/", p[1:]
 	}
 	return p[:i], p[i+1:]

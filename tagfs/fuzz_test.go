@@ -53,8 +53,10 @@ func FuzzLoadRecord(f *testing.F) {
 		if err != nil {
 			t.Fatalf("saved record does not load: %v", err)
 		}
-		a, _ := json.Marshal(rec.Files)
-		b, _ := json.Marshal(again.Files)
+		// An empty set is saved by removing the record: [] and null are
+		// the same set.
+		a, _ := json.Marshal(append([]Entry{}, rec.Files...))
+		b, _ := json.Marshal(append([]Entry{}, again.Files...))
 		if string(a) != string(b) || rec.Version != again.Version && len(rec.Files) > 0 {
 			t.Fatalf("record changed in a save: %s != %s", a, b)
 		}

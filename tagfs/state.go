@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"upgradectl/host"
@@ -77,6 +79,12 @@ func (t *Tags) Load() (*Record, error) {
 	if r.Format > recordFormat || r.Format < 1 {
 		return nil, host.Bad("cannot read %s: format %d, this upgradectl knows format %d", t.recordPath(), r.Format, recordFormat)
 	}
+	for i, e := range r.Files {
+		if !validPath(e.Path) {
+			return nil, host.WithHint(host.Bad("cannot read %s: file %d has the invalid path %q", t.recordPath(), i+1, e.Path),
+				"find the tagged files with 'upgradectl tag list --scan DIR'")
+		}
+	}
 	return r, nil
 }
 
@@ -103,6 +111,16 @@ func (t *Tags) save(r *Record) error {
 		return host.CannotRun("cannot write %s: %v", t.recordPath(), err)
 	}
 	return nil
+}
+
+// validPath: an entry's path is absolute, clean, not the root, and not
+// itself the name of a tagged copy or a temporary.
+func validPath(p string) bool {
+	if p == "" || p[0] != '/' || p == "/" || path.Clean(p) != p || strings.ContainsRune(p, 0) {
+		return false
+	}
+	name := path.Base(p)
+	return !strings.HasPrefix(name, Prefix) && !strings.HasSuffix(name, tmpSuffix)
 }
 
 // index maps original paths to their position in r.Files.
