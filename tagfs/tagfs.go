@@ -93,7 +93,7 @@ func tmpName(name string) string {
 
 // IsTemp reports whether a file name is one of our temporary names.
 func IsTemp(name string) bool {
-	return strings.HasPrefix(name, Prefix) && strings.HasSuffix(name, tmpSuffix)
+	return len(name) >= len(Prefix)+len(tmpSuffix) && strings.HasPrefix(name, Prefix) && strings.HasSuffix(name, tmpSuffix)
 }
 
 // isTagged reports whether name is the name of a tagged copy.
