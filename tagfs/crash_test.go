@@ -26,12 +26,18 @@ func crashBudget() time.Duration {
 }
 
 // TestKillAnyMoment runs the built binary's tag create, restore and clean
-// on a real ext4, kills it with SIGKILL after a random delay, checks what a
+// on a real ext4 and btrfs, kills it with SIGKILL after a random delay, checks what a
 // crash may leave, reruns the same command and checks that it completed:
 // no file lost or half-written, no temporary file left.
 func TestKillAnyMoment(t *testing.T) {
+	// ext4 copies, btrfs clones: two thirds of the budget and one third.
+	t.Run("ext4", func(t *testing.T) { killAnyMoment(t, "ext4", 256<<20, crashBudget()*2/3) })
+	t.Run("btrfs", func(t *testing.T) { killAnyMoment(t, "btrfs", 256<<20, crashBudget()/3) })
+}
+
+func killAnyMoment(t *testing.T, fstype string, size int64, budget time.Duration) {
 	bin := hosttest.Bin(t)
-	root := hosttest.LoopFS(t, "ext4", 256<<20)
+	root := hosttest.LoopFS(t, fstype, size)
 	var paths []string
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	seed := rng.Int63()
@@ -95,7 +101,7 @@ func TestKillAnyMoment(t *testing.T) {
 	tRestore := timed("tag", "restore")
 	delay := func(d time.Duration) time.Duration { return time.Duration(rng.Int63n(int64(d)*5/4 + 1)) }
 
-	deadline := time.Now().Add(crashBudget())
+	deadline := time.Now().Add(budget)
 	kills, rounds := 0, 0
 	for ; rounds < 200 && time.Now().Before(deadline); rounds++ {
 		v1 := snapAll(t, root, paths)
