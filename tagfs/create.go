@@ -77,13 +77,10 @@ func (t *Tags) Create(version string, paths []string, opt CreateOptions) (*Repor
 	if err := t.prepare(items, idx, rec, version); err != nil {
 		return rep, err
 	}
-	if !opt.NoSpaceCheck {
-		if err := t.checkSpace(items); err != nil {
-			return rep, err
-		}
-	}
-	// Persist the plan before acting: a crash leaves a record that names
-	// every file this run may have touched.
+	// Persist the plan before writing anything, the space probe included:
+	// a crash leaves a record that names every file this run may have
+	// touched, so a rerun or a clean finds every temporary.
+	before, wasComplete, wasVersion := len(rec.Files), rec.Complete, rec.Version
 	rec.Version = version
 	rec.Complete = false
 	for _, it := range items {
@@ -94,6 +91,16 @@ func (t *Tags) Create(version string, paths []string, opt CreateOptions) (*Repor
 	}
 	if err := t.save(rec); err != nil {
 		return rep, err
+	}
+	if !opt.NoSpaceCheck {
+		if err := t.checkSpace(items); err != nil {
+			// Refused: the record goes back to what it was.
+			rec.Files, rec.Complete, rec.Version = rec.Files[:before], wasComplete, wasVersion
+			if serr := t.save(rec); serr != nil {
+				return rep, serr
+			}
+			return rep, err
+		}
 	}
 	runErr := t.createAll(items, rec, idx, version, opt, rep)
 	if runErr == nil {

@@ -49,6 +49,9 @@ func TestENOSPC(t *testing.T) {
 	if temps, tagged := leftovers(t, root); len(temps)+len(tagged) > 0 {
 		t.Fatalf("written before the check refused: %v %v", temps, tagged)
 	}
+	if rec, err := tg.Load(); err != nil || len(rec.Files) != 0 || !rec.Complete {
+		t.Fatalf("the refused plan stayed in the record: %+v %v", rec, err)
+	}
 
 	// Past the check: a real ENOSPC.
 	rep, err := tg.Create("1", []string{"/opt/app"}, CreateOptions{NoSpaceCheck: true})
