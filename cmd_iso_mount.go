@@ -13,7 +13,7 @@ import (
 )
 
 func init() {
-	registerSub("iso", "images", "verify, read, mount and stage ISO images",
+	registerISO(
 		&cli.Command{
 			Name:      "mount",
 			Usage:     "mount an image read-only (kernel loop mount, or FUSE where the kernel has no iso9660)",

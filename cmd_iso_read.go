@@ -20,7 +20,7 @@ import (
 
 func init() {
 	jsonFlag := &cli.BoolFlag{Name: "json", Usage: "print JSON for programs"}
-	registerSub("iso", "images", "verify, read, mount and stage ISO images",
+	registerISO(
 		&cli.Command{
 			Name:      "info",
 			Usage:     "show an image's volume, size, date, Rock Ridge, Joliet, embedded MD5 and product identity",

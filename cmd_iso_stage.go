@@ -13,7 +13,7 @@ import (
 )
 
 func init() {
-	registerSub("iso", "images", "verify, read, mount and stage ISO images",
+	registerISO(
 		&cli.Command{
 			Name:      "stage",
 			Usage:     "copy an image into the staging directory, verified against its checksum, refusing images of another type and a second image of one type",

@@ -18,8 +18,13 @@ import (
 	"upgradectl/iso"
 )
 
+// registerISO adds subcommands to the iso command.
+func registerISO(subs ...*cli.Command) {
+	registerSub("iso", "images", "verify, read, mount and stage ISO images", subs...)
+}
+
 func init() {
-	registerSub("iso", "images", "verify, read, mount and stage ISO images", &cli.Command{
+	registerISO(&cli.Command{
 		Name:      "verify",
 		Usage:     "check images against their MD5: --md5, a checksum file, and/or the MD5 embedded by implantisomd5",
 		ArgsUsage: "FILE...",
