@@ -505,7 +505,7 @@ func (t *Tags) copyFile(d *dir, name, tmp string, st *unix.Stat_t, version strin
 	if err := unix.Fchmod(fd, st.Mode&0o7777); err != nil {
 		return res, err
 	}
-	if err := copyXattrsFD(dst, src, t.attr); err != nil {
+	if err := copyXattrs(fileXattrs(dst), fileXattrs(src), t.attr); err != nil {
 		return res, err
 	}
 	if err := xattr.FSet(dst, t.attr, []byte(version)); err != nil {
@@ -530,7 +530,7 @@ func (t *Tags) copySymlink(d *dir, name, tmp string, st *unix.Stat_t, version st
 	if err := unix.Fchownat(d.fd, tmp, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return res, err
 	}
-	if err := copyXattrs(t.at(d, tmp), t.at(d, name), t.attr); err != nil {
+	if err := copyXattrs(pathXattrs(t.at(d, tmp)), pathXattrs(t.at(d, name)), t.attr); err != nil {
 		return res, err
 	}
 	if err := xattr.LSet(t.at(d, tmp), t.attr, []byte(version)); err != nil {

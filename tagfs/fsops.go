@@ -187,8 +187,8 @@ type onlyWriter struct{ io.Writer }
 // copyXattrs copies every extended attribute of src to dst except skip: ACLs
 // (system.posix_acl_*), file capabilities (security.capability) and the
 // rest. Call it after chown and chmod, which clear capabilities.
-func copyXattrs(dstPath, srcPath string, skip string) error {
-	names, err := xattr.LList(srcPath)
+func copyXattrs(dst, src xattrOps, skip string) error {
+	names, err := src.list()
 	if err != nil {
 		if errors.Is(err, unix.ENOTSUP) {
 			return nil
@@ -199,45 +199,42 @@ func copyXattrs(dstPath, srcPath string, skip string) error {
 		if n == skip {
 			continue
 		}
-		v, err := xattr.LGet(srcPath, n)
+		v, err := src.get(n)
 		if err != nil {
 			if errors.Is(err, xattr.ENOATTR) {
 				continue
 			}
 			return fmt.Errorf("attribute %s: %w", n, errors.Unwrap(err))
 		}
-		if err := xattr.LSet(dstPath, n, v); err != nil {
+		if err := dst.set(n, v); err != nil {
 			return fmt.Errorf("attribute %s: %w", n, errors.Unwrap(err))
 		}
 	}
 	return nil
 }
 
-// copyXattrsFD is copyXattrs between open files.
-func copyXattrsFD(dst, src *os.File, skip string) error {
-	names, err := xattr.FList(src)
-	if err != nil {
-		if errors.Is(err, unix.ENOTSUP) {
-			return nil
-		}
-		return errors.Unwrap(err)
+// xattrOps are the extended-attribute calls on one file: by path, not
+// following a symlink (pathXattrs), or on an open file (fileXattrs).
+type xattrOps struct {
+	list func() ([]string, error)
+	get  func(name string) ([]byte, error)
+	set  func(name string, v []byte) error
+}
+
+func pathXattrs(p string) xattrOps {
+	return xattrOps{
+		list: func() ([]string, error) { return xattr.LList(p) },
+		get:  func(n string) ([]byte, error) { return xattr.LGet(p, n) },
+		set:  func(n string, v []byte) error { return xattr.LSet(p, n, v) },
 	}
-	for _, n := range names {
-		if n == skip {
-			continue
-		}
-		v, err := xattr.FGet(src, n)
-		if err != nil {
-			if errors.Is(err, xattr.ENOATTR) {
-				continue
-			}
-			return fmt.Errorf("attribute %s: %w", n, errors.Unwrap(err))
-		}
-		if err := xattr.FSet(dst, n, v); err != nil {
-			return fmt.Errorf("attribute %s: %w", n, errors.Unwrap(err))
-		}
+}
+
+func fileXattrs(f *os.File) xattrOps {
+	return xattrOps{
+		list: func() ([]string, error) { return xattr.FList(f) },
+		get:  func(n string) ([]byte, error) { return xattr.FGet(f, n) },
+		set:  func(n string, v []byte) error { return xattr.FSet(f, n, v) },
 	}
-	return nil
 }
 
 // Digests tell whether a tagged copy still has the content it had when it
