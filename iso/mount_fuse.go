@@ -152,7 +152,7 @@ func ServeFUSE(image, dir string, ready io.WriteCloser) error {
 // mounting directly as root (no fusermount), and returns the running
 // server. source is what the mount table shows as the source.
 func MountFS(fsys fs.FS, source, dir string) (*fuse.Server, error) {
-	root := &fuseDir{}
+	root := &fuseNode{fuseStats: &fuseStats{}}
 	var buildErr error
 	timeout := fuseCacheTime
 	opts := &gofs.Options{
@@ -187,11 +187,14 @@ func MountFS(fsys fs.FS, source, dir string) (*fuse.Server, error) {
 
 // buildTree makes the whole directory tree of fsys under root. Images are
 // small in names (thousands) and never change, so everything is made up
-// front and lookups and directory listings need no further reading.
-func buildTree(ctx context.Context, fsys fs.FS, root *fuseDir) error {
+// front and lookups and directory listings need no further reading. It
+// also fills in the statfs answer that every node shares with root.
+func buildTree(ctx context.Context, fsys fs.FS, root *fuseNode) error {
 	dirs := map[string]*gofs.Inode{".": root.EmbeddedInode()}
 	links := map[uint64]*gofs.Inode{} // hard links by inode number
-	return fs.WalkDir(fsys, ".", func(name string, d fs.DirEntry, err error) error {
+	stats := root.fuseStats
+	var files, blocks uint64 // inodes, and 2048-byte blocks of file data
+	err := fs.WalkDir(fsys, ".", func(name string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return fmt.Errorf("cannot read %s in the image: %v", name, unwrapPath(err))
 		}
@@ -202,6 +205,7 @@ func buildTree(ctx context.Context, fsys fs.FS, root *fuseDir) error {
 		attr := fuseAttr(fi)
 		if name == "." {
 			root.attr = attr
+			files++
 			return nil
 		}
 		parent := dirs[path.Dir(name)]
@@ -211,21 +215,24 @@ func buildTree(ctx context.Context, fsys fs.FS, root *fuseDir) error {
 		var child *gofs.Inode
 		switch {
 		case fi.IsDir():
-			child = parent.NewPersistentInode(ctx, &fuseDir{attr: attr}, gofs.StableAttr{Mode: fuse.S_IFDIR})
+			child = parent.NewPersistentInode(ctx, &fuseNode{fuseStats: stats, attr: attr}, gofs.StableAttr{Mode: fuse.S_IFDIR})
 			dirs[name] = child
+			blocks += (attr.Size + sectorSize - 1) / sectorSize
 		case fi.Mode()&fs.ModeSymlink != 0:
 			target, err := readLink(fsys, name, fi)
 			if err != nil {
 				return fmt.Errorf("cannot read symlink %s in the image: %v", name, unwrapPath(err))
 			}
 			attr.Size = uint64(len(target))
-			child = parent.NewPersistentInode(ctx, &gofs.MemSymlink{Attr: attr, Data: []byte(target)}, gofs.StableAttr{Mode: fuse.S_IFLNK})
+			link := &fuseLink{fuseStats: stats}
+			link.Attr, link.Data = attr, []byte(target)
+			child = parent.NewPersistentInode(ctx, link, gofs.StableAttr{Mode: fuse.S_IFLNK})
 		case fi.Mode().IsRegular():
 			if attr.Nlink > 1 && attr.Ino != 0 {
 				child = links[attr.Ino]
 			}
 			if child == nil {
-				ff := &fuseFile{fsys: fsys, name: name, attr: attr}
+				ff := &fuseFile{fuseStats: stats, fsys: fsys, name: name, attr: attr}
 				if im, ok := fsys.(*Image); ok {
 					if e, ok := fi.Sys().(*Entry); ok {
 						// Read by extent: no path lookup per open.
@@ -236,15 +243,53 @@ func buildTree(ctx context.Context, fsys fs.FS, root *fuseDir) error {
 				if attr.Nlink > 1 && attr.Ino != 0 {
 					links[attr.Ino] = child
 				}
+				blocks += (attr.Size + sectorSize - 1) / sectorSize
+			} else {
+				files-- // another name of a file already counted
 			}
 		default:
-			// Devices, fifos and sockets have no business on an upgrade
-			// image and are left out.
-			return nil
+			// Devices, fifos and sockets are listed and stat'ed as the
+			// kernel's isofs shows them; the mount is nodev, so a device
+			// cannot be opened through it.
+			child = parent.NewPersistentInode(ctx, &fuseNode{fuseStats: stats, attr: attr}, gofs.StableAttr{Mode: attr.Mode & syscall.S_IFMT})
 		}
 		parent.AddChild(path.Base(name), child, false)
+		files++
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	if im, ok := fsys.(*Image); ok {
+		// The whole volume, as the kernel's isofs reports it.
+		blocks = uint64(im.Info().VolumeBlocks)
+	}
+	stats.out = fuse.StatfsOut{
+		Blocks:  blocks,
+		Files:   files,
+		Bsize:   sectorSize,
+		Frsize:  sectorSize,
+		NameLen: fuseNameMax,
+	}
+	return nil
+}
+
+// fuseNameMax is the longest name the mount reports (statfs f_namelen):
+// NAME_MAX, as the kernel's isofs reports; Rock Ridge names are no longer
+// on any real image.
+const fuseNameMax = 255
+
+// fuseStats is the statfs answer of one mount, shared by all its nodes:
+// the image's size, nothing free, since an image is read-only.
+type fuseStats struct{ out fuse.StatfsOut }
+
+var _ gofs.NodeStatfser = (*fuseStats)(nil)
+
+// Statfs is answered by every node: statfs(2) names a path, and the kernel
+// asks the node at that path.
+func (s *fuseStats) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	*out = s.out
+	return 0
 }
 
 // readLink returns a symlink's target, from fs.ReadLinkFS when fsys has it.
@@ -276,6 +321,14 @@ func fuseAttr(fi fs.FileInfo) fuse.Attr {
 		a.Nlink = 2
 	case m&fs.ModeSymlink != 0:
 		a.Mode |= syscall.S_IFLNK
+	case m&fs.ModeCharDevice != 0:
+		a.Mode |= syscall.S_IFCHR
+	case m&fs.ModeDevice != 0:
+		a.Mode |= syscall.S_IFBLK
+	case m&fs.ModeNamedPipe != 0:
+		a.Mode |= syscall.S_IFIFO
+	case m&fs.ModeSocket != 0:
+		a.Mode |= syscall.S_IFSOCK
 	default:
 		a.Mode |= syscall.S_IFREG
 	}
@@ -287,17 +340,43 @@ func fuseAttr(fi fs.FileInfo) fuse.Attr {
 	return a
 }
 
-// sysAttr fills owners, link count and inode number from a FileInfo's Sys.
+// sysAttr fills owners, link count, inode number and device number from a
+// FileInfo's Sys.
 func sysAttr(sys any, a *fuse.Attr) {
+	isDev := a.Mode&syscall.S_IFMT == syscall.S_IFCHR || a.Mode&syscall.S_IFMT == syscall.S_IFBLK
 	switch s := sys.(type) {
 	case *Entry:
 		a.Uid, a.Gid, a.Ino = s.UID, s.GID, s.Ino
 		if s.Nlink > 0 {
 			a.Nlink = s.Nlink
 		}
+		if isDev {
+			a.Rdev = fuseRdev(rockRidgeDev(s.Rdev))
+		}
 	case *syscall.Stat_t:
 		a.Uid, a.Gid, a.Nlink, a.Ino = s.Uid, s.Gid, uint32(s.Nlink), s.Ino
+		if isDev {
+			a.Rdev = fuseRdev(unix.Major(s.Rdev), unix.Minor(s.Rdev))
+		}
 	}
+}
+
+// rockRidgeDev reads a Rock Ridge PN device number (high 32 bits, low 32
+// bits) the way the kernel's isofs does: with a high part of 0 the low
+// part is an encoded dev_t (what xorriso and genisoimage write), else the
+// parts are the major and minor numbers.
+func rockRidgeDev(rdev uint64) (major, minor uint32) {
+	high, low := uint32(rdev>>32), uint32(rdev)
+	if high == 0 {
+		return unix.Major(uint64(low)), unix.Minor(uint64(low))
+	}
+	return high, low
+}
+
+// fuseRdev encodes a device number as the FUSE protocol carries it (the
+// kernel's 32-bit new_encode_dev).
+func fuseRdev(major, minor uint32) uint32 {
+	return minor&0xff | (major&0xfff)<<8 | (minor&^0xff)<<12
 }
 
 // linkTarget is a symlink's target when FileInfo.Sys() carries it.
@@ -308,21 +387,31 @@ func linkTarget(fi fs.FileInfo) (string, bool) {
 	return "", false
 }
 
-type fuseDir struct {
+// fuseNode is a node whose attributes are all there is to it: a
+// directory (its children are Inode's), a device, a fifo or a socket.
+type fuseNode struct {
 	gofs.Inode
+	*fuseStats
 	attr fuse.Attr
 }
 
-var _ gofs.NodeGetattrer = (*fuseDir)(nil)
+var _ gofs.NodeGetattrer = (*fuseNode)(nil)
 
-func (d *fuseDir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+func (d *fuseNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	out.Attr = d.attr
 	out.Ino = d.StableAttr().Ino
 	return 0
 }
 
+// fuseLink is a symlink.
+type fuseLink struct {
+	gofs.MemSymlink
+	*fuseStats
+}
+
 type fuseFile struct {
 	gofs.Inode
+	*fuseStats
 	fsys fs.FS
 	name string
 	attr fuse.Attr

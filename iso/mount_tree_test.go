@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"upgradectl/host/hosttest"
 )
 
@@ -100,7 +102,7 @@ func mtMakeISO(t testing.TB, dir, name string) string {
 }
 
 // treeListing describes every entry under dir, one line each: type, mode,
-// mtime, size, link target; files are compared by content separately.
+// mtime, size, link target, device number; files are compared by content separately.
 func mtTreeListing(t testing.TB, dir string) []string {
 	t.Helper()
 	var out []string
@@ -124,6 +126,8 @@ func mtTreeListing(t testing.TB, dir string) []string {
 			line += " -> " + target
 		case fi.Mode().IsRegular():
 			line += fmt.Sprintf(" size=%d mtime=%d", fi.Size(), fi.ModTime().Unix())
+		case fi.Mode()&fs.ModeDevice != 0:
+			line += fmt.Sprintf(" rdev=%d:%d mtime=%d", unix.Major(st.Rdev), unix.Minor(st.Rdev), fi.ModTime().Unix())
 		case rel != ".":
 			line += fmt.Sprintf(" mtime=%d", fi.ModTime().Unix())
 		}
