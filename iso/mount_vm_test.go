@@ -1,18 +1,14 @@
 package iso
 
 import (
-	"bytes"
-	"context"
 	"crypto/md5"
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	"upgradectl/host/hosttest"
 )
@@ -63,95 +59,44 @@ echo VMTEST-OK
 poweroff -f
 `
 
-// vmKernel finds a kernel in /boot whose modules are installed (Debian's
-// linux-image-amd64), not necessarily the running one.
-func mtVmKernel(t *testing.T) (vmlinuz, modules string) {
-	t.Helper()
-	ks, _ := filepath.Glob("/boot/vmlinuz-*")
-	for _, k := range ks {
-		ver := strings.TrimPrefix(filepath.Base(k), "vmlinuz-")
-		m := "/lib/modules/" + ver
-		if _, err := os.Stat(filepath.Join(m, "modules.dep")); err == nil {
-			if f, err := os.Open(k); err == nil {
-				f.Close()
-				return k, m
-			}
-		}
-	}
-	t.Skip("needs a kernel in /boot with its modules in /lib/modules (Debian package linux-image-amd64)")
-	return "", ""
-}
-
 // TestKernelMountInVM proves the kernel method on a real kernel: Debian's
 // kernel under qemu (TCG) boots an initramfs holding busybox, the static
 // upgradectl, the isofs and loop modules (not loaded: upgradectl loads
 // them) and a Rock Ridge image, mounts it with --method kernel and lists it
 // on the serial console; the listing must match the source tree.
 func TestKernelMountInVM(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots a VM; not in -short")
-	}
-	hosttest.RequireCommand(t, "qemu-system-x86_64", "cpio", "busybox", "xorriso")
-	bin := hosttest.Bin(t)
-	vmlinuz, moddir := mtVmKernel(t)
-	busybox, err := exec.LookPath("busybox")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out, _ := exec.Command("file", "-L", busybox).Output(); len(out) > 0 && !bytes.Contains(out, []byte("statically")) {
-		t.Skipf("needs a static busybox (Debian package busybox-static): %s", out)
-	}
+	vm := hosttest.NewVM(t, vmInit)
+	hosttest.RequireCommand(t, "xorriso")
 
 	src := mtMakeTree(t)
 	img := mtMakeISO(t, src, "test.iso")
 
-	root := filepath.Join(t.TempDir(), "initramfs")
-	for _, d := range []string{"bin", "proc", "sys", "dev", "mnt", "tmp", "var/lib"} {
-		os.MkdirAll(filepath.Join(root, d), 0o755)
+	for _, d := range []string{"mnt", "tmp", "var/lib"} {
+		if err := os.MkdirAll(filepath.Join(vm.Root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
-	mtCopyFile(t, busybox, filepath.Join(root, "bin/busybox"), 0o755)
-	mtCopyFile(t, bin, filepath.Join(root, "bin/upgradectl"), 0o755)
-	mtCopyFile(t, img, filepath.Join(root, "test.iso"), 0o644)
+	vm.Copy(img, "test.iso", 0o644)
 	// 1 MiB of zeros: no volume descriptor.
-	if err := os.WriteFile(filepath.Join(root, "bad.iso"), make([]byte, 1<<20), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(root, "init"), []byte(vmInit), 0o755); err != nil {
+	if err := os.WriteFile(filepath.Join(vm.Root, "bad.iso"), make([]byte, 1<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// Only the modules the mount needs, and the full modules.dep that
 	// upgradectl reads to find them.
-	ver := filepath.Base(moddir)
-	dst := filepath.Join(root, "lib/modules", ver)
-	mtCopyFile(t, filepath.Join(moddir, "modules.dep"), filepath.Join(dst, "modules.dep"), 0o644)
+	ver := filepath.Base(vm.Modules)
+	dst := filepath.Join("lib/modules", ver)
+	vm.Copy(filepath.Join(vm.Modules, "modules.dep"), filepath.Join(dst, "modules.dep"), 0o644)
 	for _, m := range []string{"isofs", "loop"} {
-		files, err := moduleDeps(moddir, m)
+		files, err := moduleDeps(vm.Modules, m)
 		if err != nil {
 			t.Skipf("kernel %s cannot mount iso9660 from modules: %v", ver, err)
 		}
 		for _, f := range files {
-			mtCopyFile(t, filepath.Join(moddir, f), filepath.Join(dst, f), 0o644)
+			vm.Copy(filepath.Join(vm.Modules, f), filepath.Join(dst, f), 0o644)
 		}
 	}
-	initrd := filepath.Join(t.TempDir(), "initrd.cpio")
-	cmd := exec.Command("sh", "-c", "find . | cpio -o -H newc --quiet > "+initrd)
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("cpio: %v\n%s", err, out)
-	}
 
-	// TCG on a shared 2-core machine is slow: a generous limit, never a
-	// timing assertion.
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
-	q := exec.CommandContext(ctx, "qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-smp", "1",
-		"-nographic", "-no-reboot", "-kernel", vmlinuz, "-initrd", initrd,
-		"-append", "console=ttyS0 panic=-1 quiet loglevel=3 rdinit=/init")
-	out, err := q.CombinedOutput()
-	console := strings.ReplaceAll(string(out), "\r", "")
-	if ctx.Err() != nil {
-		t.Fatalf("VM did not finish in 8 minutes; console:\n%s", console)
-	}
+	console, err := vm.Boot(512)
 	if err != nil {
 		t.Logf("qemu: %v", err)
 	}
@@ -216,18 +161,4 @@ func mtVmListing(t *testing.T, dir string) []string {
 		out[i] = e.line
 	}
 	return out
-}
-
-func mtCopyFile(t *testing.T, from, to string, mode os.FileMode) {
-	t.Helper()
-	data, err := os.ReadFile(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(to, data, mode); err != nil {
-		t.Fatal(err)
-	}
 }

@@ -1,14 +1,10 @@
 package check
 
 import (
-	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"upgradectl/host/hosttest"
 )
@@ -48,47 +44,13 @@ poweroff -f
 // RTC_RD_TIME, with Debian's kernel, the static binary and busybox in an
 // initramfs.
 func TestRTCInVM(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots a VM; not in -short")
-	}
-	hosttest.RequireCommand(t, "qemu-system-x86_64", "cpio", "busybox")
-	bin := hosttest.Bin(t)
-	kernels, _ := filepath.Glob("/boot/vmlinuz-*")
-	if len(kernels) == 0 {
-		t.Skip("needs a kernel in /boot (Debian package linux-image-amd64)")
-	}
-	busybox, _ := exec.LookPath("busybox")
-	if out, _ := exec.Command("file", "-L", busybox).Output(); !strings.Contains(string(out), "statically") {
-		t.Skipf("needs a static busybox (Debian package busybox-static): %s", out)
-	}
 	const tz = "/usr/share/zoneinfo/Asia/Tokyo"
+	vm := hosttest.NewVM(t, rtcInit)
 	if _, err := os.Stat(tz); err != nil {
 		t.Skipf("needs %s (Debian package tzdata)", tz)
 	}
-
-	root := filepath.Join(t.TempDir(), "initramfs")
-	for _, d := range []string{"bin", "proc", "sys", "dev"} {
-		os.MkdirAll(filepath.Join(root, d), 0o755)
-	}
-	copyFile(t, busybox, filepath.Join(root, "bin/busybox"), 0o755)
-	copyFile(t, bin, filepath.Join(root, "bin/upgradectl"), 0o755)
-	copyFile(t, tz, filepath.Join(root, "tokyo"), 0o644)
-	writeFile(t, filepath.Join(root, "init"), rtcInit)
-	os.Chmod(filepath.Join(root, "init"), 0o755)
-	initrd := filepath.Join(t.TempDir(), "initrd.cpio")
-	cmd := exec.Command("sh", "-c", "find . | cpio -o -H newc --quiet > "+initrd)
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("cpio: %v\n%s", err, out)
-	}
-
-	// TCG on a shared machine is slow: a generous limit, no timing test.
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "qemu-system-x86_64", "-accel", "tcg", "-m", "256", "-smp", "1",
-		"-nographic", "-no-reboot", "-rtc", "base=utc", "-kernel", kernels[len(kernels)-1], "-initrd", initrd,
-		"-append", "console=ttyS0 panic=-1 quiet loglevel=3 rdinit=/init").CombinedOutput()
-	console := strings.ReplaceAll(string(out), "\r", "")
+	vm.Copy(tz, "tokyo", 0o644)
+	console, err := vm.Boot(256, "-rtc", "base=utc")
 	if !strings.Contains(console, "VMTEST-OK") {
 		t.Fatalf("VM did not finish (%v); console:\n%s", err, console)
 	}
@@ -120,16 +82,5 @@ func TestRTCInVM(t *testing.T) {
 		if r.Status != c.status || d["mode"] != c.mode || drift < c.drift-2 || drift > c.drift+2 {
 			t.Errorf("%s: %s %q, data %v; want %s, mode %s, drift %.0fs", c.name, r.Status, r.Message, d, c.status, c.mode, c.drift)
 		}
-	}
-}
-
-func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
-	t.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dst, b, mode); err != nil {
-		t.Fatal(err)
 	}
 }
