@@ -23,7 +23,17 @@ type VM struct {
 	Modules string // /lib/modules/VERSION of that kernel
 }
 
-// NewVM makes the initramfs tree with init as /init. It skips the test in
+// vmInitStart begins every /init: busybox's commands and /proc, /sys, /dev.
+const vmInitStart = `#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+`
+
+// NewVM makes the initramfs tree. Its /init is the shell script init,
+// run by busybox sh after busybox has installed its commands in /bin and
+// /proc, /sys and /dev are mounted. It skips the test in
 // -short mode and when qemu, cpio, a static busybox, the built binary or a
 // kernel with its modules is missing.
 func NewVM(t testing.TB, init string) *VM {
@@ -47,7 +57,7 @@ func NewVM(t testing.TB, init string) *VM {
 	}
 	vm.Copy(busybox, "bin/busybox", 0o755)
 	vm.Copy(bin, "bin/upgradectl", 0o755)
-	if err := os.WriteFile(filepath.Join(vm.Root, "init"), []byte(init), 0o755); err != nil {
+	if err := os.WriteFile(filepath.Join(vm.Root, "init"), []byte(vmInitStart+init), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	return vm
