@@ -69,10 +69,7 @@ func init() {
 
 func printChanges(e *env, ch []boot.UnitChange, none string) {
 	if e.JSON {
-		if ch == nil {
-			ch = []boot.UnitChange{}
-		}
-		json.NewEncoder(e.Out).Encode(ch)
+		encodeList(e.Out, ch)
 		return
 	}
 	for _, c := range ch {

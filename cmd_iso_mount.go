@@ -101,10 +101,7 @@ func init() {
 					}
 				}
 				if e.JSON {
-					if ms == nil {
-						ms = []iso.MountRecord{}
-					}
-					return json.NewEncoder(e.Out).Encode(ms)
+					return encodeList(e.Out, ms)
 				}
 				tw := tabwriter.NewWriter(e.Out, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "DIR\tIMAGE\tMETHOD\tDEVICE/PID\tMOUNTED\tSTATE")

@@ -321,10 +321,7 @@ func isoRowOf(p string, e *iso.Entry) isoRow {
 
 func printISOList(e *env, rows []isoRow, long bool) error {
 	if e.JSON {
-		if rows == nil {
-			rows = []isoRow{}
-		}
-		return json.NewEncoder(e.Out).Encode(rows)
+		return encodeList(e.Out, rows)
 	}
 	tw := tabwriter.NewWriter(e.Out, 0, 4, 1, ' ', tabwriter.AlignRight)
 	for _, r := range rows {

@@ -73,10 +73,7 @@ func init() {
 					return err
 				}
 				if e.JSON {
-					if imgs == nil {
-						imgs = []iso.StagedImage{}
-					}
-					return json.NewEncoder(e.Out).Encode(imgs)
+					return encodeList(e.Out, imgs)
 				}
 				tw := tabwriter.NewWriter(e.Out, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "NAME\tTYPE\tVERSION\tARCH\tSIZE\tVERIFIED\tSTATE")

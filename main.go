@@ -10,6 +10,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -62,6 +63,15 @@ func (e *env) State() string { return e.Root.Path(e.StateDir) }
 
 // Log is the upgrade log.
 func (e *env) Log() *host.UpgradeLog { return host.OpenLog(e.State(), e.Mode) }
+
+// encodeList writes list as JSON, an empty or nil list as [] (never null),
+// so that programs can always iterate over it.
+func encodeList[T any](w io.Writer, list []T) error {
+	if list == nil {
+		list = []T{}
+	}
+	return json.NewEncoder(w).Encode(list)
+}
 
 func newEnv(c *cli.Context) (*env, error) {
 	root, err := host.NewRoot(c.String("root"))
