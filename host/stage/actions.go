@@ -232,13 +232,7 @@ func (a *actions) undoSetup(r *Run) error {
 		return host.WithHint(host.Refused("cannot undo setup: this member runs on tagged files (version lookup is on)"),
 			"turn it off first with 'upgradectl tag disable'")
 	}
-	if err := r.Step("tag clean", func() (string, error) {
-		rep, err := t.Clean(tagfs.CleanOptions{})
-		if err != nil {
-			return "", err
-		}
-		return fmt.Sprintf("%d tagged files removed", len(rep.Done)), nil
-	}); err != nil {
+	if err := a.cleanTags(r, t); err != nil {
 		return err
 	}
 	if err := a.removeTagTemps(r, t); err != nil {
@@ -253,6 +247,17 @@ func (a *actions) undoSetup(r *Run) error {
 		}
 	}
 	return r.SetNewVersion("")
+}
+
+// cleanTags deletes every tagged copy (the step "tag clean").
+func (a *actions) cleanTags(r *Run, t *tagfs.Tags) error {
+	return r.Step("tag clean", func() (string, error) {
+		rep, err := t.Clean(tagfs.CleanOptions{})
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%d tagged files removed", len(rep.Done)), nil
+	})
 }
 
 // removeTagTemps removes the temporary files of an interrupted tag create
@@ -730,15 +735,10 @@ func (a *actions) verifySwitch(r *Run) []string {
 // ---- clean ---------------------------------------------------------------
 
 func (a *actions) clean(r *Run) error {
-	if err := r.Step("tag clean", func() (string, error) {
-		t := a.tags()
-		defer t.Close()
-		rep, err := t.Clean(tagfs.CleanOptions{})
-		if err != nil {
-			return "", err
-		}
-		return fmt.Sprintf("%d tagged files removed", len(rep.Done)), nil
-	}); err != nil {
+	t := a.tags()
+	err := a.cleanTags(r, t)
+	t.Close()
+	if err != nil {
 		return err
 	}
 	if err := a.unmount(r); err != nil {
