@@ -490,6 +490,14 @@ func (t *Tags) copyFile(d *dir, name, tmp string, st *unix.Stat_t, version strin
 	if res.cloned, err = copyData(dst, src); err != nil {
 		return res, err
 	}
+	if !res.cloned {
+		// Start writing the copied pages out now, as the kernel does for
+		// a large cp on its own: the syncfs before the record is written
+		// then finds little left to do, instead of a whole tree's worth of
+		// dirty pages at once. Only a hint (it does not wait); the syncfs
+		// still makes the copy durable and reports any write error.
+		_ = unix.SyncFileRange(fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+	}
 	var after unix.Stat_t
 	if err := unix.Fstat(int(src.Fd()), &after); err != nil {
 		return res, err
