@@ -458,6 +458,12 @@ func (t *Tags) createOne(d *dir, it *item, version string, digest bool) (Entry, 
 	return e, res, nil
 }
 
+// earlyWriteback is the size from which a data copy's writeback is started
+// as soon as it is made. Smaller copies are left to the final syncfs, which
+// writes them out together (BenchmarkCreateUsr/ext4: about 8% quicker than
+// starting every copy's writeback, 1 MiB about 50% slower).
+const earlyWriteback = 64 << 10
+
 func (t *Tags) copyFile(d *dir, name, tmp string, st *unix.Stat_t, version string, digest bool) (copyResult, error) {
 	var res copyResult
 	src, err := openAt(d, name)
@@ -490,7 +496,7 @@ func (t *Tags) copyFile(d *dir, name, tmp string, st *unix.Stat_t, version strin
 	if res.cloned, err = copyData(dst, src); err != nil {
 		return res, err
 	}
-	if !res.cloned {
+	if !res.cloned && sst.Size >= earlyWriteback {
 		// Start writing the copied pages out now, as the kernel does for
 		// a large cp on its own: the syncfs before the record is written
 		// then finds little left to do, instead of a whole tree's worth of
