@@ -80,7 +80,7 @@ func (t *Tags) Create(version string, paths []string, opt CreateOptions) (*Repor
 	// Persist the plan before writing anything, the space probe included:
 	// a crash leaves a record that names every file this run may have
 	// touched, so a rerun or a clean finds every temporary.
-	before, wasComplete, wasVersion := len(rec.Files), rec.Complete, rec.Version
+	before, wasComplete, wasVersion := append([]Entry(nil), rec.Files...), rec.Complete, rec.Version
 	rec.Version = version
 	rec.Complete = false
 	for _, it := range items {
@@ -92,10 +92,12 @@ func (t *Tags) Create(version string, paths []string, opt CreateOptions) (*Repor
 	if err := t.save(rec); err != nil {
 		return rep, err
 	}
+	// save sorted the entries by path: the index is made again.
+	idx = rec.index()
 	if !opt.NoSpaceCheck {
 		if err := t.checkSpace(items); err != nil {
 			// Refused: the record goes back to what it was.
-			rec.Files, rec.Complete, rec.Version = rec.Files[:before], wasComplete, wasVersion
+			rec.Files, rec.Complete, rec.Version = before, wasComplete, wasVersion
 			if serr := t.save(rec); serr != nil {
 				return rep, serr
 			}

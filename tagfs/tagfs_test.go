@@ -381,3 +381,44 @@ func TestResumeAfterPowerCut(t *testing.T) {
 		t.Errorf("unrecorded copy touched: %q", b)
 	}
 }
+
+// TestCreateAddsToRecord: a second tag create for more files keeps every
+// entry of the first, whatever order the paths sort in ("b-x" sorts before
+// "b/" as a path, after "b" as a directory: an index into the record made
+// before it was sorted once lost an entry here).
+func TestCreateAddsToRecord(t *testing.T) {
+	hosttest.RequireRoot(t)
+	root := t.TempDir()
+	for _, p := range []string{"opt/a/b/c", "opt/a/b-x/d", "opt/a/b-x/e", "opt/a/b.y/f"} {
+		if err := os.MkdirAll(filepath.Join(root, filepath.Dir(p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, p), []byte(p), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tg := newTestTags(t, root)
+	for _, set := range [][]string{{"/opt/a/b/c"}, {"/opt/a/b-x/d"}, {"/opt/a/b.y/f", "/opt/a/b-x/e"}, {"/opt/a"}} {
+		if _, err := tg.Create("1", set, CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec, err := tg.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range rec.Files {
+		if e.Type != typeFile {
+			t.Errorf("%s: type %q", e.Path, e.Type)
+		}
+		got = append(got, e.Path)
+	}
+	want := []string{"/opt/a/b-x/d", "/opt/a/b-x/e", "/opt/a/b.y/f", "/opt/a/b/c"}
+	if strings.Join(got, " ") != strings.Join(want, " ") || !rec.Complete {
+		t.Fatalf("record %v (complete %v), want %v complete", got, rec.Complete, want)
+	}
+	if rep, err := tg.Check(true); err != nil || rep.Checked != len(want) {
+		t.Fatalf("check: %+v %v", rep, err)
+	}
+}
