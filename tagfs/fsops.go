@@ -184,9 +184,11 @@ func copyData(dst, src *os.File) (cloned bool, err error) {
 type onlyReader struct{ io.Reader }
 type onlyWriter struct{ io.Writer }
 
-// copyXattrs copies every extended attribute of src to dst except skip: ACLs
-// (system.posix_acl_*), file capabilities (security.capability) and the
-// rest. Call it after chown and chmod, which clear capabilities.
+// copyXattrs gives dst exactly the extended attributes of src, except
+// skip: ACLs (system.posix_acl_*), file capabilities (security.capability)
+// and the rest are copied, and what dst has that src has not (an ACL
+// inherited from the directory's default ACL) is removed. Call it after
+// chown and chmod, which clear capabilities.
 func copyXattrs(dst, src xattrOps, skip string) error {
 	names, err := src.list()
 	if err != nil {
@@ -195,10 +197,12 @@ func copyXattrs(dst, src xattrOps, skip string) error {
 		}
 		return errors.Unwrap(err)
 	}
+	have := make(map[string]bool, len(names))
 	for _, n := range names {
 		if n == skip {
 			continue
 		}
+		have[n] = true
 		v, err := src.get(n)
 		if err != nil {
 			if errors.Is(err, xattr.ENOATTR) {
@@ -210,30 +214,47 @@ func copyXattrs(dst, src xattrOps, skip string) error {
 			return fmt.Errorf("attribute %s: %w", n, errors.Unwrap(err))
 		}
 	}
+	extra, err := dst.list()
+	if err != nil {
+		return fmt.Errorf("attributes: %w", errors.Unwrap(err))
+	}
+	for _, n := range extra {
+		if have[n] || n == skip {
+			continue
+		}
+		// Removing one name can remove another (xfs shows an ACL under
+		// two names): one already gone is fine.
+		if err := dst.remove(n); err != nil && !errors.Is(err, xattr.ENOATTR) {
+			return fmt.Errorf("attribute %s: cannot remove the inherited one: %w", n, errors.Unwrap(err))
+		}
+	}
 	return nil
 }
 
 // xattrOps are the extended-attribute calls on one file: by path, not
 // following a symlink (pathXattrs), or on an open file (fileXattrs).
 type xattrOps struct {
-	list func() ([]string, error)
-	get  func(name string) ([]byte, error)
-	set  func(name string, v []byte) error
+	list   func() ([]string, error)
+	get    func(name string) ([]byte, error)
+	set    func(name string, v []byte) error
+	remove func(name string) error
 }
 
 func pathXattrs(p string) xattrOps {
 	return xattrOps{
-		list: func() ([]string, error) { return xattr.LList(p) },
-		get:  func(n string) ([]byte, error) { return xattr.LGet(p, n) },
-		set:  func(n string, v []byte) error { return xattr.LSet(p, n, v) },
+		list:   func() ([]string, error) { return xattr.LList(p) },
+		get:    func(n string) ([]byte, error) { return xattr.LGet(p, n) },
+		set:    func(n string, v []byte) error { return xattr.LSet(p, n, v) },
+		remove: func(n string) error { return xattr.LRemove(p, n) },
 	}
 }
 
 func fileXattrs(f *os.File) xattrOps {
 	return xattrOps{
-		list: func() ([]string, error) { return xattr.FList(f) },
-		get:  func(n string) ([]byte, error) { return xattr.FGet(f, n) },
-		set:  func(n string, v []byte) error { return xattr.FSet(f, n, v) },
+		list:   func() ([]string, error) { return xattr.FList(f) },
+		get:    func(n string) ([]byte, error) { return xattr.FGet(f, n) },
+		set:    func(n string, v []byte) error { return xattr.FSet(f, n, v) },
+		remove: func(n string) error { return xattr.FRemove(f, n) },
 	}
 }
 

@@ -140,7 +140,8 @@ func randBytes(seed int64, n int) []byte {
 // makeTree builds the sample tree under root and returns the host paths
 // of its regular files and symlinks: set-id bits, other owners, old
 // timestamps, ACLs, a file capability, user and trusted attributes, an
-// empty file, hard links, a symlink with an attribute and a larger file.
+// empty file, hard links, a symlink with an attribute, a larger file and
+// a file without an ACL in a directory with a default ACL.
 func makeTree(t testing.TB, root string) []string {
 	t.Helper()
 	hosttest.RequireCommand(t, "setcap", "setfacl")
@@ -177,9 +178,15 @@ func makeTree(t testing.TB, root string) []string {
 		t.Fatal(err)
 	}
 	writeFile(t, p("/usr/share/big"), randBytes(4, 3<<20), 0o644)
+	// A directory with a default ACL, which a new file in it inherits,
+	// and a file there that has had its ACL removed: its copy must not
+	// have one either.
+	writeFile(t, p("/usr/share/doc/plain"), []byte("no acl\n"), 0o644)
+	hosttest.Run(t, "setfacl", "-d", "-m", "u:4321:rwx", p("/usr/share/doc"))
+	hosttest.Run(t, "setfacl", "-b", p("/usr/share/doc/plain"))
 	old := time.Date(2020, 1, 2, 3, 4, 5, 123456789, time.UTC)
 	paths := []string{"/usr/bin/link", "/usr/bin/pinger", "/usr/bin/prog", "/usr/lib/empty", "/usr/lib/hard1",
-		"/usr/lib/hard2", "/usr/lib/libx.so", "/usr/share/big"}
+		"/usr/lib/hard2", "/usr/lib/libx.so", "/usr/share/big", "/usr/share/doc/plain"}
 	for _, h := range paths {
 		ts := []unix.Timespec{unix.NsecToTimespec(old.UnixNano()), unix.NsecToTimespec(old.UnixNano())}
 		if err := unix.UtimesNanoAt(unix.AT_FDCWD, p(h), ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {

@@ -208,7 +208,7 @@ func testCheckFindsProblems(t *testing.T, digest bool) {
 	os.Chmod(r("/usr/lib/empty"), 0o600)
 
 	rep, err := tg.Check(false)
-	mustKind(t, err, host.KindBad, "3 of 8")
+	mustKind(t, err, host.KindBad, "3 of 9")
 	want := map[string]string{r("/usr/lib/libx.so"): "no trusted.upgradectl.version", r("/usr/share/big"): "missing",
 		r("/usr/lib/empty"): "mode"}
 	for _, p := range rep.Problems {
@@ -217,7 +217,7 @@ func testCheckFindsProblems(t *testing.T, digest bool) {
 		}
 	}
 	rep, err = tg.Check(true)
-	mustKind(t, err, host.KindBad, "4 of 8")
+	mustKind(t, err, host.KindBad, "4 of 9")
 	found := false
 	wantMsg := "changed since it was tagged (its inode change time moved)"
 	if digest {
