@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -142,6 +143,7 @@ func (t *Tags) prepare(items []item, idx map[string]int, rec *Record, version st
 		case state == stateOurs && v != version:
 			probs.add("%s: already tagged for version %s", it.path(), v)
 		case state == stateOurs:
+			it.state = stateOurs
 			j, recorded := idx[it.path()]
 			switch {
 			case recorded && rec.Files[j].Type != "":
@@ -227,9 +229,15 @@ func (t *Tags) removeTemps(entries []Entry, rep *Report) error {
 	return nil
 }
 
-// workers is how many files are tagged at once: the work is mostly
-// waiting for the filesystem, which several requests in flight hide.
-const workers = 4
+// workers is how many files are tagged at once: one a CPU (at least two,
+// so that one waiting for the disk does not stop the other; at most
+// eight). Tagging a clone set is kernel work for the filesystem, bound by
+// the CPUs; more workers than CPUs only contend for its locks (btrfs, 2
+// CPUs, 20,000 files: 1.36 s with two workers, 1.57 s with four, 1.59 s
+// with one; xfs and ext4 the same with two, four or eight).
+func workers() int {
+	return min(max(runtime.NumCPU(), 2), 8)
+}
 
 // outcome is what happened to one item.
 type outcome struct {
@@ -258,7 +266,7 @@ func (t *Tags) createAll(items []item, rec *Record, idx map[string]int, version 
 	var next atomic.Int64
 	var failed atomic.Bool
 	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
+	for w := workers(); w > 0; w-- {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -401,60 +409,105 @@ func entryOf(p string, st *unix.Stat_t) Entry {
 	return e
 }
 
-// createOne writes the tagged copy of it under its temporary name and
-// renames it into place complete: data (a clone where possible), owner,
-// mode, extended attributes, the version attribute, then timestamps.
+// createOne makes the tagged copy of it and puts it in place complete:
+// data (a clone where possible), owner, mode, extended attributes, the
+// version attribute, then timestamps. A regular file is copied into an
+// unnamed file (O_TMPFILE) that is linked in under its .Old.. name only
+// when complete, so a crash leaves nothing behind; a symlink, or a file on
+// a filesystem without O_TMPFILE, is written under the temporary name and
+// renamed. A name taken since prepare is never replaced: the link and the
+// rename both refuse to.
 func (t *Tags) createOne(d *dir, it *item, version string, digest bool) (Entry, copyResult, error) {
 	var res copyResult
 	tmp := tmpName(it.name)
 	old := TaggedName(it.name)
-	if err := removeTemp(d, tmp); err != nil {
-		return Entry{}, res, err
+	// An earlier copy of ours (left by a power cut) is replaced: it must
+	// still be ours.
+	if it.state == stateOurs {
+		state, _, err := t.taggedState(d, old)
+		if err != nil {
+			return Entry{}, res, err
+		}
+		if state == stateForeign {
+			return Entry{}, res, fmt.Errorf("%s exists and is not a tagged file (left alone)", d.hostPath(old))
+		}
+		it.state = state
 	}
-	st, err := lstatAt(d, it.name)
-	if err != nil {
-		return Entry{}, res, err
-	}
-	// The .Old.. name must be absent or ours (checked in prepare; again
-	// here so that nothing planted since is replaced).
-	state, _, err := t.taggedState(d, old)
-	if err != nil {
-		return Entry{}, res, err
-	}
-	if state == stateForeign {
-		return Entry{}, res, fmt.Errorf("%s exists and is not a tagged file (left alone)", d.hostPath(old))
-	}
-	ok := false
+	named := false // the copy is at tmp
 	defer func() {
-		if !ok {
+		if named {
 			unix.Unlinkat(d.fd, tmp, 0)
 		}
 	}()
+	useTmp := func() error {
+		named = true
+		return removeTemp(d, tmp)
+	}
+	var (
+		st      = it.st
+		unnamed *os.File // the complete copy, not yet linked to any name
+		err     error
+	)
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
-		res, err = t.copyFile(d, it.name, tmp, &st, version, digest)
+		unnamed, res, err = t.copyFile(d, it.name, tmp, &st, version, digest, useTmp)
 	case unix.S_IFLNK:
-		res, err = t.copySymlink(d, it.name, tmp, &st, version)
+		if st, err = lstatAt(d, it.name); err == nil && st.Mode&unix.S_IFMT != unix.S_IFLNK {
+			err = errors.New("the file changed while it was being tagged (run the command again)")
+		}
+		if err == nil {
+			err = useTmp()
+		}
+		if err == nil {
+			res, err = t.copySymlink(d, it.name, tmp, &st, version)
+		}
 	default:
 		err = errors.New("not a regular file or symlink")
 	}
 	if err != nil {
 		return Entry{}, res, err
 	}
-	if state == stateOurs {
-		err = unix.Renameat(d.fd, tmp, d.fd, old)
+	var placed unix.Stat_t
+	if unnamed != nil {
+		defer unnamed.Close()
+		name := old
+		if it.state == stateOurs {
+			// Linked as the temporary, then renamed over the old copy.
+			if err = useTmp(); err != nil {
+				return Entry{}, res, err
+			}
+			name = tmp
+		}
+		if err = linkUnnamed(d, unnamed, name, t.procOK); err != nil {
+			named = false // nothing of ours is at the name
+			if err == unix.EEXIST {
+				return Entry{}, res, fmt.Errorf("%s appeared while the copy was made (left alone)", d.hostPath(name))
+			}
+			return Entry{}, res, fmt.Errorf("cannot link the copy as %s: %w", d.hostPath(name), err)
+		}
+	}
+	if named {
+		if it.state == stateOurs {
+			err = unix.Renameat(d.fd, tmp, d.fd, old)
+		} else {
+			err = unix.Renameat2(d.fd, tmp, d.fd, old, unix.RENAME_NOREPLACE)
+		}
+		if err != nil {
+			return Entry{}, res, fmt.Errorf("cannot rename %s to %s: %w", tmp, old, err)
+		}
+		named = false
+	}
+	// The inode and its change time after it got its name, for check.
+	if unnamed != nil {
+		err = unix.Fstat(int(unnamed.Fd()), &placed)
 	} else {
-		err = unix.Renameat2(d.fd, tmp, d.fd, old, unix.RENAME_NOREPLACE)
+		placed, err = lstatAt(d, old)
 	}
-	if err != nil {
-		return Entry{}, res, fmt.Errorf("cannot rename %s to %s: %w", tmp, old, err)
-	}
-	ok = true
 	e := entryOf(it.path(), &st)
 	e.Cloned = res.cloned
 	e.Digest = res.sum
-	if ost, err := lstatAt(d, old); err == nil {
-		e.Ino, e.Ctime = ost.Ino, ost.Ctim.Nano()
+	if err == nil {
+		e.Ino, e.Ctime = placed.Ino, placed.Ctim.Nano()
 	}
 	e.Created = true
 	return e, res, nil
@@ -466,37 +519,70 @@ func (t *Tags) createOne(d *dir, it *item, version string, digest bool) (Entry, 
 // starting every copy's writeback, 1 MiB about 50% slower).
 const earlyWriteback = 64 << 10
 
-func (t *Tags) copyFile(d *dir, name, tmp string, st *unix.Stat_t, version string, digest bool) (copyResult, error) {
-	var res copyResult
+func (t *Tags) copyFile(d *dir, name, tmp string, st *unix.Stat_t, version string, digest bool, useTmp func() error) (unnamed *os.File, res copyResult, err error) {
 	src, err := openAt(d, name)
 	if err != nil {
-		return res, err
+		return nil, res, err
 	}
 	defer src.Close()
 	var sst unix.Stat_t
 	if err := unix.Fstat(int(src.Fd()), &sst); err != nil {
-		return res, err
+		return nil, res, err
 	}
 	if sst.Ino != st.Ino || sst.Dev != st.Dev {
-		return res, errors.New("the file changed while it was being tagged")
+		return nil, res, errors.New("the file changed while it was being tagged (run the command again)")
 	}
 	*st = sst
-	fd, err := unix.Openat(d.fd, tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	// Where the owner is ours the copy is made with the original's
+	// permissions, so that chmod is needed only for set-id bits (or a
+	// umask); otherwise it is private until its owner is set.
+	perm := uint32(0o600)
+	if st.Uid == uint32(os.Geteuid()) && st.Gid == uint32(os.Getegid()) {
+		perm = st.Mode & 0o777
+	}
+	fd, err := unix.Openat(d.fd, ".", unix.O_RDWR|unix.O_TMPFILE|unix.O_CLOEXEC, perm)
+	named := false
 	if err != nil {
-		return res, err
+		if err != unix.EOPNOTSUPP && err != unix.EISDIR && err != unix.EINVAL {
+			return nil, res, err
+		}
+		// No O_TMPFILE on this filesystem.
+		if err := useTmp(); err != nil {
+			return nil, res, err
+		}
+		fd, err = unix.Openat(d.fd, tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, perm)
+		if err != nil {
+			return nil, res, err
+		}
+		named = true
 	}
 	dst := os.NewFile(uintptr(fd), d.hostPath(tmp))
-	defer dst.Close()
+	defer func() {
+		if named || err != nil {
+			dst.Close()
+		} else {
+			unnamed = dst
+		}
+	}()
+	err = t.fillCopy(dst, src, st, version, digest, &res)
+	return nil, res, err
+}
+
+// fillCopy gives dst the content, owner, mode, attributes and timestamps of
+// src (whose stat is st) and the version attribute.
+func (t *Tags) fillCopy(dst, src *os.File, st *unix.Stat_t, version string, digest bool, res *copyResult) (err error) {
+	fd := int(dst.Fd())
+	sst := *st
 	// The digest is read from the original, whose pages are the ones
 	// likely cached; that it did not change until the copy was made is
 	// checked after.
 	if digest {
 		if res.sum, err = sumFile(src); err != nil {
-			return res, err
+			return err
 		}
 	}
 	if res.cloned, err = copyData(dst, src); err != nil {
-		return res, err
+		return err
 	}
 	if !res.cloned && sst.Size >= earlyWriteback {
 		// Start writing the copied pages out now, as the kernel does for
@@ -508,29 +594,39 @@ func (t *Tags) copyFile(d *dir, name, tmp string, st *unix.Stat_t, version strin
 	}
 	var after unix.Stat_t
 	if err := unix.Fstat(int(src.Fd()), &after); err != nil {
-		return res, err
+		return err
 	}
 	if after.Mtim != sst.Mtim || after.Ctim != sst.Ctim || after.Size != sst.Size {
-		return res, errors.New("the file changed while it was being tagged (run the command again)")
+		return errors.New("the file changed while it was being tagged (run the command again)")
 	}
 	// Owner first: chown clears set-id bits and capabilities, which the
-	// chmod and the attribute copy then put back.
-	if err := unix.Fchown(fd, int(st.Uid), int(st.Gid)); err != nil {
-		return res, err
+	// chmod and the attribute copy then put back. Each is left out where
+	// the new file has it already (each is a transaction of its own).
+	var now unix.Stat_t
+	if err := unix.Fstat(fd, &now); err != nil {
+		return err
 	}
-	if err := unix.Fchmod(fd, st.Mode&0o7777); err != nil {
-		return res, err
+	if now.Uid != st.Uid || now.Gid != st.Gid {
+		if err := unix.Fchown(fd, int(st.Uid), int(st.Gid)); err != nil {
+			return err
+		}
+		now.Mode = 0 // chmod again, whatever chown cleared
+	}
+	if now.Mode&0o7777 != st.Mode&0o7777 {
+		if err := unix.Fchmod(fd, st.Mode&0o7777); err != nil {
+			return err
+		}
 	}
 	if err := copyXattrs(fileXattrs(dst), fileXattrs(src), t.attr); err != nil {
-		return res, err
+		return err
 	}
 	if err := xattr.FSet(dst, t.attr, []byte(version)); err != nil {
-		return res, t.attrError(err)
+		return t.attrError(err)
 	}
-	if err := unix.UtimesNanoAt(d.fd, tmp, timespecs(st), unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return res, err
+	if err := futimens(fd, timespecs(st)); err != nil {
+		return err
 	}
-	return res, nil
+	return nil
 }
 
 func (t *Tags) copySymlink(d *dir, name, tmp string, st *unix.Stat_t, version string) (copyResult, error) {

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/pkg/xattr"
@@ -345,4 +346,25 @@ func (c *cursor) open(p string) (*dir, error) {
 func (c *cursor) close() {
 	c.d.close()
 	c.d, c.p = nil, "\x00"
+}
+
+// linkUnnamed gives the unnamed file f (opened with O_TMPFILE) the name
+// name in d. It fails with EEXIST if the name is taken: nothing is
+// replaced.
+func linkUnnamed(d *dir, f *os.File, name string, procOK bool) error {
+	err := unix.Linkat(int(f.Fd()), "", d.fd, name, unix.AT_EMPTY_PATH)
+	if (err == unix.ENOENT || err == unix.EPERM) && procOK {
+		// Without CAP_DAC_READ_SEARCH the descriptor is named through /proc.
+		err = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(int(f.Fd())), d.fd, name, unix.AT_SYMLINK_FOLLOW)
+	}
+	return err
+}
+
+// futimens sets the access and modification times of an open file.
+func futimens(fd int, ts []unix.Timespec) error {
+	_, _, errno := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
 }

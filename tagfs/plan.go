@@ -14,10 +14,11 @@ import (
 
 // item is one file to tag: a name in a directory (host paths, resolved).
 type item struct {
-	dir  string
-	name string
-	st   unix.Stat_t
-	done bool // already tagged with this version
+	dir   string
+	name  string
+	st    unix.Stat_t
+	done  bool // already tagged with this version
+	state int  // of the .Old.. name when planned: stateAbsent or stateOurs
 }
 
 func (it item) path() string { return path.Join(it.dir, it.name) }
