@@ -519,6 +519,10 @@ func (t *Tags) createOne(d *dir, it *item, version string, digest bool) (Entry, 
 // starting every copy's writeback, 1 MiB about 50% slower).
 const earlyWriteback = 64 << 10
 
+// euid and egid own the files this process creates (but in a set-group-ID
+// directory).
+var euid, egid = uint32(os.Geteuid()), uint32(os.Getegid())
+
 func (t *Tags) copyFile(d *dir, name, tmp string, st *unix.Stat_t, version string, digest bool, useTmp func() error) (unnamed *os.File, res copyResult, err error) {
 	src, err := openAt(d, name)
 	if err != nil {
@@ -537,7 +541,7 @@ func (t *Tags) copyFile(d *dir, name, tmp string, st *unix.Stat_t, version strin
 	// permissions, so that chmod is needed only for set-id bits (or a
 	// umask); otherwise it is private until its owner is set.
 	perm := uint32(0o600)
-	if st.Uid == uint32(os.Geteuid()) && st.Gid == uint32(os.Getegid()) {
+	if st.Uid == euid && st.Gid == egid {
 		perm = st.Mode & 0o777
 	}
 	fd, err := unix.Openat(d.fd, ".", unix.O_RDWR|unix.O_TMPFILE|unix.O_CLOEXEC, perm)
