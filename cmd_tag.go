@@ -273,8 +273,11 @@ func summary(r *tagfs.Report) string {
 	var parts []string
 	switch r.Action {
 	case "create":
-		parts = append(parts, fmt.Sprintf("tagged %d files for version %s (%d clones, %d copies, %s copied)",
-			len(r.Done), r.Version, r.Cloned, r.Copied, host.FormatSize(r.Bytes)))
+		how := fmt.Sprintf("%d clones, %d copies, %s copied", r.Cloned, r.Copied, host.FormatSize(r.Bytes))
+		if r.Linked > 0 {
+			how += fmt.Sprintf(", %d hard links to them", r.Linked)
+		}
+		parts = append(parts, fmt.Sprintf("tagged %d files for version %s (%s)", len(r.Done), r.Version, how))
 		if len(r.Already) > 0 {
 			parts = append(parts, fmt.Sprintf("%d were tagged already", len(r.Already)))
 		}

@@ -39,6 +39,7 @@ func killAnyMoment(t *testing.T, fstype string, size int64, budget time.Duration
 	bin := hosttest.Bin(t)
 	root := hosttest.LoopFS(t, fstype, size)
 	var paths []string
+	var links [][2]string
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	seed := rng.Int63()
 	t.Logf("seed %d", seed)
@@ -55,6 +56,29 @@ func killAnyMoment(t *testing.T, fstype string, size int64, budget time.Duration
 			l := fmt.Sprintf("/opt/app/d%d/l%03d", i%7, i)
 			os.Symlink(fmt.Sprintf("f%03d", i), filepath.Join(root, l))
 			paths = append(paths, l)
+		}
+		if i%30 == 7 {
+			// A hard link in another directory: one copy for both names.
+			l := fmt.Sprintf("/opt/app/d%d/h%03d", (i+1)%7, i)
+			if err := os.Link(filepath.Join(root, h), filepath.Join(root, l)); err != nil {
+				t.Fatal(err)
+			}
+			paths = append(paths, l)
+			links = append(links, [2]string{h, l})
+		}
+	}
+	// Both names of each hard link are one inode (the originals, or the
+	// copies when both are tagged).
+	linked := func(round int, tagged bool) {
+		t.Helper()
+		for _, l := range links {
+			a, b := l[0], l[1]
+			if tagged {
+				a, b = TaggedPath(a), TaggedPath(b)
+			}
+			if snap(t, filepath.Join(root, a)).Ino != snap(t, filepath.Join(root, b)).Ino {
+				t.Fatalf("round %d: %s and %s are not one inode", round, a, b)
+			}
 		}
 	}
 	run := func(delay time.Duration, args ...string) (killed bool, out string) {
@@ -121,6 +145,7 @@ func killAnyMoment(t *testing.T, fstype string, size int64, budget time.Duration
 			t.Fatalf("round %d: after the rerun of create: temps %v, %d of %d tagged", rounds, temps, len(tagged), len(paths))
 		}
 		run(-1, "tag", "check", "--content")
+		linked(rounds, true)
 
 		if rounds%2 == 1 {
 			// clean, killed: originals untouched, copies complete or gone.
@@ -167,6 +192,7 @@ func killAnyMoment(t *testing.T, fstype string, size int64, budget time.Duration
 		if temps, tagged := leftovers(t, root); len(temps)+len(tagged) > 0 {
 			t.Fatalf("round %d: after the rerun of restore: %v %v", rounds, temps, tagged)
 		}
+		linked(rounds, false)
 	}
 	t.Logf("%d rounds, %d commands killed while running (create %v, clean %v, restore %v unkilled)", rounds, kills, tCreate, tClean, tRestore)
 	if kills == 0 {

@@ -40,6 +40,7 @@ type Report struct {
 	Temps   []string `json:"temps,omitempty"`   // temporary files removed
 	Cloned  int      `json:"cloned,omitempty"`  // reflink clones made
 	Copied  int      `json:"copied,omitempty"`  // data copies made
+	Linked  int      `json:"linked,omitempty"`  // hard links made to a copy of another name of the same inode
 	Bytes   int64    `json:"bytes,omitempty"`   // bytes copied (not cloned)
 }
 
@@ -241,10 +242,11 @@ func workers() int {
 
 // outcome is what happened to one item.
 type outcome struct {
-	e    Entry
-	res  copyResult
-	made bool // an entry to record
-	err  error
+	e      Entry
+	res    copyResult
+	made   bool // an entry to record
+	linked bool // a hard link to the copy of another name of the same inode
+	err    error
 }
 
 // createAll makes the tagged copies, a directory at a time on each of a
@@ -262,6 +264,28 @@ func (t *Tags) createAll(items []item, rec *Record, idx map[string]int, version 
 		}
 		runs[len(runs)-1][1] = i + 1
 	}
+	// Hard links: the first name in the set of an inode with several is
+	// copied, the others are linked to that copy afterwards, so that a
+	// restore gives back one inode with all its names.
+	group := make([]int, len(items))  // the first item of the same original inode, or -1
+	linkTo := make([]int, len(items)) // for a name still to tag: the item whose copy it links to, or -1
+	first := map[[2]uint64]int{}
+	for i := range items {
+		group[i], linkTo[i] = -1, -1
+		it := &items[i]
+		if it.st.Mode&unix.S_IFMT != unix.S_IFREG || it.st.Nlink < 2 {
+			continue
+		}
+		k := [2]uint64{it.st.Dev, it.st.Ino}
+		l, ok := first[k]
+		if !ok {
+			first[k], l = i, i
+		}
+		group[i] = l
+		if l != i && !it.done {
+			linkTo[i] = l
+		}
+	}
 	out := make([]outcome, len(items))
 	var next atomic.Int64
 	var failed atomic.Bool
@@ -278,6 +302,9 @@ func (t *Tags) createAll(items []item, rec *Record, idx map[string]int, version 
 					return
 				}
 				for i := runs[r][0]; i < runs[r][1] && !failed.Load(); i++ {
+					if linkTo[i] >= 0 {
+						continue // linked below, once its first name is copied
+					}
 					out[i] = t.createItem(c, &items[i], rec.Files[idx[items[i].path()]].Type != "", version, opt.Digest)
 					if out[i].err != nil {
 						failed.Store(true)
@@ -287,6 +314,24 @@ func (t *Tags) createAll(items []item, rec *Record, idx map[string]int, version 
 		}()
 	}
 	wg.Wait()
+	if !failed.Load() {
+		lc, fc := t.cursor(), t.cursor()
+		for i, l := range linkTo {
+			if l < 0 {
+				continue
+			}
+			le := out[l].e
+			if !out[l].made {
+				le = rec.Files[idx[items[l].path()]] // tagged and recorded by an earlier run
+			}
+			out[i] = t.linkItem(lc, fc, &items[l], &items[i], le, version, opt.Digest)
+			if out[i].err != nil {
+				break
+			}
+		}
+		lc.close()
+		fc.close()
+	}
 
 	syncs := map[uint64]string{} // one directory per filesystem written to
 	var failedAt *item
@@ -308,11 +353,40 @@ func (t *Tags) createAll(items []item, rec *Record, idx map[string]int, version 
 			syncs[it.st.Dev] = it.dir
 			rep.Done = append(rep.Done, it.path())
 			done++
-			if o.res.cloned {
+			if o.linked {
+				rep.Linked++
+			} else if o.res.cloned {
 				rep.Cloned++
 			} else if o.e.Type == typeFile {
 				rep.Copied++
 				rep.Bytes += o.e.Size
+			}
+		}
+	}
+	// Linking moved the change time of the copies the links were made
+	// to: every entry of such a copy takes the new one.
+	c := t.cursor()
+	ctimes := map[int]Entry{} // group -> the copy's inode and change time now
+	for i, l := range linkTo {
+		if l < 0 || !out[i].made {
+			continue
+		}
+		if _, ok := ctimes[l]; ok {
+			continue
+		}
+		d, err := c.open(items[l].dir)
+		if err != nil {
+			continue
+		}
+		if st, err := lstatAt(d, TaggedName(items[l].name)); err == nil {
+			ctimes[l] = Entry{Ino: st.Ino, Ctime: st.Ctim.Nano()}
+		}
+	}
+	c.close()
+	for i, l := range group {
+		if now, ok := ctimes[l]; ok {
+			if e := &rec.Files[idx[items[i].path()]]; e.Ino == now.Ino {
+				e.Ctime = now.Ctime
 			}
 		}
 	}
@@ -321,6 +395,65 @@ func (t *Tags) createAll(items []item, rec *Record, idx map[string]int, version 
 		return t.createError(failedAt, firstErr, done, len(items)-len(rep.Already))
 	}
 	return serr
+}
+
+// linkItem tags f, a hard link of l's original, by linking f's .Old.. name
+// to l's copy (le is l's entry). Where the filesystem refuses another link
+// (EMLINK), f gets a copy of its own.
+func (t *Tags) linkItem(lc, fc *cursor, l, f *item, le Entry, version string, digest bool) outcome {
+	dl, err := lc.open(l.dir)
+	if err != nil {
+		return outcome{err: err}
+	}
+	df, err := fc.open(f.dir)
+	if err != nil {
+		return outcome{err: err}
+	}
+	src, old := TaggedName(l.name), TaggedName(f.name)
+	name := old
+	if f.state == stateOurs {
+		// An earlier copy of ours is replaced: linked as the temporary,
+		// then renamed over it.
+		state, _, err := t.taggedState(df, old)
+		if err != nil {
+			return outcome{err: err}
+		}
+		if state == stateForeign {
+			return outcome{err: fmt.Errorf("%s exists and is not a tagged file (left alone)", df.hostPath(old))}
+		}
+		name = tmpName(f.name)
+		if err := removeTemp(df, name); err != nil {
+			return outcome{err: err}
+		}
+	}
+	if err := unix.Linkat(dl.fd, src, df.fd, name, 0); err != nil {
+		if err == unix.EMLINK {
+			e, res, err := t.createOne(df, f, version, digest)
+			return outcome{e: e, res: res, made: err == nil, err: err}
+		}
+		if err == unix.EEXIST {
+			return outcome{err: fmt.Errorf("%s appeared while the copies were made (left alone)", df.hostPath(name))}
+		}
+		return outcome{err: fmt.Errorf("cannot link %s to %s: %w", df.hostPath(name), dl.hostPath(src), err)}
+	}
+	if name != old {
+		if err := unix.Renameat(df.fd, name, df.fd, old); err != nil {
+			unix.Unlinkat(df.fd, name, 0)
+			return outcome{err: fmt.Errorf("cannot rename %s to %s: %w", name, old, err)}
+		}
+	}
+	st, err := lstatAt(df, old)
+	if err != nil {
+		return outcome{err: err}
+	}
+	if le.Ino != 0 && st.Ino != le.Ino {
+		return outcome{err: fmt.Errorf("%s changed while the copies were made", dl.hostPath(src))}
+	}
+	e := le
+	e.Path = f.path()
+	e.Ino, e.Ctime = st.Ino, st.Ctim.Nano()
+	e.Created = true
+	return outcome{e: e, made: true, linked: true}
 }
 
 // createItem tags one item: a copy, or for one already tagged by an

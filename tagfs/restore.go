@@ -78,6 +78,41 @@ func (t *Tags) Restore(paths []string) (*Report, error) {
 	gone := map[string]bool{}
 	syncs := map[uint64]string{}
 	var probs problems
+	// The version attribute stays on a restored inode while another
+	// .Old.. name of the record is still linked to it (hard links tagged
+	// together share one copy): dropped, it would make that name look
+	// like someone else's file. The rename moved that name's change time.
+	byIno := map[uint64][]int{}
+	for i, e := range rec.Files {
+		if e.Ino != 0 {
+			byIno[e.Ino] = append(byIno[e.Ino], i)
+		}
+	}
+	keep := func(d *dir, name string) bool {
+		st, err := lstatAt(d, name)
+		if err != nil || st.Nlink < 2 {
+			return false
+		}
+		kept := false
+		for _, j := range byIno[st.Ino] {
+			o := &rec.Files[j]
+			if gone[o.Path] || o.Path == d.hostPath(name) {
+				continue
+			}
+			dp, n := splitHost(o.Path)
+			od, err := t.openDir(dp)
+			if err != nil {
+				continue
+			}
+			ost, err := lstatAt(od, TaggedName(n))
+			od.close()
+			if err == nil && ost.Ino == st.Ino && ost.Dev == st.Dev {
+				o.Ctime = ost.Ctim.Nano()
+				kept = true
+			}
+		}
+		return kept
+	}
 	c := t.cursor()
 	for _, e := range entries {
 		dp, name := splitHost(e.Path)
@@ -87,7 +122,7 @@ func (t *Tags) Restore(paths []string) (*Report, error) {
 			continue
 		}
 		syncs[d.st.Dev] = dp
-		done, err := t.restoreOne(d, name, e)
+		done, err := t.restoreOne(d, name, e, keep)
 		switch {
 		case errors.Is(err, errForeign):
 			rep.Foreign = append(rep.Foreign, e.Tagged())
@@ -116,9 +151,10 @@ func (t *Tags) Restore(paths []string) (*Report, error) {
 
 var errForeign = errors.New("the .Old.. file is not a tagged file (left alone)")
 
-// restoreOne puts the tagged copy of name back. It reports false when there
-// was nothing left to do.
-func (t *Tags) restoreOne(d *dir, name string, e Entry) (bool, error) {
+// restoreOne puts the tagged copy of name back and drops the version
+// attribute from it unless keep says it must stay. It reports false when
+// there was nothing left to do.
+func (t *Tags) restoreOne(d *dir, name string, e Entry, keep func(*dir, string) bool) (bool, error) {
 	old := TaggedName(name)
 	state, _, err := t.taggedState(d, old)
 	if err != nil {
@@ -131,11 +167,17 @@ func (t *Tags) restoreOne(d *dir, name string, e Entry) (bool, error) {
 		if err := unix.Renameat(d.fd, old, d.fd, name); err != nil {
 			return false, fmt.Errorf("cannot rename %s over it: %v", old, err)
 		}
+		if keep(d, name) {
+			return true, nil
+		}
 		return true, t.dropAttr(d, name)
 	}
 	// No tagged copy: restored already (perhaps up to dropping the
 	// attribute), never created, or lost.
 	if _, ok, err := t.getAttr(d, name); err == nil && ok {
+		if keep(d, name) {
+			return true, nil
+		}
 		return true, t.dropAttr(d, name)
 	}
 	if e.Type == "" {

@@ -42,10 +42,12 @@ func TestCreateCheckRestore(t *testing.T) {
 			if len(rep.Done) != len(paths) {
 				t.Fatalf("tagged %v, want %v", rep.Done, paths)
 			}
-			regular := len(paths) - 1
-			if fs.clones && rep.Cloned != regular || !fs.clones && (rep.Cloned != 0 || rep.Copied != regular) {
-				t.Errorf("%d clones, %d copies on %s", rep.Cloned, rep.Copied, fs.name)
+			// hard2 is linked to the copy of hard1.
+			made := len(paths) - 2
+			if fs.clones && rep.Cloned != made || !fs.clones && (rep.Cloned != 0 || rep.Copied != made) || rep.Linked != 1 {
+				t.Errorf("%d clones, %d copies, %d links on %s", rep.Cloned, rep.Copied, rep.Linked, fs.name)
 			}
+			sameInode(t, root, "/usr/lib/.Old..hard1", "/usr/lib/.Old..hard2", true)
 			for _, h := range paths {
 				p := filepath.Join(root, h)
 				if now := snap(t, p); !sameMeta(now, before[h]) {
@@ -98,6 +100,7 @@ func TestCreateCheckRestore(t *testing.T) {
 					t.Errorf("%s: restored file differs from the old one: %s", h, d)
 				}
 			}
+			sameInode(t, root, "/usr/lib/hard1", "/usr/lib/hard2", true)
 			temps, tagged := leftovers(t, root)
 			if len(temps)+len(tagged) > 0 {
 				t.Errorf("left after restore: %v %v", temps, tagged)
@@ -216,18 +219,21 @@ func testCheckFindsProblems(t *testing.T, digest bool) {
 			t.Errorf("unexpected problem %+v", p)
 		}
 	}
+	// hard1 and hard2 share their copy: both have changed.
 	rep, err = tg.Check(true)
-	mustKind(t, err, host.KindBad, "4 of 9")
-	found := false
+	mustKind(t, err, host.KindBad, "5 of 9")
+	found := 0
 	wantMsg := "changed since it was tagged (its inode change time moved)"
 	if digest {
 		wantMsg = "content changed since it was tagged"
 	}
 	for _, p := range rep.Problems {
-		found = found || p.Path == "/usr/lib/.Old..hard1" && p.Problem == wantMsg
+		if (p.Path == "/usr/lib/.Old..hard1" || p.Path == "/usr/lib/.Old..hard2") && p.Problem == wantMsg {
+			found++
+		}
 	}
-	if !found {
-		t.Errorf("content change not found: %+v", rep.Problems)
+	if found != 2 {
+		t.Errorf("content change found %d times, want 2: %+v", found, rep.Problems)
 	}
 }
 
@@ -420,5 +426,78 @@ func TestCreateAddsToRecord(t *testing.T) {
 	}
 	if rep, err := tg.Check(true); err != nil || rep.Checked != len(want) {
 		t.Fatalf("check: %+v %v", rep, err)
+	}
+}
+
+// sameInode says whether two host paths under root are one inode.
+func sameInode(t *testing.T, root, a, b string, want bool) {
+	t.Helper()
+	if got := snap(t, filepath.Join(root, a)).Ino == snap(t, filepath.Join(root, b)).Ino; got != want {
+		t.Errorf("%s and %s one inode: %v, want %v", a, b, got, want)
+	}
+}
+
+// TestHardLinks: names of one inode tagged together share one copy, also
+// when the first was tagged by an earlier run; restoring them one at a
+// time keeps the version attribute until the last, and check --content
+// stays good throughout; the restored names are one inode again.
+func TestHardLinks(t *testing.T) {
+	hosttest.RequireRoot(t)
+	root := t.TempDir()
+	p := func(h string) string { return filepath.Join(root, h) }
+	writeFile(t, p("/opt/a/one"), []byte("one inode\n"), 0o644)
+	for _, n := range []string{"/opt/a/two", "/opt/b/three"} {
+		if err := os.MkdirAll(filepath.Dir(p(n)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Link(p("/opt/a/one"), p(n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tg := newTestTags(t, root)
+	if _, err := tg.Create("1", []string{"/opt/a/one"}, CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := tg.Create("1", []string{"/opt"}, CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Linked != 2 || len(rep.Already) != 1 {
+		t.Fatalf("report %+v", rep)
+	}
+	sameInode(t, root, "/opt/a/.Old..one", "/opt/a/.Old..two", true)
+	sameInode(t, root, "/opt/a/.Old..one", "/opt/b/.Old..three", true)
+	sameInode(t, root, "/opt/a/.Old..one", "/opt/a/one", false)
+	check := func() {
+		t.Helper()
+		if rep, err := tg.Check(true); err != nil {
+			t.Fatalf("check: %v %+v", err, rep)
+		}
+	}
+	check()
+	// The install replaces each name with a new file.
+	for _, n := range []string{"/opt/a/one", "/opt/a/two", "/opt/b/three"} {
+		os.Remove(p(n))
+		writeFile(t, p(n), []byte("version 2\n"), 0o644)
+	}
+	for _, n := range []string{"/opt/a/two", "/opt/b/three"} {
+		if _, err := tg.Restore([]string{n}); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := xattr.LGet(p("/opt/a/.Old..one"), tg.Attribute()); err != nil || string(v) != "1" {
+			t.Fatalf("after restoring %s: the remaining copy's attribute %q %v", n, v, err)
+		}
+		check()
+	}
+	if _, err := tg.Restore(nil); err != nil {
+		t.Fatal(err)
+	}
+	sameInode(t, root, "/opt/a/one", "/opt/a/two", true)
+	sameInode(t, root, "/opt/a/one", "/opt/b/three", true)
+	if _, err := xattr.LGet(p("/opt/a/one"), tg.Attribute()); err == nil {
+		t.Error("the version attribute is left on the restored inode")
+	}
+	if b, _ := os.ReadFile(p("/opt/b/three")); string(b) != "one inode\n" {
+		t.Errorf("restored content %q", b)
 	}
 }

@@ -216,8 +216,8 @@ func (a *actions) tag(r *Run, files []string) error {
 		if err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("%d tagged for version %s (%d already), %d cloned, %d copied", len(rep.Done), r.State.OldVersion,
-			len(rep.Already), rep.Cloned, rep.Copied), nil
+		return fmt.Sprintf("%d tagged for version %s (%d already), %d cloned, %d copied, %d hard-linked", len(rep.Done), r.State.OldVersion,
+			len(rep.Already), rep.Cloned, rep.Copied, rep.Linked), nil
 	})
 }
 
