@@ -264,28 +264,7 @@ func (t *Tags) createAll(items []item, rec *Record, idx map[string]int, version 
 		}
 		runs[len(runs)-1][1] = i + 1
 	}
-	// Hard links: the first name in the set of an inode with several is
-	// copied, the others are linked to that copy afterwards, so that a
-	// restore gives back one inode with all its names.
-	group := make([]int, len(items))  // the first item of the same original inode, or -1
-	linkTo := make([]int, len(items)) // for a name still to tag: the item whose copy it links to, or -1
-	first := map[[2]uint64]int{}
-	for i := range items {
-		group[i], linkTo[i] = -1, -1
-		it := &items[i]
-		if it.st.Mode&unix.S_IFMT != unix.S_IFREG || it.st.Nlink < 2 {
-			continue
-		}
-		k := [2]uint64{it.st.Dev, it.st.Ino}
-		l, ok := first[k]
-		if !ok {
-			first[k], l = i, i
-		}
-		group[i] = l
-		if l != i && !it.done {
-			linkTo[i] = l
-		}
-	}
+	group, linkTo := hardLinks(items)
 	out := make([]outcome, len(items))
 	var next atomic.Int64
 	var failed atomic.Bool
@@ -395,6 +374,33 @@ func (t *Tags) createAll(items []item, rec *Record, idx map[string]int, version 
 		return t.createError(failedAt, firstErr, done, len(items)-len(rep.Already))
 	}
 	return serr
+}
+
+// hardLinks groups the names of one inode (hard links) in the set: the
+// first name in the set is copied, the others are linked to that copy, so
+// that a restore gives back one inode with all its names. group[i] is the
+// first item of item i's inode, or -1 for an inode with one name; linkTo[i]
+// is that item for a name still to tag that is not the first, or -1.
+func hardLinks(items []item) (group, linkTo []int) {
+	group, linkTo = make([]int, len(items)), make([]int, len(items))
+	first := map[[2]uint64]int{}
+	for i := range items {
+		group[i], linkTo[i] = -1, -1
+		it := &items[i]
+		if it.st.Mode&unix.S_IFMT != unix.S_IFREG || it.st.Nlink < 2 {
+			continue
+		}
+		k := [2]uint64{it.st.Dev, it.st.Ino}
+		l, ok := first[k]
+		if !ok {
+			first[k], l = i, i
+		}
+		group[i] = l
+		if l != i && !it.done {
+			linkTo[i] = l
+		}
+	}
+	return group, linkTo
 }
 
 // linkItem tags f, a hard link of l's original, by linking f's .Old.. name

@@ -95,3 +95,26 @@ func TestENOSPC(t *testing.T) {
 		t.Errorf("left after clean: %v %v", temps, tagged)
 	}
 }
+
+// TestHardLinkSpace: two names of one large file need one copy's space, so
+// a set that fits once is not refused.
+func TestHardLinkSpace(t *testing.T) {
+	root := hosttest.LoopFS(t, "ext4", 32<<20, "-m", "0")
+	var s unix.Statfs_t
+	if err := unix.Statfs(root, &s); err != nil {
+		t.Fatal(err)
+	}
+	big := int(int64(s.Bavail)*s.Bsize/2) - (1 << 20)
+	writeFile(t, filepath.Join(root, "opt/app/big"), randBytes(1, big), 0o644)
+	if err := os.Link(filepath.Join(root, "opt/app/big"), filepath.Join(root, "opt/app/big-too")); err != nil {
+		t.Fatal(err)
+	}
+	tg := newTestTags(t, root)
+	rep, err := tg.Create("1", []string{"/opt/app"}, CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Copied != 1 || rep.Linked != 1 {
+		t.Fatalf("report %+v", rep)
+	}
+}

@@ -36,15 +36,17 @@ func fsName(s *unix.Statfs_t) string {
 
 // checkSpace refuses, with the numbers, a set that does not fit: per
 // filesystem, a copy needs the file's size in blocks and an inode; a clone
-// (probed with one real file) needs an inode and almost no space. The probe
+// (probed with one real file) needs an inode and almost no space; a name
+// linked to the copy of another name of its inode needs neither. The probe
 // also sets the version attribute once, so that a filesystem that refuses
 // it is found before anything is written.
 func (t *Tags) checkSpace(items []item) error {
+	_, linkTo := hardLinks(items)
 	needs := map[uint64]*fsNeed{}
 	var order []uint64
 	for i := range items {
 		it := &items[i]
-		if it.done {
+		if it.done || linkTo[i] >= 0 {
 			continue
 		}
 		n := needs[it.st.Dev]
@@ -83,7 +85,7 @@ func (t *Tags) checkSpace(items []item) error {
 		bs := s.Bsize
 		for i := range items {
 			it := &items[i]
-			if !it.done && it.st.Dev == dev && it.st.Mode&unix.S_IFMT == unix.S_IFREG {
+			if !it.done && linkTo[i] < 0 && it.st.Dev == dev && it.st.Mode&unix.S_IFMT == unix.S_IFREG {
 				n.copied += (it.st.Size + bs - 1) / bs * bs
 			}
 		}
