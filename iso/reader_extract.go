@@ -44,7 +44,8 @@ func Progress(f func(rel string, e *Entry)) ExtractOption {
 // names are checked again here, every directory is opened relative to its
 // parent with O_NOFOLLOW, files are created with O_EXCL|O_NOFOLLOW, and a
 // symlink that was extracted is never followed. A file that cannot be
-// written whole is removed.
+// written whole is removed. Names of one file (hard links in the image)
+// are extracted as hard links of one file.
 func Extract(im *Image, dest string, paths []string, opts ...ExtractOption) error {
 	cfg := extractConfig{owners: os.Geteuid() == 0}
 	for _, o := range opts {
@@ -62,15 +63,21 @@ func Extract(im *Image, dest string, paths []string, opts ...ExtractOption) erro
 		return fmt.Errorf("cannot extract to %s: %w", dest, &fs.PathError{Op: "open", Path: dest, Err: err})
 	}
 	defer unix.Close(fd)
-	x := &extractor{im: im, cfg: cfg, dest: dest, sel: sel, jobs: make(chan fileJob, 64)}
+	x := &extractor{im: im, cfg: cfg, dest: dest, destfd: fd, sel: sel, jobs: make(chan fileJob, 64), links: map[uint64]*firstName{}}
 	// File data is copied by a few workers while the tree is walked.
 	var workers sync.WaitGroup
 	for range max(1, min(runtime.GOMAXPROCS(0), 4)) {
 		workers.Go(func() {
 			c := &copier{buf: make([]byte, 1<<20)}
 			for j := range x.jobs {
-				if x.failed() == nil {
-					x.setErr(x.file(c, j.dirfd, j.e, j.rel))
+				var err error
+				if err = x.failed(); err == nil {
+					err = x.file(c, j.dirfd, j.e, j.rel)
+					x.setErr(err)
+				}
+				if j.first != nil {
+					j.first.ok = err == nil
+					close(j.first.written)
 				}
 				j.done.Done()
 			}
@@ -89,6 +96,15 @@ type fileJob struct {
 	e     *Entry
 	rel   string
 	done  *sync.WaitGroup
+	first *firstName // set for the first name of a file with hard links
+}
+
+// firstName is the first name extracted of a file with several (hard
+// links): the others are linked to it once it is written.
+type firstName struct {
+	rel     string
+	written chan struct{} // closed when the file is written, or failed
+	ok      bool          // written whole (set before written is closed)
 }
 
 // setErr keeps the first error.
@@ -163,14 +179,16 @@ func (im *Image) selection(paths []string) (map[string]bool, error) {
 }
 
 type extractor struct {
-	im   *Image
-	cfg  extractConfig
-	dest string
-	sel  map[string]bool // selected paths (true) and their parents (false)
-	jobs chan fileJob
+	im     *Image
+	cfg    extractConfig
+	dest   string
+	destfd int
+	sel    map[string]bool // selected paths (true) and their parents (false)
+	jobs   chan fileJob
 
-	mu  sync.Mutex // guards err and calls to cfg.progress
-	err error
+	mu    sync.Mutex // guards err, links and calls to cfg.progress
+	err   error
+	links map[uint64]*firstName // files with hard links by inode, once one name is extracted
 }
 
 // copier copies file data; one per worker.
@@ -220,8 +238,24 @@ func (x *extractor) dir(fd int, d *Entry, rel string, all bool) error {
 			return x.fail(crel, errors.New("not a valid file name"))
 		}
 		if c.Mode.IsRegular() {
+			var first *firstName
+			if c.Nlink > 1 {
+				x.mu.Lock()
+				f := x.links[c.Ino]
+				if f == nil {
+					first = &firstName{rel: crel, written: make(chan struct{})}
+					x.links[c.Ino] = first
+				}
+				x.mu.Unlock()
+				if f != nil {
+					if err := x.link(f, fd, c, crel); err != nil {
+						return err
+					}
+					continue
+				}
+			}
 			pending.Add(1)
-			x.jobs <- fileJob{dirfd: fd, e: c, rel: crel, done: &pending}
+			x.jobs <- fileJob{dirfd: fd, e: c, rel: crel, done: &pending, first: first}
 			continue
 		}
 		if err := x.entry(fd, c, crel, sub); err != nil {
@@ -231,6 +265,36 @@ func (x *extractor) dir(fd int, d *Entry, rel string, all bool) error {
 	}
 	pending.Wait()
 	return x.failed()
+}
+
+// link makes e (rel) in the open directory dirfd another name of the file
+// already extracted as f, as it is in the image (a hard link), once that
+// is written.
+func (x *extractor) link(f *firstName, dirfd int, e *Entry, rel string) error {
+	<-f.written
+	if !f.ok {
+		return x.failed()
+	}
+	// The first name's directory is reached from dest without following
+	// any symlink.
+	dir, name := path.Split(f.rel)
+	ffd := x.destfd
+	if dir != "" {
+		var err error
+		ffd, err = unix.Openat2(x.destfd, strings.TrimSuffix(dir, "/"), &unix.OpenHow{
+			Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,
+			Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+		})
+		if err != nil {
+			return x.fail(rel, fmt.Errorf("cannot open the directory of %s to link to it: %w", f.rel, err))
+		}
+		defer unix.Close(ffd)
+	}
+	if err := unix.Linkat(ffd, name, dirfd, e.Name, 0); err != nil {
+		return x.fail(rel, err)
+	}
+	x.done(rel, e)
+	return nil
 }
 
 func (x *extractor) entry(dirfd int, e *Entry, rel string, all bool) error {

@@ -89,6 +89,8 @@ func TestExtractXorrisoImage(t *testing.T) {
 	if n < 70 {
 		t.Errorf("progress called %d times", n)
 	}
+	// The hard link of the image is one file with two names again.
+	rtSameFile(t, filepath.Join(dest, "README"), filepath.Join(dest, "sub/hardlink"), 2)
 	// A second extraction never overwrites.
 	err = Extract(im, dest, []string{"README"})
 	if err == nil || !strings.Contains(err.Error(), "file exists") {
@@ -108,6 +110,12 @@ func TestExtractXorrisoImage(t *testing.T) {
 	if strings.Join(got, ",") != want {
 		t.Errorf("extracted %v, want %s", got, want)
 	}
+	// One name of a hard link alone is a file of its own.
+	one := filepath.Join(t.TempDir(), "one")
+	rtMust(t, Extract(im, one, []string{"sub/hardlink"}))
+	if b, err := os.ReadFile(filepath.Join(one, "sub/hardlink")); err != nil || string(b) != "read me\n" {
+		t.Errorf("one name of a hard link: %q %v", b, err)
+	}
 	// Every missing path is reported, and nothing is extracted.
 	none := filepath.Join(t.TempDir(), "none")
 	err = Extract(im, none, []string{"nope", "sub/nope", "README/x", "link-dir/deepest"})
@@ -117,6 +125,19 @@ func TestExtractXorrisoImage(t *testing.T) {
 	}
 	if _, err := os.Lstat(none); !os.IsNotExist(err) {
 		t.Errorf("destination made for a failed extraction: %v", err)
+	}
+}
+
+// rtSameFile checks that a and b are one file with nlink names.
+func rtSameFile(t *testing.T, a, b string, nlink uint64) {
+	t.Helper()
+	ai, err := os.Lstat(a)
+	rtMust(t, err)
+	bi, err := os.Lstat(b)
+	rtMust(t, err)
+	as, bs := ai.Sys().(*syscall.Stat_t), bi.Sys().(*syscall.Stat_t)
+	if as.Ino != bs.Ino || as.Nlink != nlink {
+		t.Errorf("%s and %s: inodes %d and %d with %d links, want one with %d", a, b, as.Ino, bs.Ino, as.Nlink, nlink)
 	}
 }
 
