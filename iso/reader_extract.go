@@ -281,10 +281,7 @@ func (x *extractor) link(f *firstName, dirfd int, e *Entry, rel string) error {
 	ffd := x.destfd
 	if dir != "" {
 		var err error
-		ffd, err = unix.Openat2(x.destfd, strings.TrimSuffix(dir, "/"), &unix.OpenHow{
-			Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,
-			Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
-		})
+		ffd, err = host.OpenDirBeneath(x.destfd, strings.TrimSuffix(dir, "/"))
 		if err != nil {
 			return x.fail(rel, fmt.Errorf("cannot open the directory of %s to link to it: %w", f.rel, err))
 		}

@@ -65,9 +65,6 @@ func (t *Tags) openRoot() (int, error) {
 	return fd, nil
 }
 
-// errSymlinkOnWay is returned when a directory on the way is a symlink.
-var errSymlinkOnWay = errors.New("a symlink is on the way (not followed)")
-
 // openDir opens the directory at host path p (already resolved) without
 // following symlinks and without leaving the root.
 func (t *Tags) openDir(p string) (*dir, error) {
@@ -79,20 +76,8 @@ func (t *Tags) openDir(p string) (*dir, error) {
 	if rel == "" {
 		rel = "."
 	}
-	how := &unix.OpenHow{
-		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
-	}
-	fd, err := unix.Openat2(rfd, rel, how)
+	fd, err := host.OpenDirBeneath(rfd, rel)
 	if err != nil {
-		switch err {
-		case unix.ELOOP, unix.EXDEV:
-			err = errSymlinkOnWay
-		case unix.ENOTDIR:
-			err = errors.New("not a directory (or a file on the way)")
-		case unix.ENOSYS:
-			err = errors.New("the kernel has no openat2 (Linux 5.6 or later is needed)")
-		}
 		return nil, &os.PathError{Op: "open", Path: p, Err: err}
 	}
 	d := newDir(fd, path.Clean("/"+p), t.root.Path(p))

@@ -171,7 +171,7 @@ func openSubdir(d *dir, name string) (*dir, error) {
 	fd, err := unix.Openat(d.fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if err == unix.ELOOP || err == unix.ENOTDIR {
-			return nil, errSymlinkOnWay
+			return nil, host.ErrSymlinkOnWay
 		}
 		return nil, err
 	}
