@@ -189,6 +189,16 @@ func (t *Tags) taggedState(d *dir, name string) (int, string, error) {
 	return stateOurs, v, nil
 }
 
+// stillOurs checks again, just before it is replaced, that name in d is
+// absent or ours (as prepare found it), and says which.
+func (t *Tags) stillOurs(d *dir, name string) (int, error) {
+	state, _, err := t.taggedState(d, name)
+	if err == nil && state == stateForeign {
+		err = fmt.Errorf("%s exists and is not a tagged file (left alone)", d.hostPath(name))
+	}
+	return state, err
+}
+
 // sameAsOriginal reports whether the tagged copy of it has the original's
 // type, size, mode, owner and modification time (and a symlink its target).
 func (t *Tags) sameAsOriginal(d *dir, it *item) bool {
@@ -420,12 +430,8 @@ func (t *Tags) linkItem(lc, fc *cursor, l, f *item, le Entry, version string, di
 	if f.state == stateOurs {
 		// An earlier copy of ours is replaced: linked as the temporary,
 		// then renamed over it.
-		state, _, err := t.taggedState(df, old)
-		if err != nil {
+		if _, err := t.stillOurs(df, old); err != nil {
 			return outcome{err: err}
-		}
-		if state == stateForeign {
-			return outcome{err: fmt.Errorf("%s exists and is not a tagged file (left alone)", df.hostPath(old))}
 		}
 		name = tmpName(f.name)
 		if err := removeTemp(df, name); err != nil {
@@ -563,12 +569,9 @@ func (t *Tags) createOne(d *dir, it *item, version string, digest bool) (Entry, 
 	// An earlier copy of ours (left by a power cut) is replaced: it must
 	// still be ours.
 	if it.state == stateOurs {
-		state, _, err := t.taggedState(d, old)
+		state, err := t.stillOurs(d, old)
 		if err != nil {
 			return Entry{}, res, err
-		}
-		if state == stateForeign {
-			return Entry{}, res, fmt.Errorf("%s exists and is not a tagged file (left alone)", d.hostPath(old))
 		}
 		it.state = state
 	}
@@ -719,7 +722,6 @@ func (t *Tags) copyFile(d *dir, name, tmp string, st *unix.Stat_t, version strin
 // src (whose stat is st) and the version attribute.
 func (t *Tags) fillCopy(dst, src *os.File, st *unix.Stat_t, version string, digest bool, res *copyResult) (err error) {
 	fd := int(dst.Fd())
-	sst := *st
 	// The digest is read from the original, whose pages are the ones
 	// likely cached; that it did not change until the copy was made is
 	// checked after.
@@ -731,7 +733,7 @@ func (t *Tags) fillCopy(dst, src *os.File, st *unix.Stat_t, version string, dige
 	if res.cloned, err = copyData(dst, src); err != nil {
 		return err
 	}
-	if !res.cloned && sst.Size >= earlyWriteback {
+	if !res.cloned && st.Size >= earlyWriteback {
 		// Start writing the copied pages out now, as the kernel does for
 		// a large cp on its own: the syncfs before the record is written
 		// then finds little left to do, instead of a whole tree's worth of
@@ -743,7 +745,7 @@ func (t *Tags) fillCopy(dst, src *os.File, st *unix.Stat_t, version string, dige
 	if err := unix.Fstat(int(src.Fd()), &after); err != nil {
 		return err
 	}
-	if after.Mtim != sst.Mtim || after.Ctim != sst.Ctim || after.Size != sst.Size {
+	if after.Mtim != st.Mtim || after.Ctim != st.Ctim || after.Size != st.Size {
 		return errors.New("the file changed while it was being tagged (run the command again)")
 	}
 	// Owner first: chown clears set-id bits and capabilities, which the

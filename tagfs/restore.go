@@ -160,6 +160,12 @@ func (t *Tags) restoreOne(d *dir, name string, e Entry, keep func(*dir, string) 
 	if err != nil {
 		return false, err
 	}
+	release := func() error {
+		if keep(d, name) {
+			return nil
+		}
+		return t.dropAttr(d, name)
+	}
 	switch state {
 	case stateForeign:
 		return false, errForeign
@@ -167,18 +173,12 @@ func (t *Tags) restoreOne(d *dir, name string, e Entry, keep func(*dir, string) 
 		if err := unix.Renameat(d.fd, old, d.fd, name); err != nil {
 			return false, fmt.Errorf("cannot rename %s over it: %v", old, err)
 		}
-		if keep(d, name) {
-			return true, nil
-		}
-		return true, t.dropAttr(d, name)
+		return true, release()
 	}
 	// No tagged copy: restored already (perhaps up to dropping the
 	// attribute), never created, or lost.
 	if _, ok, err := t.getAttr(d, name); err == nil && ok {
-		if keep(d, name) {
-			return true, nil
-		}
-		return true, t.dropAttr(d, name)
+		return true, release()
 	}
 	if e.Type == "" {
 		return false, nil // planned, never created
