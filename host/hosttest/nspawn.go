@@ -109,6 +109,18 @@ func Rootfs(t testing.TB) string {
 	return rootfs
 }
 
+// failedLines picks out of a console log the lines where systemd reports
+// a failure, which the tail kept on a test failure no longer shows.
+func failedLines(b []byte) string {
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "FAILED") || strings.Contains(l, "Failed") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 func tail(b []byte, n int) []byte {
 	if len(b) > n {
 		return b[len(b)-n:]
@@ -142,6 +154,9 @@ func NewContainer(t testing.TB, opts ContainerOptions) *Container {
 		c.stop()
 		if t.Failed() {
 			if b, err := os.ReadFile(c.Log); err == nil {
+				if f := failedLines(b); f != "" {
+					t.Logf("container console, the lines that report a failure:\n%s", f)
+				}
 				t.Logf("container console (last 6000 bytes):\n%s", tail(b, 6000))
 			}
 		}
@@ -211,7 +226,15 @@ func (c *Container) Boot(t testing.TB) {
 			out, _, err := c.exec(ctx, "systemctl", "is-system-running", "--wait")
 			cancel()
 			state := strings.TrimSpace(out)
-			if err == nil && (state == "running" || state == "degraded") {
+			if err == nil && state == "running" {
+				return
+			}
+			if err == nil && state == "degraded" {
+				// Not this project's doing (nothing of it has run yet),
+				// but a test comparing units before and after must know;
+				// say which units failed and why.
+				out, _, _ := c.exec(context.Background(), "systemctl", "status", "--failed", "--no-pager", "-l", "-n", "20")
+				t.Logf("the container booted degraded:\n%s", out)
 				return
 			}
 			// "offline" (with "has not been booted with systemd"): PID 1
