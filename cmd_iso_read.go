@@ -116,10 +116,18 @@ func init() {
 				if err != nil {
 					return err
 				}
-				var files, bytes int64
+				// The data of a file with several names is written once;
+				// the other names are hard links to it.
+				var files, bytes, links int64
+				seen := map[uint64]bool{}
 				opts := []iso.ExtractOption{iso.Progress(func(_ string, en *iso.Entry) {
 					files++
-					if en.Mode.IsRegular() {
+					switch {
+					case !en.Mode.IsRegular():
+					case en.Nlink > 1 && seen[en.Ino]:
+						links++
+					default:
+						seen[en.Ino] = en.Nlink > 1
 						bytes += en.Size
 					}
 				})}
@@ -129,7 +137,11 @@ func init() {
 				if err := iso.Extract(im, dest, c.Args().Slice()[2:], opts...); err != nil {
 					return err
 				}
-				fmt.Fprintf(e.Out, "extracted %d entries (%s of file data) to %s\n", files, host.FormatSize(bytes), dest)
+				data := host.FormatSize(bytes) + " of file data"
+				if links > 0 {
+					data += fmt.Sprintf(", %d hard link(s)", links)
+				}
+				fmt.Fprintf(e.Out, "extracted %d entries (%s) to %s\n", files, data, dest)
 				return nil
 			}),
 		},
