@@ -278,6 +278,9 @@ func TestContainerEnterExit(t *testing.T) {
 	if refused, out := loginRefused(t, c); refused {
 		t.Fatalf("a non-root login is refused before maintenance: %q", out)
 	}
+	// A user logged in through login(1) on a terminal, as utmp knows
+	// them, gets the broadcasts.
+	terminal := loginOnTerminal(t, c, "tester")
 	files := hostFiles(t, c)
 	before := activeUnits(t, c)
 	if !slices.Contains(before.failed, bootFail) {
@@ -287,6 +290,10 @@ func TestContainerEnterExit(t *testing.T) {
 	const msg = "SYSTEM SOFTWARE UPDATE IN PROGRESS (test)"
 	out := c.MustExec(t, "upgradectl", "maintenance", "enter", "--message", msg)
 	t.Logf("enter:\n%s", out)
+	if !strings.Contains(out, "told 1 logged-in terminal(s)") {
+		t.Errorf("enter did not tell the one logged-in terminal: %q", out)
+	}
+	waitTerminal(t, c, terminal, 1, msg+"\r\r\nThe system is now in maintenance mode")
 	// systemd's own reading of the units: no warnings.
 	verify := c.MustExec(t, "systemd-analyze", "verify", "/etc/systemd/system/"+TargetUnit,
 		"/etc/systemd/system/"+NologinUnit, "/etc/systemd/system/"+ResumeUnit)
@@ -315,6 +322,7 @@ func TestContainerEnterExit(t *testing.T) {
 
 	out = c.MustExec(t, "upgradectl", "maintenance", "exit")
 	t.Logf("exit:\n%s", out)
+	waitTerminal(t, c, terminal, 2, "Maintenance mode is over: logins are allowed again.")
 	if a := isActive(t, c, TargetUnit); a == "active" {
 		t.Errorf("%s still active after exit", TargetUnit)
 	}
@@ -348,6 +356,44 @@ func mapsEqual(a, b map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// loginOnTerminal logs user in with login(1) on a pseudo-terminal that
+// script(1) keeps open, and returns the file where script records what
+// the terminal shows. It returns once utmp lists the login.
+func loginOnTerminal(t *testing.T, c *hosttest.Container, user string) string {
+	t.Helper()
+	c.MustExec(t, "useradd", "-m", "-s", "/bin/sh", user)
+	record := "/run/" + user + ".typescript"
+	c.MustExec(t, "sh", "-c", "setsid sh -c 'sleep infinity | script -qf -c \"login -f "+user+"\" "+record+"' >/dev/null 2>&1 &")
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if out, _, _ := c.Exec("who"); strings.HasPrefix(out, user+" ") {
+			return record
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not show up in who within a minute", user)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// waitTerminal waits until the terminal recorded in file has shown n
+// broadcasts from upgradectl, the last one containing text.
+func waitTerminal(t *testing.T, c *hosttest.Container, file string, n int, text string) {
+	t.Helper()
+	const head = "Broadcast message from upgradectl@"
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, _, _ := c.Exec("cat", file)
+		if i := strings.LastIndex(out, head); strings.Count(out, head) == n && strings.Contains(out[i:], text) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the logged-in terminal did not show broadcast %d with %q:\n%q", n, text, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // waitActive waits until a unit is active.
