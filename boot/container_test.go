@@ -137,6 +137,19 @@ func listUnits(t *testing.T, c *hosttest.Container, state string) []string {
 
 func activeUnits(t *testing.T, c *hosttest.Container) units {
 	t.Helper()
+	// A unit on its way up or down (a login's user manager, say) is
+	// neither; wait until systemd has no job left.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		jobs, _, _ := c.Exec("systemctl", "list-jobs", "--no-legend", "--plain")
+		if strings.TrimSpace(jobs) == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("systemd still has jobs after a minute:\n%s", jobs)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	return units{active: listUnits(t, c, "active"), failed: listUnits(t, c, "failed")}
 }
 
