@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,12 +26,17 @@ import (
 // "127.0.0.1:PORT" once chronyd answers.
 func chronyd(t testing.TB, local bool) string {
 	t.Helper()
+	return chronydAt(t, local, "127.0.0.1", closedPort(t))
+}
+
+// chronydAt is chronyd on another loopback address and a given port.
+func chronydAt(t testing.TB, local bool, ip string, port int) string {
+	t.Helper()
 	hosttest.RequireCommand(t, "chronyd")
 	hosttest.RequireRoot(t) // chronyd refuses to start otherwise
 	dir := t.TempDir()
-	port := closedPort(t)
-	conf := fmt.Sprintf("port %d\nbindaddress 127.0.0.1\nallow 127.0.0.1\ncmdport 0\nbindcmdaddress /\n"+
-		"pidfile %s/chronyd.pid\ndriftfile %s/drift\n", port, dir, dir)
+	conf := fmt.Sprintf("port %d\nbindaddress %s\nallow 127.0.0.0/8\ncmdport 0\nbindcmdaddress /\n"+
+		"pidfile %s/chronyd.pid\ndriftfile %s/drift\n", port, ip, dir, dir)
 	if local {
 		conf += "local stratum 8\n"
 	}
@@ -52,7 +58,7 @@ func chronyd(t testing.TB, local bool) string {
 		cmd.Wait()
 		log.Close()
 	})
-	addr := "127.0.0.1:" + strconv.Itoa(port)
+	addr := net.JoinHostPort(ip, strconv.Itoa(port))
 	// Wait for it to answer: a readiness wait, generous for a loaded machine.
 	for end := time.Now().Add(30 * time.Second); ; {
 		if _, err := ntp.QueryWithOptions(addr, ntp.QueryOptions{Timeout: 200 * time.Millisecond}); err == nil {
@@ -142,6 +148,77 @@ func TestNTPServersSilentServer(t *testing.T) {
 	if s := by[silent]; s.Reachable || s.Message != "unreachable: no answer within the timeout" {
 		t.Errorf("silent server: %+v", s)
 	}
+}
+
+// TestNTPServerNameAddresses: a server name with several addresses, the
+// first of which does not answer (a pool member that is down), is judged
+// by the address that answers. The names are in an /etc/hosts that only
+// a child process of this test sees, in a mount namespace of its own:
+// the real resolver reads them.
+func TestNTPServerNameAddresses(t *testing.T) {
+	const hostsEnv = "UPGRADECTL_TEST_HOSTS"
+	if hosts := os.Getenv(hostsEnv); hosts != "" {
+		// The child: its own /etc/hosts, then the checks.
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			t.Fatalf("making / private: %v", err)
+		}
+		if err := unix.Mount(hosts, "/etc/hosts", "", unix.MS_BIND, ""); err != nil {
+			t.Fatalf("bind mount over /etc/hosts: %v", err)
+		}
+		serverNameChild(t, os.Getenv("UPGRADECTL_TEST_NTP_PORT"))
+		return
+	}
+	hosttest.RequireRoot(t)
+	port := closedPort(t)
+	chronydAt(t, true, "127.0.0.2", port)
+	// 127.0.0.1 at that port takes queries and never answers; nothing
+	// listens on 127.0.0.3 at all.
+	silent, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	hosts := filepath.Join(t.TempDir(), "hosts")
+	if err := os.WriteFile(hosts, []byte("127.0.0.1 ntp-pool.test\n127.0.0.2 ntp-pool.test\n"+
+		"127.0.0.1 ntp-dead.test\n127.0.0.3 ntp-dead.test\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestNTPServerNameAddresses$", "-test.v")
+	cmd.Env = append(os.Environ(), hostsEnv+"="+hosts, "UPGRADECTL_TEST_NTP_PORT="+strconv.Itoa(port))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS}
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestNTPServerNameAddresses") {
+		t.Fatalf("the child in its own mount namespace: %v\n%s", err, out)
+	}
+	t.Logf("child:\n%s", out)
+}
+
+func serverNameChild(t *testing.T, port string) {
+	if a, err := net.LookupHost("ntp-pool.test"); err != nil || len(a) != 2 || a[0] != "127.0.0.1" {
+		t.Fatalf("ntp-pool.test resolves to %v (%v), want the silent 127.0.0.1 first", a, err)
+	}
+	pool := "ntp-pool.test:" + port
+	start := time.Now()
+	r, by := serversResult(t, "20s", pool)
+	took := time.Since(start)
+	s := by[pool]
+	if r.Status != Pass || s.AddressUsed != "127.0.0.2:"+port || s.Stratum != 8 ||
+		!strings.Contains(s.Message, "(from 127.0.0.2:"+port+", one of 2 addresses)") {
+		t.Errorf("a name whose first address is silent: %+v\n%+v", r, s)
+	}
+	// The good answer ends the wait for the silent address.
+	if took > 10*time.Second {
+		t.Errorf("the check took %v: it waited for the silent address", took)
+	}
+	t.Logf("%s: %s (%v)", pool, s.Message, took.Round(time.Millisecond))
+
+	dead := "ntp-dead.test:" + port
+	r, by = serversResult(t, "2s", dead)
+	if s := by[dead]; r.Status != Fail || s.Reachable || s.AddressUsed != "" || !strings.Contains(s.Message, "unreachable") ||
+		!strings.HasSuffix(s.Message, "(all 2 addresses)") {
+		t.Errorf("a name with no address answering: %+v\n%+v", r, s)
+	}
+	t.Logf("%s: %s", dead, by[dead].Message)
 }
 
 func TestJudgeServers(t *testing.T) {

@@ -112,16 +112,19 @@ func judgeSynced(tx *unix.Timex, state int, limit time.Duration, daemons []strin
 
 // serverResult is one server of ntp.servers.
 type serverResult struct {
-	Address   string  `json:"address"`
-	Source    string  `json:"source"`
-	Status    Status  `json:"status"`
-	Message   string  `json:"message"`
-	Reachable bool    `json:"reachable"`
-	Stratum   int     `json:"stratum,omitempty"`
-	Leap      int     `json:"leap"`
-	RefID     string  `json:"refid,omitempty"`
-	Offset    float64 `json:"offset_seconds"`
-	RTT       float64 `json:"rtt_seconds"`
+	Address   string `json:"address"`
+	Source    string `json:"source"`
+	Status    Status `json:"status"`
+	Message   string `json:"message"`
+	Reachable bool   `json:"reachable"`
+	Stratum   int    `json:"stratum,omitempty"`
+	Leap      int    `json:"leap"`
+	RefID     string `json:"refid,omitempty"`
+	// AddressUsed is the address that the result is from, when Address
+	// is a name.
+	AddressUsed string  `json:"address_used,omitempty"`
+	Offset      float64 `json:"offset_seconds"`
+	RTT         float64 `json:"rtt_seconds"`
 	// Synced: the server answered and is synchronised itself, so our
 	// offset to it says something about our clock.
 	Synced bool `json:"synced"`
@@ -215,27 +218,115 @@ func judgeServers(res []serverResult, problems []string, fail time.Duration) Res
 		plural(len(res), "server"), fmtOffset(off), best.Address)}
 }
 
-// queryServer asks one server for the time (one SNTP packet), giving up
-// when ctx ends.
+// maxAddresses is how many addresses of one server name are queried: as
+// many as chrony takes from a pool by default (maxsources 4).
+const maxAddresses = 4
+
+// queryServer asks one configured server for the time, giving up when
+// ctx ends. A name is resolved and up to maxAddresses of its addresses
+// are asked at the same time, as a time daemon would use the others when
+// one is down (a pool member, most often); the entry is judged by the
+// best answer, and the first good answer ends the wait for the others.
 func queryServer(ctx context.Context, s Server, warn, fail time.Duration) serverResult {
-	r := serverResult{Address: s.Address, Source: s.Source, Status: Fail}
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(5 * time.Second)
 	}
+	if time.Until(deadline) <= 0 {
+		return serverResult{Address: s.Address, Source: s.Source, Status: Fail, Message: "unreachable: not queried before the timeout"}
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	host := serverHost(s.Address)
+	addrs, err := net.DefaultResolver.LookupHost(ctx, host)
+	if err != nil {
+		return serverResult{Address: s.Address, Source: s.Source, Status: Fail, Message: "unreachable: " + queryError(err)}
+	}
+	if len(addrs) == 1 && addrs[0] == host {
+		return queryAddress(ctx, s, s.Address, warn, fail)
+	}
+	if len(addrs) > maxAddresses {
+		addrs = addrs[:maxAddresses]
+	}
+	port := serverPort(s.Address)
+	results := make(chan serverResult, len(addrs))
+	for _, a := range addrs {
+		go func() {
+			r := queryAddress(ctx, s, net.JoinHostPort(a, port), warn, fail)
+			r.AddressUsed = net.JoinHostPort(a, port)
+			results <- r
+		}()
+	}
+	var best serverResult
+	for i := range addrs {
+		r := <-results
+		if i == 0 || betterAnswer(r, best) {
+			best = r
+		}
+		if best.Status == Pass {
+			cancel() // the others are not needed
+		}
+	}
+	if len(addrs) > 1 {
+		if best.Reachable {
+			best.Message += fmt.Sprintf(" (from %s, one of %d addresses)", best.AddressUsed, len(addrs))
+		} else {
+			best.Message += fmt.Sprintf(" (all %d addresses)", len(addrs))
+			best.AddressUsed = ""
+		}
+	}
+	return best
+}
+
+// betterAnswer says whether a is a better answer than b: good before
+// warning before failing, an answer from a synchronised server before
+// any other answer before none, then the smaller offset.
+func betterAnswer(a, b serverResult) bool {
+	rank := func(r serverResult) int {
+		switch {
+		case r.Status == Pass:
+			return 0
+		case r.Status == Warn:
+			return 1
+		case r.Synced:
+			return 2
+		case r.Reachable:
+			return 3
+		}
+		return 4
+	}
+	if ra, rb := rank(a), rank(b); ra != rb {
+		return ra < rb
+	}
+	return abs(a.Offset) < abs(b.Offset)
+}
+
+// queryAddress asks one address for the time (one SNTP packet). ctx ending
+// ends the wait for the answer.
+func queryAddress(ctx context.Context, s Server, addr string, warn, fail time.Duration) serverResult {
+	r := serverResult{Address: s.Address, Source: s.Source, Status: Fail}
+	deadline, _ := ctx.Deadline()
 	timeout := time.Until(deadline)
-	if timeout <= 0 {
+	if timeout <= 0 || ctx.Err() != nil {
 		r.Message = "unreachable: not queried before the timeout"
 		return r
 	}
-	resp, err := ntp.QueryWithOptions(s.Address, ntp.QueryOptions{
+	resp, err := ntp.QueryWithOptions(addr, ntp.QueryOptions{
 		Timeout: timeout,
 		Dialer: func(_, remote string) (net.Conn, error) {
 			var d net.Dialer
-			return d.DialContext(ctx, "udp", remote)
+			c, err := d.DialContext(ctx, "udp", remote)
+			if err == nil {
+				// Closing the socket is what ends a read early.
+				context.AfterFunc(ctx, func() { c.Close() })
+			}
+			return c, err
 		},
 	})
 	if err != nil {
+		if errors.Is(err, net.ErrClosed) && ctx.Err() != nil {
+			err = ctx.Err() // the socket was closed because ctx ended
+		}
 		r.Message = "unreachable: " + queryError(err)
 		return r
 	}
