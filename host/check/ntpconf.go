@@ -148,6 +148,11 @@ type timesyncd struct {
 	ntp, fallback []Server
 	// set records that a file assigned NTP= or FallbackNTP= at all.
 	set bool
+	// haveFallbacks records a FallbackNTP= with servers: without one,
+	// timesyncd falls back on its built-in list (as systemd does).
+	haveFallbacks bool
+	// builtin is that list where it is known.
+	builtin []Server
 }
 
 // parse reads one timesyncd.conf or drop-in: NTP= and FallbackNTP= in the
@@ -186,6 +191,9 @@ func (t *timesyncd) parse(data []byte, file string) {
 			*list = nil
 			continue
 		}
+		if list == &t.fallback {
+			t.haveFallbacks = true
+		}
 		for _, h := range fs {
 			if validHost(h) {
 				*list = append(*list, Server{h, fmt.Sprintf("%s:%d", file, n)})
@@ -194,12 +202,38 @@ func (t *timesyncd) parse(data []byte, file string) {
 	}
 }
 
-// servers are the servers timesyncd uses: NTP= if any, else FallbackNTP=.
+// servers are the servers timesyncd uses: NTP= if any, else FallbackNTP=,
+// else (no FallbackNTP= with servers read) the built-in list.
 func (t *timesyncd) servers() []Server {
 	if len(t.ntp) > 0 {
 		return t.ntp
 	}
+	if !t.haveFallbacks {
+		return t.builtin
+	}
 	return t.fallback
+}
+
+// builtinFallback finds timesyncd's built-in fallback servers in its
+// pristine configuration file, where systemd's build writes them as the
+// commented default "#FallbackNTP=...".
+func builtinFallback(data []byte, file string) []Server {
+	var out []Server
+	lines(data, "", func(n int, f []string) {
+		if len(out) > 0 {
+			return
+		}
+		v, ok := strings.CutPrefix(strings.Join(f, " "), "#FallbackNTP=")
+		if !ok {
+			return
+		}
+		for _, h := range strings.Fields(v) {
+			if validHost(h) {
+				out = append(out, Server{h, fmt.Sprintf("%s:%d (systemd-timesyncd's built-in default)", file, n)})
+			}
+		}
+	})
+	return out
 }
 
 // maxIncludeDepth bounds include chains (and loops).
@@ -275,11 +309,28 @@ func hostServers(root host.Root) ([]Server, []string) {
 	for _, f := range []string{"/etc/ntp.conf", "/etc/ntpsec/ntp.conf"} {
 		out = append(out, c.walk(f, 0, parseNTPConf)...)
 	}
-	// timesyncd: the main file, then the drop-ins of every directory
-	// ordered by file name, where /etc overrides /run overrides /usr/lib.
+	// timesyncd: the main file (the first of /etc, /run, /usr/local/lib
+	// and /usr/lib, as newer systemd reads it; older systemd reads /etc
+	// only and ships nothing in the others), then the drop-ins of every
+	// directory ordered by file name, where /etc overrides /run overrides
+	// /usr/lib.
 	var ts timesyncd
-	if data := c.read("/etc/systemd/timesyncd.conf"); data != nil {
-		ts.parse(data, "/etc/systemd/timesyncd.conf")
+	for _, f := range timesyncdMain {
+		if data := c.read(f); data != nil {
+			ts.parse(data, f)
+			ts.builtin = builtinFallback(data, f)
+			break
+		}
+	}
+	if ts.builtin == nil {
+		// The pristine copy, where /etc has none or an edited one.
+		for _, f := range timesyncdPristine {
+			if data := c.read(f); data != nil {
+				if ts.builtin = builtinFallback(data, f); ts.builtin != nil {
+					break
+				}
+			}
+		}
 	}
 	dropins := map[string]string{}
 	for _, d := range []string{"/usr/lib/systemd/timesyncd.conf.d", "/usr/local/lib/systemd/timesyncd.conf.d", "/run/systemd/timesyncd.conf.d", "/etc/systemd/timesyncd.conf.d"} {
@@ -297,10 +348,32 @@ func hostServers(root host.Root) ([]Server, []string) {
 			ts.parse(data, dropins[n])
 		}
 	}
-	if ts.set {
+	// An installed timesyncd uses its built-in list when nothing is set;
+	// a configuration left behind by a removed one counts only where it
+	// names servers.
+	if ts.set || c.exists(timesyncdBinaries...) {
 		out = append(out, ts.servers()...)
 	}
 	return out, c.problems
+}
+
+var (
+	timesyncdMain = []string{"/etc/systemd/timesyncd.conf", "/run/systemd/timesyncd.conf",
+		"/usr/local/lib/systemd/timesyncd.conf", "/usr/lib/systemd/timesyncd.conf"}
+	timesyncdPristine = []string{"/usr/lib/systemd/timesyncd.conf", "/usr/share/factory/etc/systemd/timesyncd.conf"}
+	timesyncdBinaries = []string{"/usr/lib/systemd/systemd-timesyncd", "/lib/systemd/systemd-timesyncd"}
+)
+
+// exists says whether any of the host paths exists in the root.
+func (c *configReader) exists(paths ...string) bool {
+	for _, p := range paths {
+		if real, err := c.root.Resolve(p); err == nil {
+			if _, err := os.Stat(real); err == nil {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // dedupe drops servers whose address was seen before, keeping the first.

@@ -147,10 +147,13 @@ func FuzzParseNTPConf(f *testing.F) {
 
 func FuzzParseTimesyncd(f *testing.F) {
 	f.Add([]byte("[Time]\nNTP=a b\nFallbackNTP=c\nNTP=\n"))
+	f.Add([]byte("[Time]\n#NTP=\n#FallbackNTP=0.pool.example 1.pool.example\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var ts timesyncd
 		ts.parse(data, "f")
+		ts.builtin = builtinFallback(data, "f")
 		checkServers(t, ts.servers())
+		checkServers(t, ts.builtin)
 	})
 }
 

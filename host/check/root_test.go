@@ -383,3 +383,56 @@ func TestHungCheck(t *testing.T) {
 		t.Errorf("got %+v", r)
 	}
 }
+
+// debianTimesyncd is the start of the timesyncd.conf that Debian 12's
+// systemd-timesyncd ships, the built-in fallback servers in its comment
+// (here loopback addresses where Debian has its pool names).
+const debianTimesyncd = "#  This file is part of systemd.\n#\n# Entries in this file show the compile time defaults.\n" +
+	"[Time]\n#NTP=\n#FallbackNTP=127.0.0.11 127.0.0.12\n#RootDistanceMaxSec=5\n"
+
+func TestRootTimesyncdServers(t *testing.T) {
+	const bin = "/usr/lib/systemd/systemd-timesyncd"
+	const builtin = " (systemd-timesyncd's built-in default)"
+	for _, c := range []struct {
+		name  string
+		files map[string]string
+		want  []string
+	}{
+		{"installed, nothing set: the built-in list",
+			map[string]string{bin: "", "/etc/systemd/timesyncd.conf": debianTimesyncd},
+			[]string{"127.0.0.11 /etc/systemd/timesyncd.conf:6" + builtin, "127.0.0.12 /etc/systemd/timesyncd.conf:6" + builtin}},
+		{"removed, its configuration left behind",
+			map[string]string{"/etc/systemd/timesyncd.conf": debianTimesyncd},
+			nil},
+		{"FallbackNTP= set",
+			map[string]string{bin: "", "/etc/systemd/timesyncd.conf": debianTimesyncd + "FallbackNTP=127.0.0.13\n"},
+			[]string{"127.0.0.13 /etc/systemd/timesyncd.conf:8"}},
+		{"NTP= set",
+			map[string]string{bin: "", "/etc/systemd/timesyncd.conf": debianTimesyncd,
+				"/etc/systemd/timesyncd.conf.d/a.conf": "[Time]\nNTP=127.0.0.14\n"},
+			[]string{"127.0.0.14 /etc/systemd/timesyncd.conf.d/a.conf:2"}},
+		{"NTP= set and emptied again: the built-in list",
+			map[string]string{bin: "", "/etc/systemd/timesyncd.conf": debianTimesyncd,
+				"/etc/systemd/timesyncd.conf.d/a.conf": "[Time]\nNTP=127.0.0.14\nNTP=\n"},
+			[]string{"127.0.0.11 /etc/systemd/timesyncd.conf:6" + builtin, "127.0.0.12 /etc/systemd/timesyncd.conf:6" + builtin}},
+		{"an edited /etc file, the pristine copy in /usr/lib (newer systemd)",
+			map[string]string{bin: "", "/etc/systemd/timesyncd.conf": "[Time]\n",
+				"/usr/lib/systemd/timesyncd.conf": debianTimesyncd},
+			[]string{"127.0.0.11 /usr/lib/systemd/timesyncd.conf:6" + builtin, "127.0.0.12 /usr/lib/systemd/timesyncd.conf:6" + builtin}},
+		{"only the /usr/lib file, read as the main one",
+			map[string]string{bin: "", "/usr/lib/systemd/timesyncd.conf": debianTimesyncd + "NTP=127.0.0.15\n"},
+			[]string{"127.0.0.15 /usr/lib/systemd/timesyncd.conf:8"}},
+		{"installed, no list known",
+			map[string]string{bin: ""},
+			nil},
+	} {
+		got := []string{}
+		servers, problems := hostServers(fakeRoot(t, c.files))
+		for _, s := range servers {
+			got = append(got, s.Address+" "+s.Source)
+		}
+		if strings.Join(got, "\n") != strings.Join(c.want, "\n") || problems != nil {
+			t.Errorf("%s:\n got %q %v\nwant %q", c.name, got, problems, c.want)
+		}
+	}
+}
