@@ -252,8 +252,9 @@ func queryServer(ctx context.Context, s Server, warn, fail time.Duration) server
 	results := make(chan serverResult, len(addrs))
 	for _, a := range addrs {
 		go func() {
-			r := queryAddress(ctx, s, net.JoinHostPort(a, port), warn, fail)
-			r.AddressUsed = net.JoinHostPort(a, port)
+			addr := net.JoinHostPort(a, port)
+			r := queryAddress(ctx, s, addr, warn, fail)
+			r.AddressUsed = addr
 			results <- r
 		}()
 	}
