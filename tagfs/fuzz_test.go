@@ -23,6 +23,7 @@ func FuzzLoadRecord(f *testing.F) {
 	f.Add([]byte(`[]`))
 	f.Add([]byte("{\"format\":1,\"files\":[{\"path\":\"\\u0000\"}]"))
 	f.Add([]byte(``))
+	f.Add([]byte(`{"format":1,"complete":true,"files":[{"path":"/opt/x\ufffd","path_bytes":"L29wdC94/w==","type":"file"},{"path":"/a","path_bytes":"AA=="}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		dir := t.TempDir()
 		root, err := host.NewRoot(dir)

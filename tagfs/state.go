@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"upgradectl/host"
 )
@@ -50,6 +51,38 @@ type Entry struct {
 	Ctime   int64  `json:"ctime_ns,omitempty"`
 	Cloned  bool   `json:"cloned,omitempty"` // a reflink clone, no new data
 	Created bool   `json:"-"`                // made by this run (not in the file)
+}
+
+// A file name is bytes; JSON strings are UTF-8. A path that is not valid
+// UTF-8 is kept byte for byte in path_bytes (base64), beside a readable
+// "path" with the bad bytes replaced.
+type entryJSON struct {
+	entryFields
+	PathBytes []byte `json:"path_bytes,omitempty"`
+}
+
+type entryFields Entry // Entry's fields without its JSON methods
+
+// MarshalJSON writes the entry, its path byte for byte.
+func (e Entry) MarshalJSON() ([]byte, error) {
+	v := entryJSON{entryFields: entryFields(e)}
+	if !utf8.ValidString(e.Path) {
+		v.PathBytes = []byte(e.Path)
+	}
+	return json.Marshal(v)
+}
+
+// UnmarshalJSON reads an entry, taking the path from path_bytes if there.
+func (e *Entry) UnmarshalJSON(b []byte) error {
+	var v entryJSON
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*e = Entry(v.entryFields)
+	if v.PathBytes != nil {
+		e.Path = string(v.PathBytes)
+	}
+	return nil
 }
 
 // Tagged is the host path of the entry's tagged copy.

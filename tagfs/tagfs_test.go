@@ -501,3 +501,51 @@ func TestHardLinks(t *testing.T) {
 		t.Errorf("restored content %q", b)
 	}
 }
+
+// TestNonUTF8Names: file names are bytes, not text; two names that differ
+// only in bytes that are not UTF-8 stay two files through the record,
+// check, restore and clean.
+func TestNonUTF8Names(t *testing.T) {
+	hosttest.RequireRoot(t)
+	root := t.TempDir()
+	paths := []string{"/opt/n/x\xff", "/opt/n/x\xfe", "/opt/n/plain"}
+	for _, p := range paths {
+		writeFile(t, filepath.Join(root, p), []byte("old "+p), 0o644)
+	}
+	tg := newTestTags(t, root)
+	if _, err := tg.Create("1", []string{"/opt/n"}, CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := tg.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range rec.Files {
+		got = append(got, e.Path)
+	}
+	if want := []string{"/opt/n/plain", "/opt/n/x\xfe", "/opt/n/x\xff"}; strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("record paths %q, want %q", got, want)
+	}
+	if rep, err := tg.Check(true); err != nil || rep.Checked != 3 || len(rep.Problems) != 0 {
+		t.Fatalf("check: %+v %v", rep, err)
+	}
+	install(t, root, paths)
+	if _, err := tg.Restore(nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range paths {
+		if b, err := os.ReadFile(filepath.Join(root, p)); err != nil || string(b) != "old "+p {
+			t.Errorf("%q after restore: %q %v", p, b, err)
+		}
+	}
+	if _, err := tg.Create("1", paths, CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := tg.Clean(CleanOptions{}); err != nil || len(rep.Done) != 3 {
+		t.Fatalf("clean: %+v %v", rep, err)
+	}
+	if temps, tagged := leftovers(t, root); len(temps)+len(tagged) != 0 {
+		t.Errorf("left after clean: %q %q", temps, tagged)
+	}
+}
