@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -14,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"upgradectl/boot"
+	"upgradectl/checksum"
 	"upgradectl/host"
 	"upgradectl/host/stage"
 )
@@ -53,10 +56,8 @@ func init() {
 				case stage.Setup:
 					// Without --iso, a retry uses the image of the
 					// setup it retries.
-					if img := c.String("iso"); img != "" {
-						opts.Vars[stage.VarISO] = img
-						opts.Vars[stage.VarSums] = c.String("sums")
-						opts.Vars[stage.VarMD5] = c.String("md5")
+					if err := setupVars(c, e, opts.Vars); err != nil {
+						return err
 					}
 				case stage.Install:
 					// The command given (none: the manifest's) holds for
@@ -139,6 +140,60 @@ func init() {
 			return nil
 		}),
 	})
+}
+
+// setupVars checks setup's arguments before anything is recorded and puts
+// them in vars. --iso and --sums name files on this system (not inside
+// --root, like tag create --iso), kept as absolute paths so that a retry
+// from another directory or the boot hook finds them.
+func setupVars(c *cli.Context, e *env, vars map[string]string) error {
+	if c.NArg() > 0 {
+		return host.Usage("setup takes no arguments; give the image with --iso IMAGE")
+	}
+	img := c.String("iso")
+	if img == "" {
+		if c.IsSet("sums") || c.IsSet("md5") {
+			return host.Usage("setup takes --sums and --md5 only with --iso IMAGE")
+		}
+		// A retry takes the image of the setup it retries; a new upgrade
+		// needs one, said before anything is recorded.
+		if rep, err := stageEngine(e).Status(); err == nil && !rep.InProgress {
+			return host.Usage("setup needs the upgrade image: upgradectl setup --iso IMAGE")
+		}
+		return nil
+	}
+	if c.IsSet("sums") && c.IsSet("md5") {
+		return host.Usage("setup takes --sums or --md5, not both")
+	}
+	if m := c.String("md5"); m != "" {
+		if _, err := checksum.ParseDigest(m); err != nil {
+			return host.Usage("cannot use --md5 %s: %v", m, err)
+		}
+	}
+	for _, f := range []struct{ flag, what, name, v string }{
+		{"iso", "image", img, stage.VarISO},
+		{"sums", "checksum file", c.String("sums"), stage.VarSums},
+	} {
+		if f.name == "" {
+			continue
+		}
+		abs, err := filepath.Abs(f.name)
+		if err == nil {
+			var fi os.FileInfo
+			if fi, err = os.Stat(abs); err == nil && !fi.Mode().IsRegular() {
+				err = errors.New("not a regular file")
+			}
+		}
+		if pe := (*os.PathError)(nil); errors.As(err, &pe) {
+			err = pe.Err
+		}
+		if err != nil {
+			return host.Usage("cannot use %s %s (--%s): %v", f.what, f.name, f.flag, err)
+		}
+		vars[f.v] = abs
+	}
+	vars[stage.VarMD5] = c.String("md5")
+	return nil
 }
 
 // stageEngine is the stage engine on the host the global flags name.

@@ -58,7 +58,8 @@ type env struct {
 	Err        io.Writer
 }
 
-// State is the state directory on the running system.
+// State is the state directory on the running system (StateDir has no
+// symlink on the way).
 func (e *env) State() string { return e.Root.Path(e.StateDir) }
 
 // Log is the upgrade log.
@@ -90,6 +91,18 @@ func newEnv(c *cli.Context) (*env, error) {
 	stateDir := c.String("state-dir")
 	if !filepath.IsAbs(stateDir) {
 		return nil, host.Usage("cannot use state directory %s: not an absolute path", stateDir)
+	}
+	// A symlink on the way (/var/lib/upgradectl -> /srv/x) is followed as
+	// the system under the root sees it, never out of the root: from here
+	// on the state directory is named by the path it resolves to.
+	// A file on the way (ENOTDIR) is left for the commands to report, as
+	// those that can run without the state directory (check) do.
+	real, err := root.Resolve(stateDir)
+	if err == nil {
+		stateDir, err = root.Rel(real)
+	}
+	if err != nil && !errors.Is(err, syscall.ENOTDIR) {
+		return nil, host.CannotRun("cannot use state directory %s: %v", stateDir, err)
 	}
 	return &env{Root: root, ConfigPath: cfgPath, Config: cfg, StateDir: stateDir,
 		JSON: c.Bool("json"), Mode: mode, Out: c.App.Writer, Err: c.App.ErrWriter}, nil

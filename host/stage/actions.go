@@ -49,6 +49,17 @@ type Host struct {
 	Out        io.Writer
 }
 
+// onHost is host path f on the running system: the directories on the
+// way resolved inside the root, so that a symlink among them never leads
+// out of it, and the last component not followed.
+func (a *actions) onHost(f string) (string, error) {
+	p, err := a.h.Root.ResolveParent(f)
+	if err != nil {
+		return "", host.CannotRun("cannot look at %s: %v", f, err)
+	}
+	return p, nil
+}
+
 // MountDir is where install mounts the image, in the state directory.
 const MountDir = "mnt"
 
@@ -161,7 +172,11 @@ func (a *actions) setup(r *Run) error {
 	if r.State.Var(VarFiles) == "" {
 		var present, absent []string
 		for _, f := range files {
-			if _, err := os.Lstat(a.h.Root.Path(f)); err == nil {
+			p, err := a.onHost(f)
+			if err != nil {
+				return err
+			}
+			if _, err := os.Lstat(p); err == nil {
 				present = append(present, f)
 			} else if errors.Is(err, os.ErrNotExist) {
 				absent = append(absent, f)
@@ -279,7 +294,10 @@ func (a *actions) removeTagTemps(r *Run, t *tagfs.Tags) error {
 			if !f.Temp || path.Dir(f.Path) != dir {
 				continue
 			}
-			p := a.h.Root.Path(f.Path)
+			p, err := a.onHost(f.Path)
+			if err != nil {
+				return err
+			}
 			if fi, err := os.Lstat(p); err != nil || !fi.Mode().IsRegular() {
 				continue
 			}
@@ -545,7 +563,10 @@ func (a *actions) undoInstall(r *Run) error {
 	if err := r.Step("remove new files", func() (string, error) {
 		var gone []string
 		for _, f := range jsonList(r.State.Var(VarAbsent)) {
-			p := a.h.Root.Path(f)
+			p, err := a.onHost(f)
+			if err != nil {
+				return "", err
+			}
 			if err := os.Remove(p); err == nil {
 				gone = append(gone, f)
 			} else if !errors.Is(err, os.ErrNotExist) {
@@ -574,7 +595,11 @@ func (a *actions) verifyInstall(r *Run) []string {
 func (a *actions) missingFiles(r *Run) []string {
 	var bad []string
 	for _, f := range append(jsonList(r.State.Var(VarFiles)), jsonList(r.State.Var(VarAbsent))...) {
-		if _, err := os.Lstat(a.h.Root.Path(f)); err != nil {
+		p, err := a.onHost(f)
+		if err == nil {
+			_, err = os.Lstat(p)
+		}
+		if err != nil {
 			bad = append(bad, fmt.Sprintf("%s is missing", f))
 		}
 	}

@@ -139,3 +139,95 @@ func TestUndoSetupRemovesTagTemporaries(t *testing.T) {
 		t.Errorf("the removal is not in the log:\n%s", log)
 	}
 }
+
+// Symlinks inside the root are followed as the system under it sees them,
+// never out of it: /opt and the state directory are absolute links to
+// other places in the root, and the upgrade and its backout work there.
+func TestSymlinksInsideTheRoot(t *testing.T) {
+	r := rootHost(t)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.MkdirAll(filepath.Join(r.root, "srv"), 0o755))
+	must(os.Rename(filepath.Join(r.root, "opt"), filepath.Join(r.root, "srv/opt")))
+	must(os.Symlink("/srv/opt", filepath.Join(r.root, "opt")))
+	must(os.MkdirAll(filepath.Join(r.root, "var/lib"), 0o755))
+	must(os.Symlink("/srv/upgradectl-state", filepath.Join(r.root, "var/lib/upgradectl")))
+	// The product's post hook runs acme by its path through the root on
+	// this system, where the absolute /opt link does not lead into the
+	// root; it has no place here.
+	must(os.Remove(filepath.Join(r.root, "etc/upgradectl/hooks.d/postinstall.post.d/50-acme-check")))
+	before := snapshot(t, filepath.Join(r.root, "srv"), false)
+
+	img := acmeISO(t, t.TempDir(), "2", "1")
+	out := r.must(t, "setup", "--iso", img)
+	t.Logf("setup:\n%s", out)
+	if _, err := os.Stat(filepath.Join(r.root, "srv/upgradectl-state", "stages.json")); err != nil {
+		t.Fatalf("the state is not in the directory the link names inside the root: %v", err)
+	}
+	if _, err := os.Lstat("/srv/upgradectl-state"); err == nil {
+		t.Fatal("the state directory was made outside the root, at /srv/upgradectl-state")
+	}
+	if _, err := os.Lstat(filepath.Join(r.root, "srv/opt/acme/bin/.Old..acme")); err != nil {
+		t.Fatalf("setup did not tag the files behind the /opt link: %v", err)
+	}
+	r.must(t, "preinstall")
+	r.must(t, "install", "--", "/bin/sh", "-c", `cp -a "$UPGRADECTL_IMAGE_ROOT"/payload/opt/acme/. "$UPGRADECTL_ROOT"/srv/opt/acme/`)
+	r.must(t, "postinstall")
+	r.must(t, "undo", "postinstall")
+	r.must(t, "undo", "install")
+	if d := diffSnapshots(before, snapshot(t, filepath.Join(r.root, "srv"), false)); len(d) > 0 {
+		t.Errorf("the backout did not give back version 1: %v", d)
+	}
+}
+
+// TestSetupArguments: setup's arguments are checked before anything is
+// recorded (a usage error, exit 2, and no upgrade to undo); a relative
+// image path is kept absolute; another image is refused while a setup is
+// done, not only while it is failed.
+func TestSetupArguments(t *testing.T) {
+	r := rootHost(t)
+	img := acmeISO(t, t.TempDir(), "2", "1")
+	sums := filepath.Join(filepath.Dir(img), "md5sum.out")
+	for _, c := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"setup"}, "setup needs the upgrade image"},
+		{[]string{"setup", "extra"}, "setup takes no arguments"},
+		{[]string{"setup", "--md5", strings.Repeat("0", 32)}, "only with --iso"},
+		{[]string{"setup", "--iso", img, "--md5", "nothex"}, "cannot use --md5 nothex"},
+		{[]string{"setup", "--iso", img, "--sums", sums + ".none"}, "cannot use checksum file " + sums + ".none (--sums): no such file or directory"},
+		{[]string{"setup", "--iso", img, "--sums", sums, "--md5", strings.Repeat("0", 32)}, "--sums or --md5, not both"},
+		{[]string{"setup", "--iso", img + ".none"}, "cannot use image " + img + ".none (--iso): no such file or directory"},
+		{[]string{"setup", "--iso", filepath.Dir(img)}, "not a regular file"},
+	} {
+		out := wantExit(t, r, 2, c.msg, c.args...)
+		if strings.Count(strings.TrimSpace(out), "\n") != 0 {
+			t.Errorf("%v: not one line:\n%s", c.args, out)
+		}
+		if rep := status(t, r); rep.InProgress {
+			t.Fatalf("%v recorded an upgrade: %+v", c.args, rep)
+		}
+	}
+	// A relative path, from the image's directory: kept absolute.
+	cmd := r.cmd("setup", "--iso", filepath.Base(img))
+	cmd.Dir = filepath.Dir(img)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("setup with a relative path: %v\n%s", err, out)
+	}
+	if rep := status(t, r); rep.Image != img {
+		t.Fatalf("the image is recorded as %q, want %q", rep.Image, img)
+	}
+	// Redoing a done setup with another image would leave the first one
+	// staged: refused, as while it is failed.
+	other := acmeISO(t, t.TempDir(), "2", "1")
+	wantExit(t, r, 5, "undo it first", "setup", "--force", "--iso", other)
+	r.must(t, "undo", "setup")
+	if out := r.must(t, "iso", "list"); strings.Contains(out, "acme-2") {
+		t.Errorf("an image is still staged after undo setup:\n%s", out)
+	}
+}

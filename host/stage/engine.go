@@ -295,7 +295,7 @@ func (e *Engine) allowDo(st *State, n Name, opts Options) error {
 			return e.refuse(st, "cannot run %s: %s is %s", n, r.Name, r.Status)
 		}
 	}
-	if n == Setup && (rec.Status == Running || rec.Status == Failed) {
+	if n == Setup && (rec.Status == Running || rec.Status == Failed || rec.Status == Done) {
 		if img, ok := opts.Vars["iso"]; ok && st.Vars["iso"] != "" && img != st.Vars["iso"] {
 			return host.WithHint(host.Refused("cannot run setup with %s: setup with %s is %s", img, st.Vars["iso"], rec.Status),
 				"undo it first with 'upgradectl undo setup', or finish it with 'upgradectl continue'")

@@ -3,6 +3,7 @@ package stage
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"testing"
 
 	"upgradectl/host"
+	"upgradectl/host/hosttest"
 )
 
 // The engine tests use a toy upgrade with real files under a temporary
@@ -600,4 +602,62 @@ func TestStatusSeesARunningProcess(t *testing.T) {
 	}
 	_, err = ty.engine().Continue(context.Background(), Options{})
 	ty.must(err)
+}
+
+// TestArchiveCutShort: an archive stopped after the log was copied and
+// before it was removed (a crash there; here the log is made append-only,
+// so that its removal fails for real, and clean fails) is finished by
+// continue without copying the log twice or saying twice that the
+// upgrade is complete.
+func TestArchiveCutShort(t *testing.T) {
+	hosttest.RequireRoot(t)
+	hosttest.RequireCommand(t, "chattr")
+	ty := newToy(t)
+	ctx := context.Background()
+	for _, n := range Order[:len(Order)-1] {
+		ty.must(ty.engine().Do(ctx, n, Options{}))
+	}
+	logPath := ty.engine().Log.Path
+	if out, err := exec.Command("chattr", "+a", logPath).CombinedOutput(); err != nil {
+		t.Skipf("chattr +a on %s: %v %s (the filesystem has no append-only flag)", logPath, err, out)
+	}
+	err := ty.engine().Do(ctx, Clean, Options{})
+	exec.Command("chattr", "-a", logPath).Run()
+	if err == nil {
+		t.Fatal("clean archived although the log could not be removed")
+	}
+	if n, err := ty.engine().Continue(ctx, Options{}); err != nil || n != Clean {
+		t.Fatalf("continue: %s %v", n, err)
+	}
+	logs, _ := filepath.Glob(filepath.Join(ty.state, HistoryDir, "*", "*", host.LogFile))
+	if len(logs) != 1 {
+		t.Fatalf("archived logs %v, want one", logs)
+	}
+	b, err := os.ReadFile(logs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[int64]int{}
+	complete := 0
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var en host.LogEntry
+		if err := json.Unmarshal([]byte(l), &en); err != nil {
+			t.Fatalf("archived log line %q: %v", l, err)
+		}
+		ids[en.ID]++
+		if en.Action == "upgrade" && strings.Contains(en.Message, "complete") {
+			complete++
+		}
+	}
+	for id, n := range ids {
+		if n > 1 {
+			t.Errorf("entry %d is %d times in the archived log", id, n)
+		}
+	}
+	if complete != 1 {
+		t.Errorf("%d entries say the upgrade is complete, want 1", complete)
+	}
+	if _, err := os.Stat(logPath); !os.IsNotExist(err) {
+		t.Errorf("the upgrade log is still there: %v", err)
+	}
 }

@@ -23,14 +23,25 @@ const (
 	varImageMD5 = "image_md5" // the digest the image was staged with
 )
 
-func (a *actions) stagingDir() string { return a.h.Root.Path(a.h.Config.ISO.StagingDir) }
+// stagingDir is the staging directory on the running system, resolved
+// inside the root.
+func (a *actions) stagingDir() (string, error) {
+	dir, err := a.h.Root.Resolve(a.h.Config.ISO.StagingDir)
+	if err != nil {
+		return "", host.CannotRun("cannot use staging directory %s: %v", a.h.Config.ISO.StagingDir, err)
+	}
+	return dir, nil
+}
 
 func (a *actions) stageImage(r *Run) (string, error) {
 	src := r.State.Var(VarISO)
 	if src == "" {
 		return "", host.Usage("cannot stage the image: none given (upgradectl setup --iso IMAGE)")
 	}
-	dir := a.stagingDir()
+	dir, err := a.stagingDir()
+	if err != nil {
+		return "", err
+	}
 	// Where the copy goes is recorded before it is made, so that an undo
 	// after a crash in the middle removes it.
 	dst := filepath.Join(dir, filepath.Base(src))
@@ -38,7 +49,7 @@ func (a *actions) stageImage(r *Run) (string, error) {
 		return "", err
 	}
 	var rec iso.StagedImage
-	err := r.Step("iso stage", func() (string, error) {
+	err = r.Step("iso stage", func() (string, error) {
 		var err error
 		rec, err = iso.Stage(r.Ctx, src, iso.StageOptions{StagingDir: dir, HostType: a.h.Config.Product.Type,
 			HostVersion: r.State.OldVersion, MD5: r.State.Var(VarMD5), Sums: r.State.Var(VarSums)})

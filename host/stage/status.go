@@ -1,6 +1,7 @@
 package stage
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -208,15 +209,23 @@ func (e *Engine) archive(st *State) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return host.CannotRun("cannot archive the upgrade in %s: %v", dir, errors.Unwrap(err))
 	}
-	e.Log.Append(host.LogEntry{Action: "upgrade", Parent: st.LogID, Scope: "server", Result: host.ResultSuccess,
-		Message: fmt.Sprintf("upgrade %s complete: version %s to %s; archived in %s", st.Upgrade, orUnknown(st.OldVersion), ver, rel)})
+	// An archive cut short by a crash is done again: the entry that says
+	// the upgrade is complete is written once, and a log copied already
+	// (the crash came before it was removed) is not copied twice.
+	dst := filepath.Join(dir, host.LogFile)
+	archived, _ := os.ReadFile(dst)
+	current, _ := os.ReadFile(e.Log.Path)
+	done := fmt.Sprintf("upgrade %s complete", st.Upgrade)
+	if !bytes.Contains(archived, []byte(done)) && !bytes.Contains(current, []byte(done)) {
+		e.Log.Append(host.LogEntry{Action: "upgrade", Parent: st.LogID, Scope: "server", Result: host.ResultSuccess,
+			Message: fmt.Sprintf("%s: version %s to %s; archived in %s", done, orUnknown(st.OldVersion), ver, rel)})
+	}
 	if err := saveState(dir, st); err != nil {
 		return err
 	}
-	dst := filepath.Join(dir, host.LogFile)
 	if b, err := os.ReadFile(e.Log.Path); err == nil {
-		if old, err := os.ReadFile(dst); err == nil {
-			b = append(old, b...)
+		if !bytes.HasPrefix(b, archived) {
+			b = append(archived, b...)
 		}
 		if err := host.WriteFileAtomic(dst, b, 0o644); err != nil {
 			return fmt.Errorf("cannot archive the upgrade log: %w", err)
