@@ -20,6 +20,9 @@ func init() {
 			&cli.IntFlag{Name: "last", Usage: "only the last `N` entries"},
 		},
 		Action: action(func(c *cli.Context, e *env) error {
+			if n := c.Int("last"); n < 0 {
+				return host.Usage("cannot show the last %d entries: N must not be negative", n)
+			}
 			entries, bad, err := e.Log().Read()
 			if err != nil {
 				return err

@@ -105,11 +105,7 @@ func init() {
 		ArgsUsage: "STAGE",
 		Flags:     []cli.Flag{forceFlag},
 		Action: action(func(c *cli.Context, e *env) error {
-			// "undo STAGE --force" as well as "undo --force STAGE".
 			args, force := c.Args().Slice(), c.Bool("force")
-			if len(args) == 2 && args[1] == "--force" {
-				args, force = args[:1], true
-			}
 			if len(args) != 1 {
 				return host.Usage("undo needs one stage: upgradectl undo STAGE")
 			}

@@ -17,7 +17,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -104,8 +106,13 @@ func newEnv(c *cli.Context) (*env, error) {
 	if err != nil && !errors.Is(err, syscall.ENOTDIR) {
 		return nil, host.CannotRun("cannot use state directory %s: %v", stateDir, err)
 	}
+	// --json is global and some commands have their own: either asks.
+	json := false
+	for _, x := range c.Lineage() {
+		json = json || x.Bool("json")
+	}
 	return &env{Root: root, ConfigPath: cfgPath, Config: cfg, StateDir: stateDir,
-		JSON: c.Bool("json"), Mode: mode, Out: c.App.Writer, Err: c.App.ErrWriter}, nil
+		JSON: json, Mode: mode, Out: c.App.Writer, Err: c.App.ErrWriter}, nil
 }
 
 // action wraps a command body so that it gets the env.
@@ -121,6 +128,7 @@ func action(f func(c *cli.Context, e *env) error) cli.ActionFunc {
 
 func newApp() *cli.App {
 	sort.SliceStable(commands, func(i, j int) bool { return commands[i].Category < commands[j].Category })
+	usageErrors(commands, "")
 	return &cli.App{
 		Name:    "upgradectl",
 		Usage:   "verify, stage and run a software upgrade on this server",
@@ -145,6 +153,19 @@ func newApp() *cli.App {
 	}
 }
 
+// usageErrors makes a bad flag of any command a one-line usage error
+// (exit 2), as it is for the global flags, instead of the parser's
+// message and the command's help on stdout.
+func usageErrors(cmds []*cli.Command, parent string) {
+	for _, c := range cmds {
+		name := strings.TrimSpace(parent + " " + c.Name)
+		c.OnUsageError = func(_ *cli.Context, err error, _ bool) error {
+			return host.Usage("%s: %v", name, err)
+		}
+		usageErrors(c.Subcommands, name)
+	}
+}
+
 func main() {
 	os.Exit(run(os.Args, os.Stdout, os.Stderr))
 }
@@ -154,7 +175,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	app := newApp()
 	app.Writer, app.ErrWriter = stdout, stderr
 	unknownCommand = ""
-	err := app.Run(args)
+	err := app.Run(interspersed(app, args))
 	if unknownCommand != "" {
 		err = host.WithHint(host.Usage("unknown command %q", unknownCommand), "see 'upgradectl --help'")
 	}
@@ -170,6 +191,97 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "hint: %s\n", h)
 	}
 	return code
+}
+
+// interspersed lets flags follow arguments, as the synopses write them
+// ("iso verify FILE --md5 HEX", "maintenance status --json"): the parser
+// stops at the first argument, so the flags found among a command's
+// arguments are moved before them, and global flags given after the
+// command before it. Nothing after "--" is touched, nor the command line
+// that install takes without one.
+func interspersed(app *cli.App, args []string) []string {
+	if len(args) < 2 {
+		return args
+	}
+	var global, path, flags, pos []string
+	i := 1
+	take := func(fs []cli.Flag, to *[]string) {
+		*to = append(*to, args[i])
+		if takesValue(fs, args[i]) && i+1 < len(args) {
+			i++
+			*to = append(*to, args[i])
+		}
+	}
+	for ; i < len(args) && isFlag(args[i]); i++ {
+		take(app.Flags, &global)
+	}
+	var leaf *cli.Command
+	for cmds := app.Commands; i < len(args); i++ {
+		c := findCommand(cmds, args[i])
+		if c == nil {
+			break
+		}
+		path, leaf, cmds = append(path, args[i]), c, c.Subcommands
+	}
+	if leaf == nil {
+		return args
+	}
+	for ; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--" || (leaf.Name == "install" && !isFlag(a)):
+			pos = append(pos, args[i:]...)
+			i = len(args)
+		case !isFlag(a):
+			pos = append(pos, a)
+		case !hasFlag(leaf.Flags, a) && hasFlag(app.Flags, a):
+			take(app.Flags, &global)
+		default: // the command's, or unknown: the parser says so
+			take(leaf.Flags, &flags)
+		}
+	}
+	out := append([]string{args[0]}, global...)
+	out = append(append(out, path...), flags...)
+	return append(out, pos...)
+}
+
+func isFlag(a string) bool { return len(a) > 1 && a[0] == '-' && a != "--" }
+
+// flagName is the name in "-x", "--name" or "--name=value".
+func flagName(a string) string {
+	a = strings.TrimLeft(a, "-")
+	name, _, _ := strings.Cut(a, "=")
+	return name
+}
+
+func lookupFlag(fs []cli.Flag, a string) cli.Flag {
+	name := flagName(a)
+	for _, f := range fs {
+		if slices.Contains(f.Names(), name) {
+			return f
+		}
+	}
+	return nil
+}
+
+func hasFlag(fs []cli.Flag, a string) bool { return lookupFlag(fs, a) != nil }
+
+// takesValue: a flag that takes its value from the next argument.
+func takesValue(fs []cli.Flag, a string) bool {
+	if strings.Contains(a, "=") {
+		return false
+	}
+	f, ok := lookupFlag(fs, a).(cli.DocGenerationFlag)
+	return ok && f.TakesValue()
+}
+
+func findCommand(cmds []*cli.Command, name string) *cli.Command {
+	for _, c := range cmds {
+		if c.HasName(name) {
+			return c
+		}
+	}
+	return nil
 }
 
 // unknownCommand is set by the app when a command name is not known.

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/md5"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,6 +77,62 @@ func TestExitCodeSwitch(t *testing.T) {
 	} {
 		if got := exitCode(err); got != want {
 			t.Errorf("exitCode(%v) = %d, want %d", err, got, want)
+		}
+	}
+}
+
+// TestFlagsAfterArguments: flags may follow a command's arguments, as the
+// synopses write them, and global flags may follow the command; a bad
+// flag is a one-line usage error with nothing on stdout.
+func TestFlagsAfterArguments(t *testing.T) {
+	root := t.TempDir()
+	img := isoReadImage(t)
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := fmt.Sprintf("%x", md5.Sum(b))
+	for _, c := range []struct {
+		args []string
+		code int
+		out  string
+		err  string
+	}{
+		{[]string{"iso", "verify", img, "--md5", sum}, 0, "ok", ""},
+		{[]string{"iso", "verify", img, "--md5=" + sum}, 0, "ok", ""},
+		{[]string{"iso", "ls", img, "-l"}, 0, "-rw-r--r--", ""},
+		{[]string{"--root", root, "maintenance", "status", "--json"}, 0, `"in":false`, ""},
+		{[]string{"maintenance", "status", "--root", root, "--json"}, 0, `"in":false`, ""},
+		{[]string{"--root", root, "--json", "status"}, 0, `"in_progress": false`, ""},
+		{[]string{"--root", root, "status", "--json"}, 0, `"in_progress": false`, ""},
+		{[]string{"--root", root, "status", "--bogus"}, 2, "", "upgradectl: status: flag provided but not defined: -bogus\n"},
+		{[]string{"--root", root, "iso", "ls", img, "--bogus"}, 2, "", "upgradectl: iso ls: flag provided but not defined: -bogus\n"},
+		{[]string{"--root", root, "log", "--last", "-3"}, 2, "", "N must not be negative"},
+		// After "--", everything is the install command's.
+		{[]string{"--root", root, "install", "--", "sh", "--json"}, 5, "", "no upgrade in progress"},
+	} {
+		code, out, errs := runCLI(t, c.args...)
+		if code != c.code || !strings.Contains(out, c.out) || !strings.Contains(errs, c.err) || (c.out == "" && out != "") {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want %d, %q, %q", c.args, code, out, errs, c.code, c.out, c.err)
+		}
+	}
+}
+
+func TestInterspersed(t *testing.T) {
+	app := newApp()
+	for _, c := range []struct{ in, want string }{
+		{"u iso verify a b --md5 x", "u iso verify --md5 x a b"},
+		{"u --root /r tag create /opt --version 2 --digest", "u --root /r tag create --version 2 --digest /opt"},
+		{"u maintenance status --json", "u --json maintenance status"},
+		{"u install -- sh -c 'x'", "u install -- sh -c 'x'"},
+		{"u install sh -c x", "u install sh -c x"},
+		{"u install --force sh -c x", "u install --force sh -c x"},
+		{"u undo setup --force", "u undo --force setup"},
+		{"u nosuch a --json", "u nosuch a --json"},
+		{"u", "u"},
+	} {
+		if got := strings.Join(interspersed(app, strings.Fields(c.in)), " "); got != c.want {
+			t.Errorf("%q: got %q, want %q", c.in, got, c.want)
 		}
 	}
 }
