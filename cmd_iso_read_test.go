@@ -113,7 +113,7 @@ func TestISOReadCommands(t *testing.T) {
 		t.Fatalf("extracted: %q %v", b, err)
 	}
 	code, _, errs = isoRun(t, "iso", "extract", img, dest, "README")
-	if code == 0 || !strings.Contains(errs, "file exists") {
+	if code != 2 || !strings.Contains(errs, "README: file exists\nhint: files already in DEST are never overwritten") {
 		t.Fatalf("extract over an existing file: %d %q", code, errs)
 	}
 

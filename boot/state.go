@@ -110,7 +110,7 @@ func saveState(s *System, st *State) error {
 	}
 	p := statePath(s)
 	if err := host.WriteFileAtomic(p, append(b, '\n'), 0o600); err != nil {
-		return host.CannotRun("cannot write maintenance state %s: %v", p, err)
+		return host.CannotRun("maintenance state: %w", err)
 	}
 	return nil
 }

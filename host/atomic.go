@@ -1,6 +1,7 @@
 package host
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,21 @@ import (
 // directory is synced. A crash leaves either the old or the new content, and
 // at worst a stray ".NAME.tmp-*" file that the next write does not trip on.
 func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	if err := writeFileAtomic(path, data, perm); err != nil {
+		// Every step's error names the file written, not the temporary.
+		var pe *os.PathError
+		var le *os.LinkError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		} else if errors.As(err, &le) {
+			err = le.Err
+		}
+		return fmt.Errorf("cannot write %s: %w", path, err)
+	}
+	return nil
+}
+
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	dir, name := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -31,10 +47,10 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 		return err
 	}
 	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("cannot write %s: %w", path, err)
+		return err
 	}
 	if err := f.Sync(); err != nil {
-		return fmt.Errorf("cannot sync %s: %w", path, err)
+		return err
 	}
 	if err := f.Close(); err != nil {
 		return err

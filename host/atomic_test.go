@@ -1,8 +1,10 @@
 package host
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -45,8 +47,13 @@ func TestWriteFileAtomicENOSPC(t *testing.T) {
 		t.Fatal(err)
 	}
 	big := make([]byte, 1<<20)
-	if err := WriteFileAtomic(p, big, 0o644); err == nil {
+	err := WriteFileAtomic(p, big, 0o644)
+	if err == nil {
 		t.Fatal("a write larger than the filesystem succeeded")
+	}
+	// One message naming the file, not the temporary, and the cause once.
+	if want := "cannot write " + p + ": no space left on device"; err.Error() != want || !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("error %q, want %q (ENOSPC)", err, want)
 	}
 	b, _ := os.ReadFile(p)
 	if string(b) != "old" {

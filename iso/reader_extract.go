@@ -86,7 +86,15 @@ func Extract(im *Image, dest string, paths []string, opts ...ExtractOption) erro
 	x.setErr(x.dir(fd, im.root, "", sel == nil))
 	close(x.jobs)
 	workers.Wait()
-	return x.failed()
+	err = x.failed()
+	switch {
+	case errors.Is(err, unix.EEXIST):
+		// DEST given is not one to extract into: a usage error, as before.
+		err = host.WithHint(host.Usage("%w", err), "files already in DEST are never overwritten: remove that one, or extract into an empty directory")
+	case errors.Is(err, unix.ENOSPC):
+		err = host.WithHint(err, "free some space, then extract into an empty directory (or remove what this run extracted): files already in DEST are never overwritten")
+	}
+	return err
 }
 
 // fileJob is a regular file to write into the open directory dirfd; done
@@ -203,7 +211,7 @@ func (x *extractor) where(rel string) string { return x.dest + "/" + rel }
 
 func (x *extractor) fail(rel string, err error) error {
 	if errors.Is(err, unix.EEXIST) {
-		err = errors.New("file exists")
+		err = unix.EEXIST // "file exists", without the call that met it
 	}
 	return fmt.Errorf("cannot extract %s to %s: %w", rel, x.where(rel), err)
 }

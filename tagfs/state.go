@@ -141,7 +141,7 @@ func (t *Tags) save(r *Record) error {
 		return host.CannotRun("cannot create state directory %s: %v", t.stateDir, errors.Unwrap(err))
 	}
 	if err := host.WriteFileAtomic(t.recordPath(), append(b, '\n'), 0o644); err != nil {
-		return host.CannotRun("cannot write %s: %v", t.recordPath(), err)
+		return host.CannotRun("%w", err)
 	}
 	return nil
 }

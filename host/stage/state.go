@@ -204,7 +204,7 @@ func saveState(dir string, s *State) error {
 	}
 	path := filepath.Join(dir, StateFile)
 	if err := host.WriteFileAtomic(path, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("cannot write upgrade state %s: %w", path, err)
+		return fmt.Errorf("upgrade state: %w", err)
 	}
 	return nil
 }
