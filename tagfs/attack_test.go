@@ -204,3 +204,42 @@ func TestAttributeRefused(t *testing.T) {
 		t.Errorf("written: %v %v", temps, tagged)
 	}
 }
+
+// TestLockedFiles: an immutable or append-only file, or a file in an
+// immutable directory, could not be replaced by the upgrade nor put back
+// by a backout: refused before anything is written, --force or not.
+func TestLockedFiles(t *testing.T) {
+	hosttest.RequireRoot(t)
+	hosttest.RequireCommand(t, "chattr")
+	root := t.TempDir()
+	for _, p := range []string{"opt/app/imm", "opt/app/app", "opt/app/ok", "opt/frozen/f"} {
+		writeFile(t, filepath.Join(root, p), []byte(p), 0o644)
+	}
+	t.Cleanup(func() { exec.Command("chattr", "-R", "-i", "-a", filepath.Join(root, "opt")).Run() })
+	for flag, p := range map[string]string{"+i": "opt/app/imm", "+a": "opt/app/app"} {
+		if out, err := exec.Command("chattr", flag, filepath.Join(root, p)).CombinedOutput(); err != nil {
+			t.Skipf("chattr %s: %v %s (the filesystem has no such flag)", flag, err, out)
+		}
+	}
+	if out, err := exec.Command("chattr", "+i", filepath.Join(root, "opt/frozen")).CombinedOutput(); err != nil {
+		t.Fatalf("chattr +i on a directory: %v %s", err, out)
+	}
+	tg := newTestTags(t, root)
+	for _, force := range []bool{false, true} {
+		_, err := tg.Create("1", []string{"/opt"}, CreateOptions{Force: force})
+		mustKind(t, err, host.KindBad, "3 paths")
+		for _, w := range []string{"/opt/app/imm: the file is immutable (chattr +i)", "/opt/app/app: the file is append-only (chattr +a)",
+			"in /opt/frozen: the directory is immutable (chattr +i)"} {
+			if !hasErrText(err, w) {
+				t.Errorf("force %v: error %q does not say %q", force, err, w)
+			}
+		}
+		if _, tagged := leftovers(t, root); len(tagged) != 0 {
+			t.Errorf("written: %v", tagged)
+		}
+	}
+	exec.Command("chattr", "-R", "-i", "-a", filepath.Join(root, "opt")).Run()
+	if rep, err := tg.Create("1", []string{"/opt"}, CreateOptions{}); err != nil || len(rep.Done) != 4 {
+		t.Fatalf("without the flags: %+v %v", rep, err)
+	}
+}

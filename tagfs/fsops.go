@@ -108,6 +108,28 @@ func lstatAt(d *dir, name string) (unix.Stat_t, error) {
 	return st, err
 }
 
+// lockedFlag names the inode flag of name in d (dirfd with name "") that
+// stops it being replaced or put back: immutable or append-only, which
+// root cannot get past either. "" when neither is set or the filesystem
+// does not say.
+func lockedFlag(dirfd int, name string) string {
+	var sx unix.Statx_t
+	flags := unix.AT_SYMLINK_NOFOLLOW | unix.AT_STATX_DONT_SYNC
+	if name == "" {
+		flags |= unix.AT_EMPTY_PATH
+	}
+	if unix.Statx(dirfd, name, flags, 0, &sx) != nil {
+		return ""
+	}
+	switch a := sx.Attributes & sx.Attributes_mask; {
+	case a&unix.STATX_ATTR_IMMUTABLE != 0:
+		return "immutable (chattr +i)"
+	case a&unix.STATX_ATTR_APPEND != 0:
+		return "append-only (chattr +a)"
+	}
+	return ""
+}
+
 // getAttr returns the version attribute of name in d (not followed).
 func (t *Tags) getAttr(d *dir, name string) (string, bool, error) {
 	v, err := xattr.LGet(t.at(d, name), t.attr)

@@ -74,11 +74,15 @@ func (t *Tags) expand(paths []string, force bool) ([]item, error) {
 	seen := map[string]bool{}
 	checked := map[string]bool{}
 	checkDir := func(d *dir) bool {
-		if force || checked[d.host] {
+		if checked[d.host] {
 			return true
 		}
-		if who := writableByOthers(&d.st); who != "" {
+		if who := writableByOthers(&d.st); who != "" && !force {
 			probs.add("in %s: the directory is writable by %s (use --force to tag there anyway)", d.host, who)
+			return false
+		}
+		if f := lockedFlag(d.fd, ""); f != "" {
+			probs.add("in %s: the directory is %s: no tagged copy can be made or put back there", d.host, f)
 			return false
 		}
 		checked[d.host] = true
@@ -90,6 +94,12 @@ func (t *Tags) expand(paths []string, force bool) ([]item, error) {
 			return
 		}
 		seen[p] = true
+		if st.Mode&unix.S_IFMT == unix.S_IFREG {
+			if f := lockedFlag(d.fd, name); f != "" {
+				probs.add("%s: the file is %s: the upgrade could not replace it, nor a backout put it back", p, f)
+				return
+			}
+		}
 		items = append(items, item{dir: d.host, name: name, st: st})
 	}
 	for _, p := range paths {
