@@ -730,7 +730,7 @@ func (t *Tags) fillCopy(dst, src *os.File, st *unix.Stat_t, version string, dige
 			return err
 		}
 	}
-	if res.cloned, err = copyData(dst, src); err != nil {
+	if res.cloned, err = copyData(dst, src, st); err != nil {
 		return err
 	}
 	if !res.cloned && st.Size >= earlyWriteback {

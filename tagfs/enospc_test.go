@@ -118,3 +118,51 @@ func TestHardLinkSpace(t *testing.T) {
 		t.Fatalf("report %+v", rep)
 	}
 }
+
+// TestSparseFiles: on a filesystem that cannot clone (ext4), a sparse
+// file's copy keeps its holes, so a file far larger than the filesystem
+// (a lastlog) is tagged, and a backout gives back the same sparse file.
+func TestSparseFiles(t *testing.T) {
+	root := hosttest.LoopFS(t, "ext4", 32<<20, "-m", "0")
+	p := filepath.Join(root, "var/log/lastlog")
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 256 MiB: data at the start, in the middle and at the very end.
+	for _, off := range []int64{0, 100 << 20, 256<<20 - 5} {
+		if _, err := f.WriteAt(randBytes(off, 5), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	before := snap(t, p)
+	var st unix.Stat_t
+	unix.Stat(p, &st)
+	tg := newTestTags(t, root)
+	if _, err := tg.Create("1", []string{"/var/log/lastlog"}, CreateOptions{}); err != nil {
+		t.Fatalf("a sparse file of 256 MiB on a 32 MiB filesystem: %v", err)
+	}
+	var cst unix.Stat_t
+	if err := unix.Stat(filepath.Join(root, "var/log/.Old..lastlog"), &cst); err != nil {
+		t.Fatal(err)
+	}
+	if cst.Size != st.Size || cst.Blocks > st.Blocks+16 {
+		t.Errorf("copy: %d bytes in %d blocks; the original %d bytes in %d blocks", cst.Size, cst.Blocks, st.Size, st.Blocks)
+	}
+	if c := snap(t, filepath.Join(root, "var/log/.Old..lastlog")); c.Content != before.Content {
+		t.Errorf("the copy's content differs from the original's")
+	}
+	install(t, root, []string{"/var/log/lastlog"})
+	if _, err := tg.Restore(nil); err != nil {
+		t.Fatal(err)
+	}
+	var rst unix.Stat_t
+	unix.Stat(p, &rst)
+	if after := snap(t, p); after.Content != before.Content || rst.Blocks > st.Blocks+16 {
+		t.Errorf("restored: %d blocks (was %d), same content %v", rst.Blocks, st.Blocks, after.Content == before.Content)
+	}
+}

@@ -159,7 +159,8 @@ type copyResult struct {
 
 // copyData fills dst with src's content: a reflink clone when the
 // filesystem can, else copy_file_range (in-kernel), else read and write.
-func copyData(dst, src *os.File) (cloned bool, err error) {
+// A sparse src (fewer blocks than its size needs) keeps its holes.
+func copyData(dst, src *os.File, st *unix.Stat_t) (cloned bool, err error) {
 	err = unix.IoctlFileClone(int(dst.Fd()), int(src.Fd()))
 	if err == nil {
 		return true, nil
@@ -168,6 +169,9 @@ func copyData(dst, src *os.File) (cloned bool, err error) {
 	case unix.EOPNOTSUPP, unix.EXDEV, unix.EINVAL, unix.ENOTTY, unix.ENOSYS, unix.EPERM:
 	default:
 		return false, err
+	}
+	if sparse(st) {
+		return false, copySparse(dst, src, st.Size)
 	}
 	var done int64
 	for {
@@ -185,6 +189,55 @@ func copyData(dst, src *os.File) (cloned bool, err error) {
 	}
 	_, err = io.Copy(onlyWriter{dst}, onlyReader{src})
 	return false, err
+}
+
+// sparse says whether a file has holes: fewer 512-byte blocks than its
+// size. (A file with its data inline in the inode has none: not sparse.)
+func sparse(st *unix.Stat_t) bool {
+	return st.Blocks > 0 && st.Blocks*512 < st.Size
+}
+
+// copySparse copies the data of src into the empty dst a run at a time,
+// found with SEEK_DATA and SEEK_HOLE, and leaves the holes as holes.
+func copySparse(dst, src *os.File, size int64) error {
+	sfd := int(src.Fd())
+	for off := int64(0); off < size; {
+		data, err := unix.Seek(sfd, off, unix.SEEK_DATA)
+		if err == unix.ENXIO {
+			break // only a hole is left
+		}
+		if err != nil {
+			return err
+		}
+		hole, err := unix.Seek(sfd, data, unix.SEEK_HOLE)
+		if err != nil {
+			return err
+		}
+		if err := copyRange(dst, src, data, hole); err != nil {
+			return err
+		}
+		off = hole
+	}
+	return dst.Truncate(size)
+}
+
+// copyRange copies bytes [from, to) of src to the same place in dst, in
+// the kernel where it can.
+func copyRange(dst, src *os.File, from, to int64) error {
+	in, out := from, from
+	for in < to {
+		n, err := unix.CopyFileRange(int(src.Fd()), &in, int(dst.Fd()), &out, int(min(to-in, 1<<30)), 0)
+		if err != nil {
+			if err == unix.EXDEV || err == unix.ENOSYS || err == unix.EINVAL || err == unix.EOPNOTSUPP {
+				_, err = io.Copy(io.NewOffsetWriter(dst, in), io.NewSectionReader(src, in, to-in))
+			}
+			return err
+		}
+		if n == 0 {
+			return io.ErrUnexpectedEOF // the file shrank: the caller's check finds it
+		}
+	}
+	return nil
 }
 
 // onlyReader and onlyWriter hide ReadFrom/WriteTo so io.Copy uses a plain

@@ -86,7 +86,11 @@ func (t *Tags) checkSpace(items []item) error {
 		for i := range items {
 			it := &items[i]
 			if !it.done && linkTo[i] < 0 && it.st.Dev == dev && it.st.Mode&unix.S_IFMT == unix.S_IFREG {
-				n.copied += (it.st.Size + bs - 1) / bs * bs
+				size := it.st.Size
+				if sparse(&it.st) {
+					size = it.st.Blocks * 512 // a copy keeps the holes
+				}
+				n.copied += (size + bs - 1) / bs * bs
 			}
 		}
 		d.close()
