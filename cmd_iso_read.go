@@ -338,12 +338,12 @@ func printISOList(e *env, rows []isoRow, long bool) error {
 	tw := tabwriter.NewWriter(e.Out, 0, 4, 1, ' ', tabwriter.AlignRight)
 	for _, r := range rows {
 		if !long {
-			fmt.Fprintln(e.Out, r.Path)
+			fmt.Fprintln(e.Out, host.OneLine(r.Path))
 			continue
 		}
-		name := r.Path
+		name := host.OneLine(r.Path)
 		if r.Target != "" {
-			name += " -> " + r.Target
+			name += " -> " + host.OneLine(r.Target)
 		}
 		fmt.Fprintf(tw, "%s\t %d\t %d\t %d\t %d\t %s\t %s\n", r.entry.Mode, r.Nlink, r.UID, r.GID, r.Size,
 			r.MTime.UTC().Format("2006-01-02 15:04"), name)

@@ -69,7 +69,7 @@ func oneLineMessage(m string) string {
 	m = strings.TrimRight(m, "\n")
 	first, rest, found := strings.Cut(m, "\n")
 	if !found {
-		return m
+		return host.OneLine(m)
 	}
-	return fmt.Sprintf("%s (+%d more lines, see --json)", strings.TrimRight(first, "\r"), strings.Count(rest, "\n")+1)
+	return fmt.Sprintf("%s (+%d more lines, see --json)", host.OneLine(strings.TrimRight(first, "\r")), strings.Count(rest, "\n")+1)
 }

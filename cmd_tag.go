@@ -349,7 +349,7 @@ func printRecord(e *env, rec *tagfs.Record, st *tagfs.Status) {
 		if typ == "" {
 			typ, how = "planned", "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", f.Tagged(), typ, f.Size, how)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", host.OneLine(f.Tagged()), typ, f.Size, how)
 	}
 	tw.Flush()
 }
@@ -369,7 +369,7 @@ func printFound(e *env, found []tagfs.Found) {
 		case !f.Ours:
 			note = "no version attribute: not a tagged file, left alone"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", f.Path, f.Version, note)
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", host.OneLine(f.Path), host.OneLine(f.Version), note)
 	}
 	tw.Flush()
 }

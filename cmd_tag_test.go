@@ -92,3 +92,35 @@ func FuzzReadPathList(f *testing.F) {
 		}
 	})
 }
+
+// TestTagNamesOnOneLine: a file name with a newline, a tab or bytes that
+// are not UTF-8 stays on one line in errors and tables.
+func TestTagNamesOnOneLine(t *testing.T) {
+	hosttest.RequireRoot(t)
+	root := t.TempDir()
+	for _, n := range []string{"a\nb", "c\td", "e\xff"} {
+		p := filepath.Join(root, "srv/x", n)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(n), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, _, errs := runCLI(t, "--root", root, "tag", "create", "--version", "1", "/srv/x/no\nsuch")
+	if code != 1 || errs != "upgradectl: cannot tag /srv/x/no\\nsuch: no such file or directory\n" {
+		t.Errorf("error for a missing name with a newline: %d %q", code, errs)
+	}
+	if code, _, errs := runCLI(t, "--root", root, "tag", "create", "--version", "1", "/srv/x"); code != 0 {
+		t.Fatalf("tag create: %d %q", code, errs)
+	}
+	code, out, _ := runCLI(t, "--root", root, "tag", "list")
+	want := []string{`/srv/x/.Old..a\nb `, `/srv/x/.Old..c\td `, `/srv/x/.Old..e\xff `}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) != 5 {
+		t.Fatalf("tag list: %d, want a header, a title and 3 rows:\n%s", code, out)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lines[2+i], w) {
+			t.Errorf("row %q, want it to start with %q", lines[2+i], w)
+		}
+	}
+}

@@ -186,9 +186,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if errors.As(err, new(errSilent)) {
 		return code
 	}
-	fmt.Fprintf(stderr, "upgradectl: %v\n", err)
+	// One line, whatever names from outside the message carries.
+	fmt.Fprintf(stderr, "upgradectl: %s\n", host.OneLine(err.Error()))
 	if h := hint(err); h != "" {
-		fmt.Fprintf(stderr, "hint: %s\n", h)
+		fmt.Fprintf(stderr, "hint: %s\n", host.OneLine(h))
 	}
 	return code
 }

@@ -1,0 +1,50 @@
+package host
+
+import (
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// OneLine makes text from outside (a file name, a name in an image, a
+// command's output) safe to print on one line of a terminal or a table:
+// control characters are written as Go escapes (\n, \t, \x1b) and bytes
+// that are not UTF-8 as \xNN. Other text is returned as it is.
+func OneLine(s string) string {
+	clean := true
+	for i, r := range s {
+		if r < 0x20 || r == 0x7f || (r == utf8.RuneError && !isRuneError(s[i:])) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n <= 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, `\x%02x`, r)
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
+}
+
+// isRuneError: s starts with a real U+FFFD, not a byte that is not UTF-8.
+func isRuneError(s string) bool {
+	r, n := utf8.DecodeRuneInString(s)
+	return r == utf8.RuneError && n == 3
+}
