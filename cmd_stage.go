@@ -64,6 +64,9 @@ func init() {
 					// the retries that continue makes.
 					opts.Vars[stage.VarInstallCommand] = ""
 					if c.NArg() > 0 {
+						if strings.TrimSpace(c.Args().First()) == "" {
+							return host.Usage("install: the command given after -- is empty")
+						}
 						b, _ := json.Marshal(c.Args().Slice())
 						opts.Vars[stage.VarInstallCommand] = string(b)
 					}

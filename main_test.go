@@ -108,6 +108,7 @@ func TestFlagsAfterArguments(t *testing.T) {
 		{[]string{"--root", root, "status", "--bogus"}, 2, "", "upgradectl: status: flag provided but not defined: -bogus\n"},
 		{[]string{"--root", root, "iso", "ls", img, "--bogus"}, 2, "", "upgradectl: iso ls: flag provided but not defined: -bogus\n"},
 		{[]string{"--root", root, "log", "--last", "-3"}, 2, "", "N must not be negative"},
+		{[]string{"--root", root, "install", "--", ""}, 2, "", "install: the command given after -- is empty"},
 		// After "--", everything is the install command's.
 		{[]string{"--root", root, "install", "--", "sh", "--json"}, 5, "", "no upgrade in progress"},
 	} {

@@ -168,9 +168,12 @@ func loadState(dir string) (*State, error) {
 	var probe struct {
 		Format int `json:"format"`
 	}
+	const edited = "the file was changed by hand or by another program; restore it or move it away and repair the host with 'upgradectl tag list --scan' and 'upgradectl iso list'"
 	if err := json.Unmarshal(b, &probe); err != nil {
-		return nil, host.WithHint(host.Bad("cannot read upgrade state %s: %v", path, err),
-			"the file was changed by hand or by another program; restore it or move it away and repair the host with 'upgradectl tag list --scan' and 'upgradectl iso list'")
+		return nil, host.WithHint(host.Bad("cannot read upgrade state %s: %v", path, err), edited)
+	}
+	if probe.Format < 1 {
+		return nil, host.WithHint(host.Bad("cannot read upgrade state %s: it has no format number", path), edited)
 	}
 	if probe.Format != FormatVersion {
 		return nil, host.CannotRun("cannot read upgrade state %s: format %d, this upgradectl reads format %d", path, probe.Format, FormatVersion)
@@ -185,6 +188,11 @@ func loadState(dir string) (*State, error) {
 	for i, n := range Order {
 		if s.Stages[i].Name != n {
 			return nil, host.Bad("cannot read upgrade state %s: stage %d is %q, want %q", path, i+1, s.Stages[i].Name, n)
+		}
+		switch st := s.Stages[i].Status; st {
+		case NotStarted, Running, Done, Failed, Undoing, UndoFailed, Undone:
+		default:
+			return nil, host.WithHint(host.Bad("cannot read upgrade state %s: stage %s has the unknown status %q", path, n, st), edited)
 		}
 	}
 	if s.Vars == nil {
