@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 
 	"os"
 	"os/exec"
@@ -36,6 +38,8 @@ type Container struct {
 	Log  string // file collecting the container's console output
 	name string
 	opts ContainerOptions
+
+	cgroupCleanup bool // the test removes the container's cgroups
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -186,9 +190,13 @@ func (c *Container) Boot(t testing.TB) {
 	args := []string{"-D", c.Dir, "--boot", "--register=no", "--keep-unit", "-M", c.name, "--console=read-only"}
 	args = append(args, c.opts.NspawnArgs...)
 	args = append(args, c.opts.KernelArgs...)
-	cmd := exec.Command("systemd-nspawn", args...)
+	// systemd-nspawn starts in a cgroup of the container's own (see
+	// ownCgroup), moved there by the shell it replaces.
+	procs := c.ownCgroup(t)
+	cmd := exec.Command("/bin/sh", append([]string{"-c",
+		`for f in $UPGRADECTL_CGROUP_PROCS; do echo $$ > "$f" || exit 97; done; exec systemd-nspawn "$@"`, "sh"}, args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), "SYSTEMD_NSPAWN_TMPFS_TMP=1")
+	cmd.Env = append(os.Environ(), "SYSTEMD_NSPAWN_TMPFS_TMP=1", "UPGRADECTL_CGROUP_PROCS="+strings.Join(procs, " "))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		c.mu.Unlock()
@@ -248,6 +256,88 @@ func (c *Container) Boot(t testing.TB) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// ownCgroup makes the container a cgroup of its own below this process's,
+// in the systemd hierarchy (cgroup v1, name=systemd) and in the unified
+// one (cgroup v2, /sys/fs/cgroup/unified beside v1, or /sys/fs/cgroup),
+// and returns the cgroup.procs files to move systemd-nspawn into.
+// systemd-nspawn --keep-unit otherwise puts every container in the same
+// cgroups (/payload, /supervisor below this process's) where the
+// machine's PID 1 is not systemd, and the systemd of containers booted at
+// the same time create and remove the same unit cgroups in them: a unit
+// then fails to start with status 219/CGROUP (seen in CI:
+// systemd-tmpfiles-setup, systemd-user-sessions). They are removed when
+// the test ends.
+func (c *Container) ownCgroup(t testing.TB) []string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Logf("the container shares this process's cgroup: %v", err)
+		return nil
+	}
+	sub := "upgradectl-test-" + c.name
+	var procs, dirs []string
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.SplitN(l, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		var mnt string
+		switch {
+		case f[1] == "name=systemd":
+			mnt = "/sys/fs/cgroup/systemd"
+		case f[0] == "0" && f[1] == "":
+			for _, m := range []string{"/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
+				if _, err := os.Stat(filepath.Join(m, "cgroup.controllers")); err == nil {
+					mnt = m
+					break
+				}
+			}
+		}
+		if mnt == "" {
+			continue
+		}
+		dir := filepath.Join(mnt, f[2], sub)
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			t.Logf("the container shares this process's cgroup in %s: %v", mnt, err)
+			continue
+		}
+		procs, dirs = append(procs, filepath.Join(dir, "cgroup.procs")), append(dirs, dir)
+	}
+	if len(procs) == 0 {
+		t.Logf("the container shares this process's cgroup: no systemd or unified cgroup hierarchy found")
+	}
+	if !c.cgroupCleanup {
+		c.cgroupCleanup = true // booted again: the same cgroups
+		t.Cleanup(func() {
+			c.stop() // (cleanups run last first: this one before NewContainer's)
+			for _, d := range dirs {
+				removeCgroup(d)
+			}
+			// systemd-nspawn makes the same path in the other hierarchies.
+			others, _ := filepath.Glob("/sys/fs/cgroup/*/" + sub)
+			for _, d := range others {
+				removeCgroup(d)
+			}
+		})
+	}
+	return procs
+}
+
+// removeCgroup removes a cgroup directory and the ones below it, deepest
+// first; one that still has processes stays.
+func removeCgroup(dir string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if e.IsDir() {
+			removeCgroup(filepath.Join(dir, e.Name()))
+		}
+	}
+	os.Remove(dir)
 }
 
 // leader finds the container's PID 1 as seen from this machine: the
