@@ -262,3 +262,17 @@ func mustKind(t testing.TB, err error, k host.Kind, want string) {
 		t.Fatalf("error %q (kind %d), want kind %d with %q", err, host.KindOf(err), k, want)
 	}
 }
+
+// recordPaths loads the record and lists its paths in order.
+func recordPaths(t testing.TB, tg *Tags) (*Record, []string) {
+	t.Helper()
+	rec, err := tg.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for _, e := range rec.Files {
+		paths = append(paths, e.Path)
+	}
+	return rec, paths
+}

@@ -409,16 +409,11 @@ func TestCreateAddsToRecord(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rec, err := tg.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
+	rec, got := recordPaths(t, tg)
 	for _, e := range rec.Files {
 		if e.Type != typeFile {
 			t.Errorf("%s: type %q", e.Path, e.Type)
 		}
-		got = append(got, e.Path)
 	}
 	want := []string{"/opt/a/b-x/d", "/opt/a/b-x/e", "/opt/a/b.y/f", "/opt/a/b/c"}
 	if strings.Join(got, " ") != strings.Join(want, " ") || !rec.Complete {
@@ -516,14 +511,7 @@ func TestNonUTF8Names(t *testing.T) {
 	if _, err := tg.Create("1", []string{"/opt/n"}, CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	rec, err := tg.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, e := range rec.Files {
-		got = append(got, e.Path)
-	}
+	_, got := recordPaths(t, tg)
 	if want := []string{"/opt/n/plain", "/opt/n/x\xfe", "/opt/n/x\xff"}; strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Fatalf("record paths %q, want %q", got, want)
 	}
