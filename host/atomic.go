@@ -5,13 +5,17 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 )
 
 // WriteFileAtomic replaces path with data durably: a temporary file in the
 // same directory is written, synced, closed and renamed over path, then the
 // directory is synced. A crash leaves either the old or the new content, and
-// at worst a stray ".NAME.tmp-*" file that the next write does not trip on.
+// at worst a stray ".NAME.tmp-*" file, which a later write removes once it
+// is older than staleTemp.
 func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	defer removeStaleTemps(path)
 	if err := writeFileAtomic(path, data, perm); err != nil {
 		// Every step's error names the file written, not the temporary.
 		var pe *os.PathError
@@ -60,6 +64,38 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	}
 	ok = true
 	return SyncDir(dir)
+}
+
+// staleTemp is how old a temporary of WriteFileAtomic must be before
+// another write takes it for one a crash left: no write of ours takes that
+// long, so one still under way is never removed.
+const staleTemp = 10 * time.Minute
+
+// removeStaleTemps removes the temporaries of path that crashed writes
+// left (best effort: they are only litter).
+func removeStaleTemps(path string) {
+	dir, name := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	temps, _ := filepath.Glob(filepath.Join(dir, "."+globEscape(name)+".tmp-*"))
+	for _, t := range temps {
+		if fi, err := os.Lstat(t); err == nil && fi.Mode().IsRegular() && time.Since(fi.ModTime()) > staleTemp {
+			os.Remove(t)
+		}
+	}
+}
+
+// globEscape quotes the pattern characters of a file name.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // SyncDir fsyncs a directory so that renames and creations in it are durable.

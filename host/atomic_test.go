@@ -4,8 +4,10 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestWriteFileAtomic(t *testing.T) {
@@ -62,5 +64,33 @@ func TestWriteFileAtomicENOSPC(t *testing.T) {
 	ents, _ := os.ReadDir(dir)
 	if len(ents) != 1 {
 		t.Fatalf("temporary file left behind: %v", ents)
+	}
+}
+
+// TestWriteFileAtomicRemovesStaleTemps: a temporary that a crashed write
+// left is removed by a later write once it is old; a recent one (a write
+// that may be under way) and the temporaries of other files stay.
+func TestWriteFileAtomicRemovesStaleTemps(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "state[1].json")
+	old := time.Now().Add(-time.Hour)
+	for _, n := range []string{".state[1].json.tmp-111", ".state[1].json.tmp-222", ".other.json.tmp-333"} {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("half"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if n != ".state[1].json.tmp-222" {
+			os.Chtimes(filepath.Join(dir, n), old, old)
+		}
+	}
+	if err := WriteFileAtomic(p, []byte("new"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		left = append(left, e.Name())
+	}
+	if want := []string{".other.json.tmp-333", ".state[1].json.tmp-222", "state[1].json"}; strings.Join(left, " ") != strings.Join(want, " ") {
+		t.Errorf("left %q, want %q", left, want)
 	}
 }
