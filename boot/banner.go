@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -80,12 +81,16 @@ func putBanner(s *System, st *State) error {
 		}
 	}
 	for _, f := range files {
+		if bannerReplaced(s, st, f.path) {
+			s.printf("kept %s: the upgrade replaced it", f.path)
+			continue
+		}
 		real, err := hostPath(s.Root, f.path)
 		if err != nil {
 			return host.CannotRun("cannot write %s: %v", f.path, err)
 		}
 		if err := writeFile(real, f.data, 0o644, 0, 0); err != nil {
-			return host.CannotRun("cannot write %s: %v", f.path, err)
+			return host.CannotRun("%v", err)
 		}
 	}
 	if s.Live() {
@@ -100,8 +105,9 @@ func digest(b []byte) string {
 }
 
 // bannerReplaced reports whether the banner file at host path p is no
-// longer one maintenance mode wrote: the upgrade put a new one there, which
-// Exit keeps. An absent file, or one never recorded, is not replaced.
+// longer one maintenance mode wrote, nor the file as it was before: the
+// upgrade put a new one there, which is kept (by a later enter or resume as
+// by Exit). An absent file, or one never recorded, is not replaced.
 func bannerReplaced(s *System, st *State, p string) bool {
 	if len(st.Written[p]) == 0 {
 		return false
@@ -114,12 +120,20 @@ func bannerReplaced(s *System, st *State, p string) bool {
 	if err != nil {
 		return false
 	}
+	saved, ok := st.Saved[p]
+	if fi.Mode()&os.ModeSymlink != 0 {
+		target, err := os.Readlink(real)
+		return err == nil && !(ok && saved.Kind == kindSymlink && saved.Link == target)
+	}
 	if !fi.Mode().IsRegular() {
 		return true
 	}
 	b, err := os.ReadFile(real)
 	if err != nil {
 		return false
+	}
+	if ok && saved.Kind == kindFile && bytes.Equal(saved.Data, b) {
+		return false // still the file from before: the banner was never written
 	}
 	return !slices.Contains(st.Written[p], digest(b))
 }

@@ -56,6 +56,16 @@ func hostPath(r host.Root, p string) (string, error) {
 	return real, nil
 }
 
+// lstatIn is os.Lstat of host path p under the root: the directories on
+// the way resolved inside it.
+func lstatIn(r host.Root, p string) (os.FileInfo, error) {
+	real, err := hostPath(r, p)
+	if err != nil {
+		return nil, err
+	}
+	return os.Lstat(real)
+}
+
 // saveFile records host path p as it is now. Only regular files, symlinks
 // and absence are understood: anything else is refused rather than lost.
 func saveFile(r host.Root, p string) (SavedFile, error) {

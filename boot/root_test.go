@@ -515,6 +515,16 @@ func TestExitKeepsBannerTheUpgradeReplaced(t *testing.T) {
 	// The upgrade installs a new release's motd while in maintenance.
 	const newMotd = "Debian GNU/Linux 13\n"
 	must(t, os.WriteFile(s.Root.Path("/etc/motd"), []byte(newMotd), 0o644))
+	// A later enter (completing an interrupted one) and the boot hook
+	// after a reboot put the banner up again, but not over the new file.
+	_, err = Enter(ctx, s, EnterOptions{})
+	must(t, err)
+	// (Its post checks may fail on this machine: the banner goes up
+	// before them.)
+	Resume(ctx, s, ResumeOptions{Now: true})
+	if got := read(t, s, "/etc/motd"); got != newMotd {
+		t.Fatalf("/etc/motd after enter and resume %q, want the upgrade's %q", got, newMotd)
+	}
 	o, err := Exit(ctx, s, ExitOptions{})
 	must(t, err)
 	if got := read(t, s, "/etc/motd"); got != newMotd {
@@ -530,5 +540,40 @@ func TestExitKeepsBannerTheUpgradeReplaced(t *testing.T) {
 	must(t, err)
 	if fi.Mode().Perm() != 0o600 {
 		t.Errorf("state file mode %v: it holds copies of files that may be private", fi.Mode())
+	}
+}
+
+// TestUnitDirLinkedInsideTheRoot: /etc/systemd/system as an absolute link
+// to another place in the root is followed there, never to the running
+// system: the units are installed, found and removed inside the root.
+func TestUnitDirLinkedInsideTheRoot(t *testing.T) {
+	ctx := context.Background()
+	s := newRoot(t)
+	units := "/srv/upgradectl-test-units-" + filepath.Base(s.Root.Dir())
+	must(t, os.MkdirAll(filepath.Dir(s.Root.Path(units)), 0o755))
+	must(t, os.Rename(s.Root.Path("/etc/systemd/system"), s.Root.Path(units)))
+	must(t, os.Symlink(units, s.Root.Path("/etc/systemd/system")))
+	defer func() {
+		if _, err := os.Lstat(units); err == nil {
+			t.Errorf("%s was made on the running system", units)
+			os.RemoveAll(units)
+		}
+	}()
+	_, err := Enter(ctx, s, EnterOptions{})
+	must(t, err)
+	if _, err := os.Stat(s.Root.Path(units + "/" + TargetUnit)); err != nil {
+		t.Fatalf("the target is not in the linked directory inside the root: %v", err)
+	}
+	r, err := Status(ctx, s)
+	must(t, err)
+	if !r.UnitsInstalled || r.DefaultTarget != TargetUnit {
+		t.Errorf("status: units installed %v, default target %q", r.UnitsInstalled, r.DefaultTarget)
+	}
+	_, err = Exit(ctx, s, ExitOptions{})
+	must(t, err)
+	_, err = Remove(ctx, s)
+	must(t, err)
+	if _, err := os.Lstat(s.Root.Path(units + "/" + TargetUnit)); err == nil {
+		t.Error("boot remove left the target")
 	}
 }

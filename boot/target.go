@@ -1,7 +1,6 @@
 package boot
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -33,7 +32,7 @@ var vendorUnitDirs = []string{"/run/systemd/system", "/usr/local/lib/systemd/sys
 func defaultTarget(r host.Root) string {
 	for _, d := range append([]string{unitDir}, vendorUnitDirs...) {
 		p := d + "/default.target"
-		if _, err := os.Lstat(r.Path(p)); err != nil {
+		if _, err := lstatIn(r, p); err != nil {
 			continue
 		}
 		real, err := r.Resolve(p)
@@ -66,7 +65,7 @@ func setDefaultTarget(r host.Root, unit string) error {
 func unitFile(r host.Root, unit string) string {
 	for _, d := range append([]string{unitDir}, vendorUnitDirs[1:]...) {
 		p := d + "/" + unit
-		if fi, err := os.Lstat(r.Path(p)); err == nil && !fi.IsDir() {
+		if fi, err := lstatIn(r, p); err == nil && !fi.IsDir() {
 			return p
 		}
 	}

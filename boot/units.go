@@ -145,9 +145,12 @@ func defaultBin(r host.Root) string {
 // unitEnabled reports whether unit is enabled under the root: linked from a
 // .wants or .requires directory of /etc/systemd/system, or an alias there.
 func unitEnabled(r host.Root, unit string) bool {
-	base := r.Path(unitDir)
-	if _, err := os.Lstat(filepath.Join(base, unit)); err == nil {
+	if _, err := lstatIn(r, unitDir+"/"+unit); err == nil {
 		return true
+	}
+	base, err := r.Resolve(unitDir)
+	if err != nil {
+		return false
 	}
 	for _, pat := range []string{"*.wants", "*.requires"} {
 		m, _ := filepath.Glob(filepath.Join(base, pat, unit))
@@ -166,7 +169,7 @@ func wantsLink(unit string) string {
 
 // unitsInstalled reports whether the maintenance target is under the root.
 func unitsInstalled(r host.Root) bool {
-	_, err := os.Lstat(r.Path(unitDir + "/" + TargetUnit))
+	_, err := lstatIn(r, unitDir+"/"+TargetUnit)
 	return err == nil
 }
 
@@ -253,7 +256,10 @@ func Remove(ctx context.Context, s *System) ([]UnitChange, error) {
 		}
 		changes = append(changes, UnitChange{Path: p, Action: "removed"})
 	}
-	wants := s.Root.Path(unitDir + "/" + TargetUnit + ".wants")
+	wants, err := hostPath(s.Root, unitDir+"/"+TargetUnit+".wants")
+	if err != nil {
+		return changes, host.CannotRun("%v", err)
+	}
 	if err := os.Remove(wants); err == nil {
 		changes = append(changes, UnitChange{Path: unitDir + "/" + TargetUnit + ".wants", Action: "removed"})
 	}
