@@ -94,7 +94,16 @@ func rank(s Status) int {
 // measure checks one configured path.
 func measure(e *env, c host.DiskConfig) diskData {
 	d := diskData{Path: c.Path, Status: Fail, ReqInodes: c.MinFreeInodes}
-	checked := path.Clean(c.Path)
+	// Where the path leads inside the root (a symlink on the way, to
+	// another filesystem perhaps), so that a missing part is measured on
+	// the nearest directory there, not on the link's parent.
+	start := path.Clean(c.Path)
+	if real, err := e.root.Resolve(start); err == nil {
+		if rel, err := e.root.Rel(real); err == nil {
+			start = rel
+		}
+	}
+	checked := start
 	var real string
 	var st unix.Statfs_t
 	for {
@@ -134,8 +143,11 @@ func measure(e *env, c host.DiskConfig) diskData {
 		d.Required = p
 	}
 	where := c.Path
-	if checked != c.Path {
+	switch {
+	case checked != start:
 		where = fmt.Sprintf("%s (not there yet, measured on %s)", c.Path, checked)
+	case start != path.Clean(c.Path):
+		where = fmt.Sprintf("%s (%s)", c.Path, start)
 	}
 	fsName := fmt.Sprintf("%s filesystem %s", d.Type, d.Filesystem)
 	var short []string

@@ -146,3 +146,29 @@ func TestDiskUnreadable(t *testing.T) {
 		t.Errorf("%+v", r)
 	}
 }
+
+// TestDiskThroughSymlink: a configured path that is a link (or has one on
+// the way) to another filesystem in the root is measured there, also when
+// its last part does not exist yet.
+func TestDiskThroughSymlink(t *testing.T) {
+	root := loopRoot(t, "tmpfs", 16<<20)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.MkdirAll(root.Path("/var/lib/upgradectl"), 0o755))
+	must(os.Symlink("/mnt/iso", root.Path("/var/lib/upgradectl/iso")))
+	cfg := "[[checks.disk]]\npath = \"/var/lib/upgradectl/iso\"\nmin_free = \"1GiB\"\n"
+	r, d := diskResult(t, root, cfg)
+	if r.Status != Fail || d[0].Checked != "/mnt" || d[0].Filesystem != "/mnt" || d[0].Type != "tmpfs" ||
+		!strings.Contains(r.Message, "/var/lib/upgradectl/iso (not there yet, measured on /mnt)") {
+		t.Errorf("the link's target not there yet: %+v %+v", r, d)
+	}
+	must(os.Mkdir(root.Path("/mnt/iso"), 0o755))
+	r, d = diskResult(t, root, cfg)
+	if r.Status != Fail || d[0].Checked != "/mnt/iso" || d[0].Filesystem != "/mnt" || !strings.Contains(r.Message, "/var/lib/upgradectl/iso (/mnt/iso)") {
+		t.Errorf("the link's target there: %+v %+v", r, d)
+	}
+}
