@@ -4,7 +4,9 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"path"
 	"sort"
 	"strconv"
 	"strings"
@@ -75,7 +77,7 @@ func ParseSize(s string) (int64, error) {
 		}
 	}
 	f, err := strconv.ParseFloat(t, 64)
-	if err != nil || f < 0 || f*float64(mult) > 1<<62 {
+	if err != nil || !(f >= 0) || f*float64(mult) > 1<<62 { // !(f >= 0): NaN too
 		return 0, fmt.Errorf("%q is not a size (like 3GiB, 500MB, 4096)", s)
 	}
 	return int64(f * float64(mult)), nil
@@ -244,14 +246,50 @@ func (c *Config) validate() []string {
 	if c.Checks.RTC.WarnDrift.Duration > c.Checks.RTC.FailDrift.Duration {
 		p = append(p, "checks.rtc.warn_drift is above checks.rtc.fail_drift")
 	}
-	if c.Checks.Timeout.Duration <= 0 {
-		p = append(p, "checks.timeout must be above zero")
+	if c.Checks.Timeout.Duration <= 0 || c.Checks.Timeout.Duration > maxTimeout {
+		p = append(p, fmt.Sprintf("checks.timeout %s is not above zero and at most %s", c.Checks.Timeout.Duration, maxTimeout))
+	}
+	// A limit of zero (or less) could never be met.
+	for _, d := range []struct {
+		key string
+		val time.Duration
+	}{
+		{"checks.ntp.warn_offset", c.Checks.NTP.WarnOffset.Duration}, {"checks.ntp.fail_offset", c.Checks.NTP.FailOffset.Duration},
+		{"checks.ntp.max_error", c.Checks.NTP.MaxError.Duration}, {"checks.rtc.warn_drift", c.Checks.RTC.WarnDrift.Duration},
+		{"checks.rtc.fail_drift", c.Checks.RTC.FailDrift.Duration}, {"checks.backup.max_age", c.Checks.Backup.MaxAge.Duration},
+	} {
+		if d.val <= 0 {
+			p = append(p, fmt.Sprintf("%s %s must be above zero", d.key, d.val))
+		}
+	}
+	// Names, paths and patterns are one line of printable text.
+	text := func(key, v string) {
+		if strings.IndexFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
+			p = append(p, fmt.Sprintf("%s %q has a control character", key, v))
+		}
+	}
+	for _, l := range []struct {
+		key  string
+		vals []string
+	}{
+		{"checks.accept", c.Checks.Accept}, {"checks.ntp.servers", c.Checks.NTP.Servers}, {"checks.backup.paths", c.Checks.Backup.Paths},
+		{"checks.auth.accounts", c.Checks.Auth.Accounts}, {"maintenance.keep_units", c.Maintenance.KeepUnits},
+	} {
+		for _, v := range l.vals {
+			text(l.key, v)
+		}
+	}
+	for i, b := range c.Checks.Backup.Paths {
+		if !strings.HasPrefix(b, "/") {
+			p = append(p, fmt.Sprintf("checks.backup.paths[%d] %q is not an absolute pattern", i, b))
+		}
 	}
 	for i, d := range c.Checks.Disk {
 		if !strings.HasPrefix(d.Path, "/") {
 			p = append(p, fmt.Sprintf("checks.disk[%d].path %q is not absolute", i, d.Path))
 		}
-		if d.MinFreePercent < 0 || d.MinFreePercent > 100 {
+		text(fmt.Sprintf("checks.disk[%d].path", i), d.Path)
+		if !(d.MinFreePercent >= 0 && d.MinFreePercent <= 100) { // NaN too
 			p = append(p, fmt.Sprintf("checks.disk[%d].min_free_percent %v is not between 0 and 100", i, d.MinFreePercent))
 		}
 		if d.MinFreeInodes < 0 {
@@ -269,21 +307,40 @@ func (c *Config) validate() []string {
 		}
 	}
 	for _, s := range c.Checks.NTP.Servers {
-		if strings.TrimSpace(s) == "" || strings.ContainsAny(s, " \t/") {
+		if !validServer(s) {
 			p = append(p, fmt.Sprintf("checks.ntp.servers: %q is not a host or host:port", s))
 		}
 	}
 	for _, s := range []struct{ key, val string }{
 		{"iso.staging_dir", c.ISO.StagingDir}, {"stages.hooks_dir", c.Stages.HooksDir}, {"checks.rtc.device", c.Checks.RTC.Device},
 	} {
-		if s.val != "" && !strings.HasPrefix(s.val, "/") {
-			p = append(p, fmt.Sprintf("%s %q is not absolute", s.key, s.val))
+		text(s.key, s.val)
+		if !strings.HasPrefix(s.val, "/") || path.Clean(s.val) == "/" {
+			p = append(p, fmt.Sprintf("%s %q is not an absolute path below /", s.key, s.val))
 		}
 	}
 	if a := c.Tag.Attribute; !strings.HasPrefix(a, "trusted.") && !strings.HasPrefix(a, "user.") {
 		p = append(p, fmt.Sprintf("tag.attribute %q is not in the trusted. or user. namespace", a))
 	}
 	return p
+}
+
+// maxTimeout bounds checks.timeout: longer is a mistake, and the time
+// arithmetic on it must not overflow.
+const maxTimeout = 24 * time.Hour
+
+// validServer: "host", "host:port" or "[v6]:port", with a port from 1 to
+// 65535, or a bare IPv6 address.
+func validServer(s string) bool {
+	if s == "" || strings.ContainsAny(s, " \t/") {
+		return false
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return !strings.Contains(s, ":") || net.ParseIP(s) != nil
+	}
+	n, err := strconv.Atoi(port)
+	return host != "" && err == nil && n > 0 && n < 65536
 }
 
 // LoadConfig reads the configuration file at path (a host path, resolved

@@ -70,7 +70,7 @@ attribute = "security.x"
 	if err == nil {
 		t.Fatal("invalid configuration accepted")
 	}
-	for _, want := range []string{"unknown key bogus", "warn_offset is above", "staging_dir \"relative\" is not absolute", "tag.attribute"} {
+	for _, want := range []string{"unknown key bogus", "warn_offset is above", "staging_dir \"relative\" is not an absolute path below /", "tag.attribute"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not report %q: %v", want, err)
 		}
@@ -165,5 +165,42 @@ min_free_inodes = -1
 	}
 	if d := DefaultConfig().Checks.Disk; d[0].Path != "/var/lib/upgradectl/iso" || len(d[0].Profiles) != 1 || d[0].Profiles[0] != "pre" {
 		t.Errorf("staging entry: %+v", d[0])
+	}
+}
+
+// TestConfigRefusesWhatMakesNoSense: values a check could never pass with,
+// or that would overflow, or that are not one line, are refused.
+func TestConfigRefusesWhatMakesNoSense(t *testing.T) {
+	for _, c := range []struct{ toml, want string }{
+		{"[checks]\ntimeout = \"2562047h47m16s\"", "checks.timeout 2562047h47m16s is not above zero and at most 24h0m0s"},
+		{"[[checks.disk]]\npath = \"/\"\nmin_free = \"NaN\"", "is not a size"},
+		{"[[checks.disk]]\npath = \"/\"\nmin_free_percent = nan", "min_free_percent NaN is not between 0 and 100"},
+		{"[checks.ntp]\nmax_error = \"0s\"", "checks.ntp.max_error 0s must be above zero"},
+		{"[checks.backup]\nmax_age = \"0s\"", "checks.backup.max_age 0s must be above zero"},
+		{"[checks.rtc]\nwarn_drift = \"0s\"", "checks.rtc.warn_drift 0s must be above zero"},
+		{"[checks.ntp]\nservers = [\"127.0.0.1:abc\"]", `"127.0.0.1:abc" is not a host or host:port`},
+		{"[checks.ntp]\nservers = [\"127.0.0.1:99999\"]", `"127.0.0.1:99999" is not a host or host:port`},
+		{"[checks.ntp]\nservers = [\"a\\nb\"]", `checks.ntp.servers "a\nb" has a control character`},
+		{"[checks.rtc]\ndevice = \"\"", `checks.rtc.device "" is not an absolute path below /`},
+		{"[iso]\nstaging_dir = \"\"", `iso.staging_dir "" is not an absolute path below /`},
+		{"[iso]\nstaging_dir = \"/\"", `iso.staging_dir "/" is not an absolute path below /`},
+		{"[stages]\nhooks_dir = \"\"", `stages.hooks_dir "" is not an absolute path below /`},
+		{"[maintenance]\nkeep_units = [\"a\\nb.service\"]", "maintenance.keep_units"},
+		{"[checks.auth]\naccounts = [\"root\\n\"]", "checks.auth.accounts"},
+		{"[checks.backup]\npaths = [\"\"]", `checks.backup.paths[0] "" is not an absolute pattern`},
+		{"[checks.backup]\npaths = [\"backup\"]", `checks.backup.paths[0] "backup" is not an absolute pattern`},
+	} {
+		_, err := ParseConfig([]byte(c.toml), "f.toml")
+		if KindOf(err) != KindUsage || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want a usage error with %q", c.toml, err, c.want)
+		}
+	}
+	for _, ok := range []string{
+		"[checks.ntp]\nservers = [\"ntp.example.com\", \"10.0.0.1:123\", \"[::1]:123\", \"::1\", \"fe80::1\"]",
+		"[checks.backup]\npaths = [\"/backup/*.tar\"]",
+	} {
+		if _, err := ParseConfig([]byte(ok), "f.toml"); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
 	}
 }

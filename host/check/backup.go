@@ -20,6 +20,10 @@ type backupData struct {
 	Age      float64  `json:"age_seconds,omitempty"`
 	MaxAge   float64  `json:"max_age_seconds"`
 	Files    int      `json:"files"`
+	// Future counts the files dated more than a minute ahead, left out of
+	// the age; FutureNewest is the latest of them.
+	Future       int    `json:"future,omitempty"`
+	FutureNewest string `json:"future_newest,omitempty"`
 }
 
 // maxBackupFiles bounds the walk through backup directories.
@@ -44,10 +48,19 @@ func checkBackup(ctx context.Context, e *env) Result {
 		}
 		problems = append(problems, fmt.Sprintf("cannot %s %s: %v", verb, what, unwrapPath(err)))
 	}
+	// A file dated ahead of the clock says nothing about how old the
+	// backups are: left out, so that it cannot hide a stale one.
+	var futureTime time.Time
 	seen := func(p string, fi fs.FileInfo) {
 		d.Files++
-		if fi.ModTime().After(newestTime) {
-			newest, newestTime = p, fi.ModTime()
+		switch t := fi.ModTime(); {
+		case t.After(e.now.Add(time.Minute)):
+			d.Future++
+			if t.After(futureTime) {
+				d.FutureNewest, futureTime = p, t
+			}
+		case t.After(newestTime):
+			newest, newestTime = p, t
 		}
 	}
 	for _, pat := range cfg.Paths {
@@ -87,6 +100,13 @@ func checkBackup(ctx context.Context, e *env) Result {
 			}
 		}
 	}
+	if d.Future > 0 {
+		problems = append(problems, fmt.Sprintf("%d file(s) dated in the future left out, the latest %s by %s: check the clock",
+			d.Future, d.FutureNewest, fmtAge(futureTime.Sub(e.now))))
+	}
+	if newest == "" && d.Future > 0 {
+		return Result{Status: Warn, Data: d, Message: "no backup dated in the past: " + strings.Join(problems, "; ")}
+	}
 	if newest == "" {
 		if denied > 0 && denied == len(problems) {
 			return Result{Status: Skip, Data: d, Message: "needs root to read the backup locations: " + strings.Join(problems, "; ")}
@@ -97,7 +117,7 @@ func checkBackup(ctx context.Context, e *env) Result {
 		}
 		return Result{Status: Fail, Data: d, Message: msg}
 	}
-	age := e.now.Sub(newestTime)
+	age := max(e.now.Sub(newestTime), 0) // up to a minute ahead: just written
 	d.Newest = newest
 	d.ModTime = newestTime.UTC().Format(time.RFC3339)
 	d.Age = age.Seconds()
@@ -108,8 +128,6 @@ func checkBackup(ctx context.Context, e *env) Result {
 	switch {
 	case age > cfg.MaxAge.Duration:
 		return Result{Status: Fail, Data: d, Message: fmt.Sprintf("newest backup %s is %s old (limit %s)%s", newest, fmtAge(age), fmtAge(cfg.MaxAge.Duration), note)}
-	case age < -time.Minute:
-		return Result{Status: Warn, Data: d, Message: fmt.Sprintf("newest backup %s is dated %s in the future: check the clock%s", newest, fmtAge(-age), note)}
 	case len(problems) > 0:
 		return Result{Status: Warn, Data: d, Message: fmt.Sprintf("newest backup %s is %s old%s", newest, fmtAge(age), note)}
 	}

@@ -238,7 +238,12 @@ func TestRootBackup(t *testing.T) {
 		{"newest inside a directory", map[string]time.Duration{"/var/backup/server/x/old.tar": 72 * time.Hour, "/var/backup/server/y/new.tar": time.Hour}, `["/var/backup/server"]`, Pass, "/var/backup/server/y/new.tar"},
 		{"two patterns", map[string]time.Duration{"/a/old.iso": 40 * time.Hour, "/b/new.tgz": 3 * time.Hour}, `["/a/*.iso", "/b/*.tgz"]`, Pass, "/b/new.tgz"},
 		{"nothing matches", map[string]time.Duration{"/backup/a.txt": time.Hour}, `["/backup/*.iso"]`, Fail, ""},
-		{"from the future", map[string]time.Duration{"/backup/a.iso": -2 * time.Hour}, `["/backup/*.iso"]`, Warn, "/backup/a.iso"},
+		{"from the future only", map[string]time.Duration{"/backup/a.iso": -2 * time.Hour}, `["/backup/*.iso"]`, Warn, ""},
+		// A file dated ahead cannot hide a stale backup, nor make a good
+		// one pass without a word.
+		{"old, and one from the future", map[string]time.Duration{"/backup/a.iso": 240 * time.Hour, "/backup/z.iso": -700000 * time.Hour}, `["/backup/*.iso"]`, Fail, "/backup/a.iso"},
+		{"fresh, and one from the future", map[string]time.Duration{"/backup/a.iso": time.Hour, "/backup/z.iso": -2 * time.Hour}, `["/backup/*.iso"]`, Warn, "/backup/a.iso"},
+		{"seconds ahead: just written", map[string]time.Duration{"/backup/a.iso": -30 * time.Second}, `["/backup/*.iso"]`, Pass, "/backup/a.iso"},
 		{"not configured", map[string]time.Duration{"/backup/a.iso": time.Hour}, `[]`, Skip, ""},
 	}
 	for _, c := range cases {
