@@ -112,7 +112,7 @@ func printReport(w io.Writer, rep check.Report) {
 		if r.Status != check.Fail {
 			sev = "-" // the severity says what a failure means
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.ID, st, sev, r.Message)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.ID, st, sev, host.OneLine(r.Message))
 	}
 	tw.Flush()
 	verdict := "upgrade may go on"

@@ -205,3 +205,19 @@ func TestCheckTableGolden(t *testing.T) {
 		t.Errorf("table differs from %s:\n%s\nwant:\n%s", golden, b.String(), want)
 	}
 }
+
+// TestCheckTableOneLine: a message carrying a name with a newline (a
+// backup file here) stays one row of the table.
+func TestCheckTableOneLine(t *testing.T) {
+	root := imageRoot(t)
+	os.WriteFile(filepath.Join(root, "etc/upgradectl/upgradectl.toml"), []byte("[checks.backup]\npaths = [\"/backup\"]\n"), 0o600)
+	os.MkdirAll(filepath.Join(root, "backup"), 0o755)
+	if err := os.WriteFile(filepath.Join(root, "backup", "a\nb.tar"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := runCLI(t, "--root", root, "check", "--only", "backup.recent")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) != 4 || !strings.Contains(lines[1], `newest backup /backup/a\nb.tar is`) {
+		t.Fatalf("exit %d, stderr %q, want a header, one row, a blank line and the verdict:\n%s", code, stderr, out)
+	}
+}

@@ -3,9 +3,11 @@ package host
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -117,4 +119,34 @@ func RemoveDurable(path string) error {
 		return err
 	}
 	return SyncDir(filepath.Dir(path))
+}
+
+// maxSmallFile bounds what ReadSmallFile reads: configuration and account
+// files are far smaller.
+const maxSmallFile = 16 << 20
+
+// ReadSmallFile reads a configuration-sized regular file. Anything else (a
+// device such as /dev/zero where a system image has a link, a FIFO, a
+// file over 16 MiB) is an error rather than an endless read.
+func ReadSmallFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, &os.PathError{Op: "read", Path: path, Err: errors.New("not a regular file")}
+	}
+	if fi.Size() > maxSmallFile {
+		return nil, &os.PathError{Op: "read", Path: path, Err: fmt.Errorf("larger than %s", FormatSize(maxSmallFile))}
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxSmallFile+1))
+	if err == nil && len(b) > maxSmallFile {
+		err = &os.PathError{Op: "read", Path: path, Err: fmt.Errorf("larger than %s", FormatSize(maxSmallFile))}
+	}
+	return b, err
 }

@@ -94,3 +94,27 @@ func TestWriteFileAtomicRemovesStaleTemps(t *testing.T) {
 		t.Errorf("left %q, want %q", left, want)
 	}
 }
+
+func TestReadSmallFile(t *testing.T) {
+	dir := t.TempDir()
+	ok := filepath.Join(dir, "ok")
+	if err := os.WriteFile(ok, []byte("x = 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := ReadSmallFile(ok); err != nil || string(b) != "x = 1\n" {
+		t.Errorf("a small file: %q %v", b, err)
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big")
+	if err := os.WriteFile(big, nil, 0o644); err != nil || os.Truncate(big, maxSmallFile+1) != nil {
+		t.Fatal("cannot make the big file")
+	}
+	for p, want := range map[string]string{"/dev/zero": "not a regular file", fifo: "not a regular file", big: "larger than 16.0MiB"} {
+		if _, err := ReadSmallFile(p); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", p, err, want)
+		}
+	}
+}

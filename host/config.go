@@ -354,7 +354,7 @@ func LoadConfig(root Root, path string, explicit bool) (*Config, error) {
 	if err != nil {
 		return nil, Usage("cannot read configuration %s: %v", path, err)
 	}
-	data, err := os.ReadFile(real)
+	data, err := ReadSmallFile(real)
 	if errors.Is(err, os.ErrNotExist) && !explicit {
 		return DefaultConfig(), nil
 	}

@@ -37,6 +37,9 @@ func parseShadow(data []byte) map[string]shadowEntry {
 		if !ok || name == "" || strings.HasPrefix(name, "#") {
 			continue
 		}
+		if _, dup := out[name]; dup {
+			continue // getspnam and pam_unix use the first entry of a name
+		}
 		hash, _, _ := strings.Cut(rest, ":")
 		out[name] = hashScheme(hash)
 	}

@@ -256,7 +256,7 @@ func (c *configReader) read(p string) []byte {
 		}
 		c.seen[real] = true
 		var data []byte
-		data, err = os.ReadFile(real)
+		data, err = host.ReadSmallFile(real)
 		if err == nil {
 			return data
 		}

@@ -91,7 +91,9 @@ func TestParseShadow(t *testing.T) {
 		"daemon:*:19000:0:99999:7:::\n" +
 		"yes:$y$j9T$salt$hash:19000::::::\n" +
 		"nopw::19000::::::\n" +
-		"broken line without colon\n"
+		"broken line without colon\n" +
+		// A second entry of a name is not the one used.
+		"root:$6$salt$hash:19000:0:99999:7:::\n"
 	got := parseShadow([]byte(shadow))
 	want := map[string]shadowEntry{
 		"root": {"md5", false}, "admusr": {"sha512", false}, "locked": {"md5", true},

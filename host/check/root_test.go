@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -221,6 +222,19 @@ func TestRootAdjtime(t *testing.T) {
 	}
 	if m := r.Data.(rtcData).Mode; m != "LOCAL" {
 		t.Errorf("mode %q, want LOCAL", m)
+	}
+	// A FIFO (or a device, a link to /dev/zero in an image) where
+	// /etc/adjtime is: an error at once, not a read that never ends.
+	root = fakeRoot(t, nil)
+	os.MkdirAll(root.Path("/etc"), 0o755)
+	if err := syscall.Mkfifo(root.Path("/etc/adjtime"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg = config(t, "[checks]\ntimeout = \"20s\"\n")
+	start := time.Now()
+	r = result(t, run(t, Options{Root: root, Config: cfg, Only: []string{"clock.rtc"}}), "clock.rtc")
+	if !strings.Contains(r.Message, "/etc/adjtime") || !strings.Contains(r.Message, "not a regular file") || time.Since(start) > 10*time.Second {
+		t.Errorf("/etc/adjtime a FIFO: %+v after %v", r, time.Since(start))
 	}
 }
 

@@ -7,11 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"upgradectl/host"
 )
 
 // rtcReader reads a hardware clock; realRTC is the one implementation.
@@ -157,5 +158,5 @@ func (e *env) readFile(p string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return os.ReadFile(real)
+	return host.ReadSmallFile(real)
 }
