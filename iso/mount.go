@@ -29,6 +29,7 @@ const (
 	StateMounted    = "mounted"
 	StateStale      = "stale"       // the mount is gone
 	StateServerGone = "server-gone" // FUSE mount left without its server, or a mount a crash left half recorded
+	StateStarting   = "starting"    // FUSE server running, its mount not there yet (its mount command may be gone)
 )
 
 // fuseType is the filesystem type of our FUSE mounts in mountinfo.
@@ -129,6 +130,12 @@ func Mounts(stateDir string) ([]MountRecord, error) {
 func stateOf(m MountRecord, table map[string]mountEntry) string {
 	e, ok := table[m.Dir]
 	if !ok {
+		// A FUSE server that may still mount: its process runs, or it was
+		// (perhaps) started by a mount killed before it recorded the pid.
+		if m.Method == MethodFUSE && (m.PID > 0 && processAlive(m.PID, m.PIDStart) ||
+			m.PID == 0 && time.Since(m.MountedAt) < fuseStartTimeout+time.Second) {
+			return StateStarting
+		}
 		return StateStale
 	}
 	switch m.Method {
@@ -219,21 +226,34 @@ func Mount(image, dir string, o MountOptions) (rec MountRecord, err error) {
 	if err != nil {
 		return rec, err
 	}
+	for _, m := range ms {
+		if m.Dir == mnt && m.Method == MethodFUSE && m.PID > 0 && processAlive(m.PID, m.PIDStart) {
+			return rec, host.WithHint(host.Busy("cannot mount on %s: the FUSE server (pid %d) of an earlier mount there is still running", dir, m.PID),
+				"wait for it, or stop it with 'upgradectl iso umount "+dir+"'")
+		}
+	}
 	if err := writeMounts(o.StateDir, append(ms[:len(ms):len(ms)], rec)); err != nil {
 		return rec, err
+	}
+	// The FUSE server is recorded as soon as it runs: if this command is
+	// killed while the server starts, the mount it makes is still ours.
+	started := func(pid int, start uint64) {
+		r := rec
+		r.Method, r.PID, r.PIDStart = MethodFUSE, pid, start
+		writeMounts(o.StateDir, append(ms[:len(ms):len(ms)], r))
 	}
 	switch o.Method {
 	case MethodKernel:
 		rec.Device, err = mountKernel(img, mnt, o.Root)
 	case MethodFUSE:
-		rec.PID, rec.PIDStart, err = startFUSE(img, mnt, o)
+		rec.PID, rec.PIDStart, err = startFUSE(img, mnt, o, started)
 	case "":
 		rec.Method = MethodKernel
 		rec.Device, err = mountKernel(img, mnt, o.Root)
 		var nk *noKernelSupport
 		if errors.As(err, &nk) {
 			rec.Method = MethodFUSE
-			rec.PID, rec.PIDStart, err = startFUSE(img, mnt, o)
+			rec.PID, rec.PIDStart, err = startFUSE(img, mnt, o, started)
 			if err != nil {
 				err = fmt.Errorf("%w (the kernel mount was not possible either: %v)", err, nk.Err)
 			}
@@ -341,6 +361,20 @@ func unmountRecord(m MountRecord, lazy bool) error {
 	if m.State == "" {
 		m.State = stateOf(m, table)
 	}
+	if m.State == StateStarting {
+		// Stop the server before it mounts; should it have mounted in
+		// the meantime, detach what it left.
+		var err error
+		if m.PID > 0 {
+			err = stopServer(m, true)
+		}
+		if t, terr := mountTable(); terr == nil {
+			if e, ok := t[m.Dir]; ok && e.FSType == fuseType {
+				unix.Unmount(m.Dir, unix.MNT_DETACH)
+			}
+		}
+		return err
+	}
 	if m.State != StateStale {
 		flags := 0
 		if lazy || m.State == StateServerGone {
@@ -355,7 +389,7 @@ func unmountRecord(m MountRecord, lazy bool) error {
 		}
 	}
 	if m.Method == MethodFUSE && !(lazy && m.State == StateMounted) {
-		return stopServer(m)
+		return stopServer(m, false)
 	}
 	// A lazily detached FUSE mount may still be in use: its server serves
 	// the users left and exits when the last one lets go.
@@ -363,12 +397,16 @@ func unmountRecord(m MountRecord, lazy bool) error {
 }
 
 // stopServer waits for the FUSE server of m to exit after its unmount, then
-// asks it with SIGTERM, then kills it.
-func stopServer(m MountRecord) error {
-	for _, step := range []struct {
+// asks it with SIGTERM, then kills it; now skips the wait.
+func stopServer(m MountRecord, now bool) error {
+	steps := []struct {
 		sig  syscall.Signal
 		wait time.Duration
-	}{{0, 30 * time.Second}, {syscall.SIGTERM, 10 * time.Second}, {syscall.SIGKILL, 10 * time.Second}} {
+	}{{0, 30 * time.Second}, {syscall.SIGTERM, 10 * time.Second}, {syscall.SIGKILL, 10 * time.Second}}
+	if now {
+		steps = steps[1:]
+	}
+	for _, step := range steps {
 		if step.sig != 0 && processAlive(m.PID, m.PIDStart) {
 			syscall.Kill(m.PID, step.sig)
 		}

@@ -38,7 +38,10 @@ const fuseServeLog = "iso-fuse.log"
 // startFUSE starts a detached FUSE server for image on dir (a new session
 // of o.Exe, so it outlives the command), waits until the mount is there or
 // the server failed, and returns the server's pid and start time.
-func startFUSE(image, dir string, o MountOptions) (int, uint64, error) {
+// fuseStartTimeout is how long a FUSE server may take to mount.
+const fuseStartTimeout = 2 * time.Minute
+
+func startFUSE(image, dir string, o MountOptions, started func(pid int, start uint64)) (int, uint64, error) {
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		return 0, 0, host.CannotRun("cannot mount %s with FUSE: no /dev/fuse (load the fuse module)", image)
 	}
@@ -53,7 +56,7 @@ func startFUSE(image, dir string, o MountOptions) (int, uint64, error) {
 		return 0, 0, host.CannotRun("cannot create state directory %s: %v", o.StateDir, unwrapPath(err))
 	}
 	logPath := path.Join(o.StateDir, fuseServeLog)
-	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE|unix.O_CLOEXEC, 0o644)
+	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o644)
 	if err != nil {
 		return 0, 0, host.CannotRun("cannot open %s: %v", logPath, unwrapPath(err))
 	}
@@ -76,6 +79,7 @@ func startFUSE(image, dir string, o MountOptions) (int, uint64, error) {
 	wr.Close()
 	pid := cmd.Process.Pid
 	start, _, _ := processStart(pid)
+	started(pid, start)
 	// Reap it if this process lives longer than the server (tests, a
 	// long-running caller); a command that exits leaves it to init.
 	go cmd.Wait()
@@ -94,9 +98,9 @@ func startFUSE(image, dir string, o MountOptions) (int, uint64, error) {
 	var a answer
 	select {
 	case a = <-ch:
-	case <-time.After(2 * time.Minute):
+	case <-time.After(fuseStartTimeout):
 		syscall.Kill(pid, syscall.SIGKILL)
-		return 0, 0, host.CannotRun("cannot mount %s with FUSE: the server did not answer in 2 minutes", image)
+		return 0, 0, host.CannotRun("cannot mount %s with FUSE: the server did not answer in %s", image, fuseStartTimeout)
 	}
 	switch {
 	case a.line == "ok":

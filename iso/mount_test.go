@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -292,7 +293,7 @@ func TestFUSEMountGone(t *testing.T) {
 		t.Errorf("dropping a stale record is not logged:\n%s", log)
 	}
 	// The server noticed the unmount and exited by itself.
-	stopServer(rec)
+	stopServer(rec, false)
 
 	// SIGTERM: the server unmounts itself and exits.
 	rec = mount()
@@ -427,7 +428,7 @@ func TestFUSEUmountBusy(t *testing.T) {
 		t.Error("server gone while a file was still open")
 	}
 	f.Close()
-	if err := stopServer(MountRecord{PID: rec.PID, PIDStart: rec.PIDStart, Dir: mnt}); err != nil {
+	if err := stopServer(MountRecord{PID: rec.PID, PIDStart: rec.PIDStart, Dir: mnt}, false); err != nil {
 		t.Error(err)
 	}
 }
@@ -464,5 +465,67 @@ func TestFUSEUmountAll(t *testing.T) {
 	}
 	if s := append(mtServers(mnt), mtServers(mnt2)...); len(s) != 0 {
 		t.Errorf("servers left: %v", s)
+	}
+}
+
+// TestFUSEMountKilledWhileStarting kills `iso mount` (SIGKILL) at moments
+// while its FUSE server starts on an image of many files. Whatever the
+// moment, a mount that appears is recorded (starting, then mounted), and
+// `iso umount --all` leaves no mount and no server. Before the server's
+// pid was recorded early, the record was dropped as stale while the
+// server still mounted: a mount upgradectl no longer knew.
+func TestFUSEMountKilledWhileStarting(t *testing.T) {
+	mtRequireFUSE(t)
+	hosttest.RequireCommand(t, "xorriso")
+	src := filepath.Join(t.TempDir(), "many")
+	for d := 0; d < 20; d++ {
+		dir := filepath.Join(src, fmt.Sprintf("d%02d", d))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for f := 0; f < 1000; f++ {
+			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%04d", f)), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	img := filepath.Join(t.TempDir(), "many.iso")
+	hosttest.Run(t, "xorriso", "-as", "mkisofs", "-quiet", "-R", "-o", img, src)
+	root, mnt := mtRootWith(t, img)
+	bin := hosttest.Bin(t)
+	for _, delay := range []time.Duration{2, 5, 10, 20, 40, 80} {
+		delay *= time.Millisecond
+		cmd := exec.Command(bin, "--root", root, "--state-dir", "/state", "iso", "mount", "--method", "fuse", "/many.iso", "/mnt")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(delay)
+		cmd.Process.Kill()
+		cmd.Wait()
+		// At once, as an operator would: the listing must not drop the
+		// record of a mount still to come.
+		mtMounts(t, root)
+		// Give a server that survived the time to mount.
+		for end := time.Now().Add(5 * time.Second); time.Now().Before(end) && len(mtServers(mnt)) > 0; {
+			if table, _ := mountTable(); table[mnt].Dir != "" {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		table, _ := mountTable()
+		mounted := table[mnt].Dir != ""
+		ms := mtMounts(t, root)
+		recorded := len(ms) == 1 && ms[0].Dir == mnt && ms[0].State != StateStale
+		if (mounted || len(mtServers(mnt)) > 0) && !recorded {
+			t.Errorf("killed after %v: mounted %v, servers %v, but the records are %+v", delay, mounted, mtServers(mnt), ms)
+		}
+		if out, err := mtRun(t, root, "iso", "umount", "--all"); err != nil {
+			t.Fatalf("killed after %v: umount --all: %v\n%s", delay, err, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+		if table, _ := mountTable(); table[mnt].Dir != "" || len(mtServers(mnt)) > 0 || len(mtMounts(t, root)) != 0 {
+			t.Fatalf("killed after %v: left after umount --all: mounted %v, servers %v, records %+v", delay, table[mnt].Dir != "", mtServers(mnt), mtMounts(t, root))
+		}
+		t.Logf("killed after %v: mounted %v, recorded %v", delay, mounted, recorded)
 	}
 }
