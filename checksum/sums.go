@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"syscall"
 )
 
 // Dialect is a way of writing checksum lines.
@@ -359,14 +360,26 @@ func isAlnum(c byte) bool {
 }
 
 // ParseFile reads the checksum file at path.
+// A FIFO or a device is refused (opening it does not wait for a writer),
+// and so is a directory.
 func ParseFile(p string) (*Sums, error) {
-	f, err := os.Open(p)
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, &os.PathError{Op: "read", Path: p, Err: ErrNotRegular}
+	}
 	return Parse(f, p)
 }
+
+// ErrNotRegular is ParseFile's error for anything but a regular file.
+var ErrNotRegular = errors.New("not a regular file")
 
 // ErrNotListed is returned by Lookup when no entry names the file.
 var ErrNotListed = errors.New("not listed")
@@ -384,9 +397,9 @@ func (s *Sums) Lookup(name string) (Entry, error) {
 	}
 	rel := name
 	if s.Path != "" && path.IsAbs(name) && path.IsAbs(s.Path) {
-		dir := path.Dir(s.Path)
-		if strings.HasPrefix(name, dir+"/") {
-			rel = strings.TrimPrefix(name, dir+"/")
+		dir := strings.TrimSuffix(path.Dir(s.Path), "/") + "/" // "/" for a file in /
+		if strings.HasPrefix(name, dir) {
+			rel = strings.TrimPrefix(name, dir)
 		}
 	}
 	var exact, byBase []Entry

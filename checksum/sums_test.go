@@ -6,7 +6,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 const (
@@ -163,6 +165,17 @@ func TestLookup(t *testing.T) {
 	if _, err := s.Lookup("/srv/iso/nothere.iso"); !errors.Is(err, ErrNotListed) {
 		t.Errorf("not listed: %v is not ErrNotListed", err)
 	}
+	// A checksum file in / itself: names relative to / match exactly.
+	root, err := Parse(strings.NewReader(emptyMD5+"  x.iso\n"+seedMD5+"  old/x.iso\n"), "/MD5SUMS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := root.Lookup("/x.iso"); err != nil || e.Digest != a {
+		t.Errorf("in /: Lookup(/x.iso) = %v, %v; want line 1", e, err)
+	}
+	if e, err := root.Lookup("/old/x.iso"); err != nil || e.Digest.String() != seedMD5 {
+		t.Errorf("in /: Lookup(/old/x.iso) = %v, %v; want line 2", e, err)
+	}
 	bare, err := Parse(strings.NewReader(emptyMD5+"\n"), "/srv/iso/x.iso.md5")
 	if err != nil {
 		t.Fatal(err)
@@ -255,4 +268,26 @@ func mustDigest(t *testing.T, s string) Digest {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// TestParseFileNotRegular: a FIFO (opening one for reading waits for a
+// writer) or a directory named as a checksum file is an error at once.
+func TestParseFileNotRegular(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "x.md5")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{fifo, dir} {
+		done := make(chan error, 1)
+		go func() { _, err := ParseFile(p); done <- err }()
+		select {
+		case err := <-done:
+			if !errors.Is(err, ErrNotRegular) {
+				t.Errorf("%s: %v, want %v", p, err, ErrNotRegular)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: ParseFile still waiting after 10s", p)
+		}
+	}
 }

@@ -108,8 +108,14 @@ func Verify(ctx context.Context, opts VerifyOptions) (*VerifyReport, error) {
 	}
 	sums := &sumsCache{files: map[string]sumsEntry{}}
 	if opts.Sums != "" {
-		if _, err := os.Stat(opts.Sums); err != nil {
+		// A missing file, a directory or a FIFO: a usage error before any
+		// image is read (a FIFO would block the read).
+		fi, err := os.Stat(opts.Sums)
+		if err != nil {
 			return nil, host.Usage("cannot read checksum file %s: %v", opts.Sums, errors.Unwrap(err))
+		}
+		if !fi.Mode().IsRegular() {
+			return nil, host.Usage("cannot read checksum file %s: %v", opts.Sums, checksum.ErrNotRegular)
 		}
 	}
 

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"upgradectl/checksum"
@@ -196,6 +197,10 @@ func TestVerifyProblems(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	fifo := filepath.Join(t.TempDir(), "fifo.md5")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	// Usage problems: nothing is read, nothing logged.
 	for _, o := range []VerifyOptions{
 		{},
@@ -203,6 +208,8 @@ func TestVerifyProblems(t *testing.T) {
 		{Files: []string{img}, MD5: "xyz"},
 		{Files: []string{img}, MD5: d.String(), Sums: img},
 		{Files: []string{img}, Sums: filepath.Join(dir, "nothere")},
+		{Files: []string{img}, Sums: dir},  // a directory
+		{Files: []string{img}, Sums: fifo}, // would block the read
 	} {
 		if _, err := Verify(t.Context(), o); host.KindOf(err) != host.KindUsage {
 			t.Errorf("%+v: %v is not a usage error", o, err)
@@ -236,6 +243,16 @@ func TestVerifyProblems(t *testing.T) {
 	if rep.OK || !strings.Contains(strings.Join(rep.Results[0].Problems, ""), "cmp.iso is not listed in") {
 		t.Errorf("not listed: %+v", rep.Results[0])
 	}
+	// A FIFO beside the image where its checksum file would be: an error
+	// for that image, at once.
+	if err := syscall.Mkfifo(filepath.Join(dir, "cmp.iso.md5"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rep, _ = Verify(t.Context(), VerifyOptions{Files: []string{img}})
+	if rep.OK || !strings.Contains(strings.Join(rep.Results[0].Problems, ""), "not a regular file") {
+		t.Errorf("a FIFO beside: %+v", rep.Results[0])
+	}
+	os.Remove(filepath.Join(dir, "cmp.iso.md5"))
 	// IMAGE.md5 comes before md5sum.out. An upgrade log that cannot be
 	// written (its state directory is a file here) does not change the
 	// verdict; the report says why.
