@@ -142,7 +142,7 @@ func printVerify(e *env, rep *iso.VerifyReport, shown map[string]string) {
 		if r.OK {
 			result = "ok"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", name, result, md5, strings.Join(against, "; "))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", host.OneLine(name), result, md5, host.OneLine(strings.Join(against, "; ")))
 	}
 	tw.Flush()
 	for _, r := range rep.Results {
@@ -151,10 +151,10 @@ func printVerify(e *env, rep *iso.VerifyReport, shown map[string]string) {
 			name = r.File
 		}
 		for _, p := range r.Problems {
-			fmt.Fprintf(e.Out, "%s: %s\n", name, p)
+			fmt.Fprintf(e.Out, "%s: %s\n", host.OneLine(name), host.OneLine(p))
 		}
 		for _, n := range r.Notes {
-			fmt.Fprintf(e.Out, "%s: note: %s\n", name, n)
+			fmt.Fprintf(e.Out, "%s: note: %s\n", host.OneLine(name), host.OneLine(n))
 		}
 	}
 }

@@ -341,16 +341,26 @@ func UnmountAll(lazy bool, o MountOptions) error {
 	if err != nil {
 		return err
 	}
+	// Every mount is tried; the first failure gives the kind (busy: 4)
+	// and the hint, and the message names them all.
+	var first error
 	var problems []string
 	for _, m := range ms {
 		if err := Unmount(m.Dir, lazy, o); err != nil {
 			problems = append(problems, err.Error())
+			if first == nil {
+				first = err
+			}
 		}
 	}
-	if len(problems) > 0 {
-		return host.Bad("%s", strings.Join(problems, "; "))
+	if first == nil {
+		return nil
 	}
-	return nil
+	kind := host.KindOf(first)
+	if kind == 0 {
+		kind = host.KindCannotRun
+	}
+	return &host.Error{Kind: kind, Err: errors.New(strings.Join(problems, "; ")), Hint: host.HintOf(first)}
 }
 
 func unmountRecord(m MountRecord, lazy bool) error {

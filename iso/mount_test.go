@@ -410,6 +410,11 @@ func TestFUSEUmountBusy(t *testing.T) {
 	if !errors.As(err, &ee) || ee.ExitCode() != 4 || !strings.Contains(out, "in use") || !strings.Contains(out, "--lazy") {
 		t.Errorf("umount of a busy mount: %v\n%s", err, out)
 	}
+	// The same through --all: busy (exit 4) with the hint.
+	out, err = mtRun(t, root, "iso", "umount", "--all")
+	if !errors.As(err, &ee) || ee.ExitCode() != 4 || !strings.Contains(out, "in use") || !strings.Contains(out, "--lazy") {
+		t.Errorf("umount --all with a busy mount: %v\n%s", err, out)
+	}
 	if out, err := mtRun(t, root, "iso", "umount", "--lazy", "/mnt"); err != nil {
 		t.Fatalf("umount --lazy: %v\n%s", err, out)
 	}

@@ -201,7 +201,11 @@ func Stage(ctx context.Context, src string, o StageOptions) (rec StagedImage, er
 		dst := filepath.Join(o.StagingDir, s.Name)
 		if s.Name == name {
 			if fi, err := os.Stat(dst); err == nil && fi.Size() == rec.Size && s.MD5 == want {
-				return s, nil // already staged, the same image: nothing to do
+				// Already staged, by the record; the copy itself is read
+				// again, as it may have been damaged since.
+				if d, _, err := checksum.SumFile(ctx, dst, nil); err == nil && d == want {
+					return s, nil
+				}
 			}
 			continue // replaced below
 		}

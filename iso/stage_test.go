@@ -84,6 +84,20 @@ func TestStage(t *testing.T) {
 	if _, err := Stage(ctx, cmp, o); err != nil {
 		t.Errorf("staging the same image again: %v", err)
 	}
+	// A staged copy damaged since (same size) is copied again.
+	staged := filepath.Join(dir, filepath.Base(cmp))
+	f, err := os.OpenFile(staged, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("XX"), 40000)
+	f.Close()
+	if _, err := Stage(ctx, cmp, o); err != nil {
+		t.Errorf("staging the same image over a damaged copy: %v", err)
+	}
+	if b, _ := os.ReadFile(staged); !bytes.Equal(a, b) {
+		t.Errorf("the damaged staged copy was kept")
+	}
 	// A second image of the same type is refused.
 	_, err = Stage(ctx, cmp2, o)
 	if host.KindOf(err) != host.KindRefused || !strings.Contains(err.Error(), "cmp-12.1.2.0.0_22.1.0-x86_64.iso of type cmp is already staged") {
