@@ -6,10 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path"
 	"strings"
-	"syscall"
+
+	"upgradectl/host"
 )
 
 // Dialect is a way of writing checksum lines.
@@ -360,26 +360,18 @@ func isAlnum(c byte) bool {
 }
 
 // ParseFile reads the checksum file at path.
-// A FIFO or a device is refused (opening it does not wait for a writer),
-// and so is a directory.
+// It is read with host.ReadSmallFile: a FIFO or a device is refused
+// (opening it does not wait for a writer), and so is a directory.
 func ParseFile(p string) (*Sums, error) {
-	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	b, err := host.ReadSmallFile(p)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, &os.PathError{Op: "read", Path: p, Err: ErrNotRegular}
-	}
-	return Parse(f, p)
+	return Parse(bytes.NewReader(b), p)
 }
 
 // ErrNotRegular is ParseFile's error for anything but a regular file.
-var ErrNotRegular = errors.New("not a regular file")
+var ErrNotRegular = host.ErrNotRegular
 
 // ErrNotListed is returned by Lookup when no entry names the file.
 var ErrNotListed = errors.New("not listed")

@@ -125,6 +125,9 @@ func RemoveDurable(path string) error {
 // files are far smaller.
 const maxSmallFile = 16 << 20
 
+// ErrNotRegular is ReadSmallFile's error for anything but a regular file.
+var ErrNotRegular = errors.New("not a regular file")
+
 // ReadSmallFile reads a configuration-sized regular file. Anything else (a
 // device such as /dev/zero where a system image has a link, a FIFO, a
 // file over 16 MiB) is an error rather than an endless read.
@@ -139,7 +142,7 @@ func ReadSmallFile(path string) ([]byte, error) {
 		return nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, &os.PathError{Op: "read", Path: path, Err: errors.New("not a regular file")}
+		return nil, &os.PathError{Op: "read", Path: path, Err: ErrNotRegular}
 	}
 	if fi.Size() > maxSmallFile {
 		return nil, &os.PathError{Op: "read", Path: path, Err: fmt.Errorf("larger than %s", FormatSize(maxSmallFile))}
