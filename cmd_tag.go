@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"upgradectl/host"
+	"upgradectl/host/stage"
 	"upgradectl/iso"
 	"upgradectl/tagfs"
 )
@@ -67,7 +68,11 @@ func init() {
 			Name:      "remove",
 			Usage:     "delete the tagged copies of the given files",
 			ArgsUsage: "PATH...",
+			Flags:     []cli.Flag{holdForce},
 			Action: action(tagLocked("remove", func(c *cli.Context, e *env, t *tagfs.Tags) (any, string, error) {
+				if err := upgradeHoldsTags(c, e, "remove"); err != nil {
+					return nil, "", err
+				}
 				rep, err := t.Remove(c.Args().Slice())
 				return rep, summary(rep), err
 			})),
@@ -77,8 +82,12 @@ func init() {
 			Usage: "delete every tagged copy and what interrupted runs left",
 			Flags: []cli.Flag{
 				&cli.StringSliceFlag{Name: "scan", Usage: "also delete the tagged copies found below `DIR` (a lost record)"},
+				holdForce,
 			},
 			Action: action(tagLocked("clean", func(c *cli.Context, e *env, t *tagfs.Tags) (any, string, error) {
+				if err := upgradeHoldsTags(c, e, "clean"); err != nil {
+					return nil, "", err
+				}
 				rep, err := t.Clean(tagfs.CleanOptions{Scan: c.StringSlice("scan")})
 				return rep, summary(rep), err
 			})),
@@ -216,6 +225,29 @@ func newTags(e *env) *tagfs.Tags { return tagfs.New(e.Root, e.Config, e.State())
 
 // tagLocked runs a tag command that changes things: under the state
 // directory lock, logged in the upgrade log, its report printed.
+var holdForce = &cli.BoolFlag{Name: "force", Usage: "delete them even while an upgrade in progress holds them for its backout"}
+
+// upgradeHoldsTags refuses to delete tagged copies by hand while an
+// upgrade's setup made them and its clean has not removed them: its
+// backout restores from them, and without them it would leave the new
+// version in place.
+func upgradeHoldsTags(c *cli.Context, e *env, verb string) error {
+	if c.Bool("force") {
+		return nil
+	}
+	rep, err := stageEngine(e).Status()
+	if err != nil || !rep.InProgress {
+		return nil
+	}
+	for _, s := range rep.Stages {
+		if s.Name == stage.Setup && s.Status != stage.NotStarted && s.Status != stage.Undone {
+			return host.WithHint(host.Refused("cannot %s tagged files: the upgrade in progress (%s) holds them for its backout", verb, rep.Upgrade),
+				"finish the upgrade ('upgradectl continue') or undo it; --force deletes them anyway")
+		}
+	}
+	return nil
+}
+
 func tagLocked(name string, f func(*cli.Context, *env, *tagfs.Tags) (any, string, error)) func(*cli.Context, *env) error {
 	return func(c *cli.Context, e *env) error {
 		lock, err := host.LockStateDir(e.State())

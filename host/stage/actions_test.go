@@ -125,8 +125,15 @@ func TestUndoSetupRemovesTagTemporaries(t *testing.T) {
 	r := rootHost(t)
 	img := acmeISO(t, t.TempDir(), "2", "1")
 	r.must(t, "setup", "--iso", img)
+	// Deleting the tagged copies by hand while the upgrade holds them
+	// would leave its backout nothing to restore: refused without --force.
+	wantExit(t, r, 5, "the upgrade in progress", "tag", "clean")
+	wantExit(t, r, 5, "the upgrade in progress", "tag", "remove", "/opt/acme/bin/acme")
+	if _, err := os.Lstat(filepath.Join(r.root, "opt/acme/bin/.Old..acme")); err != nil {
+		t.Fatalf("a refused remove removed: %v", err)
+	}
 	// The record of tagged files names none, as before a create's plan.
-	r.must(t, "tag", "clean")
+	r.must(t, "tag", "clean", "--force")
 	tmp := filepath.Join(r.root, "opt/acme/bin/.Old..acme.upgradectl-tmp")
 	if err := os.WriteFile(tmp, []byte("half a probe"), 0o600); err != nil {
 		t.Fatal(err)
