@@ -472,8 +472,11 @@ func (e *Engine) runDo(ctx context.Context, st *State, n Name, opts Options) err
 		e.Log.Append(host.LogEntry{Action: string(n), Parent: rec.LogID, Start: start, End: end, Scope: "server",
 			Result: host.ResultFailed, Message: "UPGRADE_OPERATION_FAILED: " + rec.Error})
 		e.printf("%s: failed: %s", n, rec.Error)
-		return failure(fmt.Sprintf("%s failed", n), err,
-			fmt.Sprintf("fix the cause and run 'upgradectl %s' again, or back it out with 'upgradectl undo %s'", n, n))
+		hint := fmt.Sprintf("fix the cause and run 'upgradectl %s' again", n)
+		if undoable(n) {
+			hint += fmt.Sprintf(", or back it out with 'upgradectl undo %s'", n)
+		}
+		return failure(fmt.Sprintf("%s failed", n), err, hint)
 	}
 	rec.Status = Done
 	st.Resumes = 0

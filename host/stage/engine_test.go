@@ -661,3 +661,27 @@ func TestArchiveCutShort(t *testing.T) {
 		t.Errorf("the upgrade log is still there: %v", err)
 	}
 }
+
+// TestNoUndoOfferedAfterSwitch: a failed stage before switch offers its
+// undo; a failed clean does not, as it has none.
+func TestNoUndoOfferedAfterSwitch(t *testing.T) {
+	ty := newToy(t)
+	ctx := context.Background()
+	for _, n := range Order[:3] {
+		ty.must(ty.engine().Do(ctx, n, Options{}))
+	}
+	ty.write("/fail/postinstall", "broken", 0o644)
+	err := ty.engine().Do(ctx, Postinstall, Options{})
+	if h := host.HintOf(err); !strings.Contains(h, "upgradectl undo postinstall") || !strings.Contains(ty.status().Next, "undo postinstall") {
+		t.Errorf("failed postinstall: hint %q, next %q; want the undo offered", h, ty.status().Next)
+	}
+	os.Remove(ty.path("/fail/postinstall"))
+	for _, n := range Order[3:6] {
+		ty.must(ty.engine().Do(ctx, n, Options{}))
+	}
+	ty.write("/fail/clean", "broken", 0o644)
+	err = ty.engine().Do(ctx, Clean, Options{})
+	if h := host.HintOf(err); err == nil || strings.Contains(h, "undo") || strings.Contains(ty.status().Next, "undo") {
+		t.Errorf("failed clean: %v, hint %q, next %q; want no undo offered", err, h, ty.status().Next)
+	}
+}

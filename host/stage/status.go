@@ -121,17 +121,25 @@ func nextText(st *State) string {
 			cmd += " --iso IMAGE"
 		}
 	}
+	undo := ""
+	if undoable(n) {
+		undo = ", or upgradectl undo " + string(n)
+	}
 	switch rec.Status {
 	case Running:
 		if rec.Data[waitingKey] == "reboot" {
 			return fmt.Sprintf("reboot: the boot hook completes %s (or 'upgradectl continue')", n)
 		}
-		return fmt.Sprintf("upgradectl continue (completes the interrupted %s), or upgradectl undo %s", n, n)
+		return fmt.Sprintf("upgradectl continue (completes the interrupted %s)%s", n, undo)
 	case Failed:
-		return fmt.Sprintf("%s (retry; 'upgradectl continue' does the same), or upgradectl undo %s", cmd, n)
+		return fmt.Sprintf("%s (retry; 'upgradectl continue' does the same)%s", cmd, undo)
 	}
 	return cmd
 }
+
+// undoable: the stages before switch have an undo; switch and clean have
+// none (there is no undo after switch).
+func undoable(n Name) bool { return index(n) < index(Switch) }
 
 // lockHolder returns the process holding the state lock at path, without
 // touching the lock: the pid LockStateDir wrote into the file, if
