@@ -1,11 +1,9 @@
 package iso
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -467,56 +465,19 @@ type mountEntry struct {
 // mountTable reads /proc/self/mountinfo, keyed by mount point; the last
 // mount on a point (the visible one) wins.
 func mountTable() (map[string]mountEntry, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	ms, err := host.ReadMountInfo()
 	if err != nil {
-		return nil, host.CannotRun("cannot read the mount table: %v", errors.Unwrap(err))
+		return nil, err
 	}
-	defer f.Close()
-	return parseMountInfo(f)
+	return mountsByDir(ms), nil
 }
 
-func parseMountInfo(r io.Reader) (map[string]mountEntry, error) {
+func mountsByDir(ms []host.MountInfo) map[string]mountEntry {
 	t := map[string]mountEntry{}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		sep := -1
-		for i, x := range f {
-			if x == "-" && i >= 6 {
-				sep = i
-				break
-			}
-		}
-		if sep < 0 || len(f) < sep+3 {
-			continue
-		}
-		e := mountEntry{Dir: unescapeMount(f[4]), FSType: f[sep+1], Source: unescapeMount(f[sep+2])}
-		t[e.Dir] = e
+	for _, m := range ms {
+		t[m.Dir] = mountEntry{Dir: m.Dir, FSType: m.FSType, Source: m.Source}
 	}
-	if err := sc.Err(); err != nil {
-		return nil, host.CannotRun("cannot read the mount table: %v", err)
-	}
-	return t, nil
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a blank).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return t
 }
 
 func unwrapPath(err error) error {

@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"upgradectl/host"
 	"upgradectl/host/hosttest"
 )
 
@@ -89,10 +90,11 @@ func TestParseMountInfo(t *testing.T) {
 38 22 0:33 / /mnt/x rw - tmpfs tmpfs rw
 bad line
 `
-	tab, err := parseMountInfo(strings.NewReader(in))
+	ms, err := host.ParseMountInfo(strings.NewReader(in))
 	if err != nil {
 		t.Fatal(err)
 	}
+	tab := mountsByDir(ms)
 	if e := tab["/mnt/with blank"]; e.FSType != "iso9660" || e.Source != "/dev/loop0" {
 		t.Errorf("escaped mount point: %+v", e)
 	}

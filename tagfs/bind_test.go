@@ -102,3 +102,47 @@ step mounts; grep -c " $ROOT/" /proc/self/mountinfo || true
 		t.Errorf("a mount under %s is in this machine's namespace", root)
 	}
 }
+
+// TestBindMountsAlwaysUndone: tag disable takes off every bind mount of a
+// tagged copy, also one whose directory was renamed or whose copy was
+// removed under it (found in the mount table); a failed enable --bind
+// leaves nothing mounted and lookup as it was; a missing original is
+// skipped.
+func TestBindMountsAlwaysUndone(t *testing.T) {
+	hosttest.RequireRoot(t)
+	hosttest.RequireCommand(t, "unshare")
+	bin := hosttest.Bin(t)
+	root := t.TempDir()
+	for _, p := range []string{"opt/app/etc/app.conf", "opt/app/bin/app", "opt/app/bin/tool", "opt/app/lib/gone"} {
+		writeFile(t, filepath.Join(root, p), []byte(p+" v1\n"), 0o644)
+	}
+	tg := newTestTags(t, root)
+	if _, err := tg.Create("1", []string{"/opt/app"}, CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(root, "opt/app/lib/gone")) // the install removed it
+	script := `
+set -u
+U="$BIN --root $ROOT"
+mounts() { grep -c " $ROOT/" /proc/self/mountinfo || true; }
+step() { echo "== $*"; }
+step enable; $U tag enable --bind
+step moved; mv $ROOT/opt/app/etc $ROOT/opt/app/etc.old; mkdir $ROOT/opt/app/etc; rm $ROOT/opt/app/bin/.Old..tool; mounts
+step disable; $U tag disable >/dev/null; echo "exit $?"; mounts; $U tag list | head -1
+step failed-enable; $U tag enable --bind >/dev/null 2>&1; echo "exit $?"; mounts; $U tag list | head -1
+`
+	cmd := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", script)
+	cmd.Env = append(os.Environ(), "BIN="+bin, "ROOT="+root)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	want := "== enable\n" +
+		"version lookup on; bind mounts: 3 made, 0 in place, 1 skipped (symlinks or missing originals: lookup only)\n" +
+		"== moved\n3\n" +
+		"== disable\nexit 0\n0\nversion 1: 4 tagged files, complete; version lookup off\n" +
+		"== failed-enable\nexit 1\n0\nversion 1: 4 tagged files, complete; version lookup off\n"
+	if string(out) != want {
+		t.Errorf("got:\n%s\nwant:\n%s", out, want)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -73,6 +74,7 @@ func (t *Tags) Enable(bind bool) (*BindReport, error) {
 		return nil, host.WithHint(host.Refused("cannot enable version lookup: the tagged set is incomplete (an interrupted tag create)"),
 			"run the same 'upgradectl tag create' again first")
 	}
+	was := *rec
 	rec.Lookup = true
 	rec.Bind = rec.Bind || bind
 	// Persist before acting: a crash leaves a record a rerun completes.
@@ -104,7 +106,22 @@ func (t *Tags) Enable(bind bool) (*BindReport, error) {
 			rep.Already = append(rep.Already, e.Path)
 		}
 	}
-	return rep, probs.err("bind-mount the tagged copy over")
+	if err := probs.err("bind-mount the tagged copy over"); err != nil {
+		// Back to how it was: the mounts this run made come off, and the
+		// switch is as before.
+		for _, p := range rep.Mounted {
+			dp, name := splitHost(p)
+			if d, derr := c.open(dp); derr == nil && bound(d, name) {
+				unix.Unmount(t.at(d, name), unix.UMOUNT_NOFOLLOW|unix.MNT_DETACH)
+			}
+		}
+		rec.Lookup, rec.Bind = was.Lookup, was.Bind
+		if serr := t.save(rec); serr != nil {
+			return rep, serr
+		}
+		return &BindReport{Lookup: was.Lookup, Bind: was.Bind}, err
+	}
+	return rep, nil
 }
 
 var errNotBindable = errors.New("not a regular file")
@@ -116,6 +133,9 @@ func (t *Tags) bindOne(d *dir, name string, e Entry) (bool, error) {
 		return false, errNotBindable
 	}
 	old := TaggedName(name)
+	if _, err := lstatAt(d, old); errors.Is(err, unix.ENOENT) {
+		return false, fmt.Errorf("its tagged copy %s is missing", d.hostPath(old))
+	}
 	if state, _, err := t.taggedState(d, old); err != nil || state != stateOurs {
 		if err == nil {
 			err = fmt.Errorf("%s is not a tagged file", d.hostPath(old))
@@ -123,6 +143,9 @@ func (t *Tags) bindOne(d *dir, name string, e Entry) (bool, error) {
 		return false, err
 	}
 	st, err := lstatAt(d, name)
+	if errors.Is(err, unix.ENOENT) {
+		return false, errNotBindable // the original is gone: nothing to mount over
+	}
 	if err != nil {
 		return false, err
 	}
@@ -174,6 +197,31 @@ func (t *Tags) Disable() (*BindReport, error) {
 		}
 	}
 	c.close()
+	// A tagged copy still mounted where the record no longer leads to it
+	// (its directory renamed, the copy removed under the mount): found by
+	// its source in the mount table, a ".Old..NAME" over a "NAME".
+	ms, err := host.ReadMountInfo()
+	if err != nil {
+		return rep, err
+	}
+	for i := len(ms) - 1; i >= 0; i-- {
+		m := ms[i]
+		hp, err := t.root.Rel(m.Dir)
+		if err != nil || hp == "/" {
+			continue // not under the root
+		}
+		src := path.Base(strings.TrimSuffix(m.Root, "//deleted"))
+		if !strings.HasPrefix(src, Prefix) || strings.TrimPrefix(src, Prefix) != path.Base(m.Dir) {
+			continue
+		}
+		if err := unix.Unmount(m.Dir, unix.UMOUNT_NOFOLLOW|unix.MNT_DETACH); err != nil {
+			probs.add("%s: cannot unmount: %v", hp, err)
+			continue
+		}
+		if !slices.Contains(rep.Removed, hp) {
+			rep.Removed = append(rep.Removed, hp)
+		}
+	}
 	if err := probs.err("disable version lookup on"); err != nil {
 		return rep, err
 	}
