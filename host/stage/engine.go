@@ -561,5 +561,10 @@ func failure(what string, err error, hint string) error {
 	if kind == 0 {
 		kind = host.KindBad
 	}
+	// The cause's own hint says what to fix first ("run 'upgradectl tag
+	// disable' first"); the stage's hint says how to go on after.
+	if h := host.HintOf(err); h != "" {
+		hint = h + "; then " + hint
+	}
 	return &host.Error{Kind: kind, Err: fmt.Errorf("%s: %w", what, err), Hint: hint}
 }

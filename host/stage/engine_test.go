@@ -685,3 +685,13 @@ func TestNoUndoOfferedAfterSwitch(t *testing.T) {
 		t.Errorf("failed clean: %v, hint %q, next %q; want no undo offered", err, h, ty.status().Next)
 	}
 }
+
+// TestFailureKeepsTheCauseHint: a stage's failure keeps what its cause
+// says to fix first, before how to go on.
+func TestFailureKeepsTheCauseHint(t *testing.T) {
+	err := failure("undo install failed", host.WithHint(host.Refused("they are bind-mounted"), "run 'upgradectl tag disable' first"),
+		"fix the cause and run 'upgradectl undo install' again")
+	if h := host.HintOf(err); h != "run 'upgradectl tag disable' first; then fix the cause and run 'upgradectl undo install' again" || host.KindOf(err) != host.KindRefused {
+		t.Errorf("hint %q, kind %d", h, host.KindOf(err))
+	}
+}
