@@ -537,3 +537,31 @@ func TestNonUTF8Names(t *testing.T) {
 		t.Errorf("left after clean: %q %q", temps, tagged)
 	}
 }
+
+// TestRestoreAfterRebootWithBind: the record says bind mounts, but none is
+// there in this mount namespace (they went with a reboot): restore goes
+// on. With one mounted here it is refused (TestBindDiversion).
+func TestRestoreAfterRebootWithBind(t *testing.T) {
+	hosttest.RequireRoot(t)
+	root := t.TempDir()
+	writeFile(t, filepath.Join(root, "opt/app/f"), []byte("v1\n"), 0o644)
+	tg := newTestTags(t, root)
+	if _, err := tg.Create("1", []string{"/opt/app"}, CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := tg.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Lookup, rec.Bind = true, true
+	if err := tg.save(rec); err != nil {
+		t.Fatal(err)
+	}
+	install(t, root, []string{"/opt/app/f"})
+	if _, err := tg.Restore(nil); err != nil {
+		t.Fatalf("restore with the record saying bind and nothing mounted: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "opt/app/f")); string(b) != "v1\n" {
+		t.Errorf("restored %q", b)
+	}
+}

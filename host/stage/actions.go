@@ -787,7 +787,7 @@ func (a *actions) facts() []Fact {
 		if st.Lookup {
 			v = "on"
 			if st.Bind {
-				v = "on, through bind mounts"
+				v = fmt.Sprintf("on, through bind mounts (%d in this mount namespace)", st.Mounted)
 			}
 		}
 		fs = append(fs, Fact{"version lookup", v})
