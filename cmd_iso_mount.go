@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
@@ -89,15 +90,20 @@ func init() {
 				if err != nil {
 					return err
 				}
-				// Drop stale records when the lock is free; listing never waits.
-				if lock, lerr := host.LockStateDir(e.State()); lerr == nil {
-					gone, cerr := iso.CleanStaleMounts(e.State(), e.Log())
-					lock.Unlock()
-					if cerr != nil {
-						return cerr
-					}
-					for _, m := range gone {
-						fmt.Fprintf(e.Err, "upgradectl: %s on %s is no longer mounted: record dropped\n", m.Image, m.Dir)
+				// Drop stale records when there are any and the lock is
+				// free: listing never waits, and takes the lock (which
+				// makes a concurrent command busy) only when it must.
+				stale := slices.ContainsFunc(ms, func(m iso.MountRecord) bool { return m.State == iso.StateStale })
+				if stale {
+					if lock, lerr := host.LockStateDir(e.State()); lerr == nil {
+						gone, cerr := iso.CleanStaleMounts(e.State(), e.Log())
+						lock.Unlock()
+						if cerr != nil {
+							return cerr
+						}
+						for _, m := range gone {
+							fmt.Fprintf(e.Err, "upgradectl: %s on %s is no longer mounted: record dropped\n", m.Image, m.Dir)
+						}
 					}
 				}
 				if e.JSON {

@@ -46,8 +46,12 @@ func init() {
 				if f, ok := e.Err.(*os.File); ok {
 					o.Progress = iso.NewProgressBar(e.Err, isTerminal(f), "staging")
 				}
+				// Interrupted, the copy stops, its partial file is removed
+				// and the stage is logged as failed.
+				ctx, stop := signalContext()
+				defer stop()
 				return isoWithLock(e, func() error {
-					rec, err := iso.Stage(c.Context, src, o)
+					rec, err := iso.Stage(ctx, src, o)
 					if err != nil {
 						return err
 					}
