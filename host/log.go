@@ -64,18 +64,58 @@ func OpenLog(stateDir, mode string) *UpgradeLog {
 
 // Append writes e as a new line and returns it with its id, host, mode and
 // duration filled in.
+// openLocked opens the log for appending and locks it. A log that Take
+// moved away while this waited for the lock is left for the new one.
+func (l *UpgradeLog) openLocked() (*os.File, error) {
+	for {
+		f, err := os.OpenFile(l.Path, os.O_RDWR|os.O_APPEND|os.O_CREATE|os.O_SYNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+		if err != nil {
+			return nil, CannotRun("cannot open upgrade log %s: %v", l.Path, errors.Unwrap(err))
+		}
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+			f.Close()
+			return nil, CannotRun("cannot lock upgrade log %s: %v", l.Path, err)
+		}
+		var a, b unix.Stat_t
+		if unix.Fstat(int(f.Fd()), &a) == nil && unix.Lstat(l.Path, &b) == nil && a.Dev == b.Dev && a.Ino == b.Ino {
+			return f, nil
+		}
+		f.Close() // removed (or replaced) while we waited: open it again
+	}
+}
+
+// Take hands the whole log to keep (which archives it) and removes it,
+// holding the log's lock throughout, so that an entry appended meanwhile
+// goes to a new log, never to the removed one. No log is not an error:
+// keep is not called.
+func (l *UpgradeLog) Take(keep func(content []byte) error) error {
+	if _, err := os.Lstat(l.Path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	f, err := l.openLocked()
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.NewSectionReader(f, 0, 1<<62))
+	if err != nil {
+		return CannotRun("cannot read upgrade log %s: %v", l.Path, err)
+	}
+	if err := keep(b); err != nil {
+		return err
+	}
+	return RemoveDurable(l.Path)
+}
+
 func (l *UpgradeLog) Append(e LogEntry) (LogEntry, error) {
 	if err := os.MkdirAll(filepath.Dir(l.Path), 0o755); err != nil {
 		return e, CannotRun("cannot create %s: %v", filepath.Dir(l.Path), errors.Unwrap(err))
 	}
-	f, err := os.OpenFile(l.Path, os.O_RDWR|os.O_APPEND|os.O_CREATE|os.O_SYNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+	f, err := l.openLocked()
 	if err != nil {
-		return e, CannotRun("cannot open upgrade log %s: %v", l.Path, errors.Unwrap(err))
+		return e, err
 	}
 	defer f.Close()
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		return e, CannotRun("cannot lock upgrade log %s: %v", l.Path, err)
-	}
 	last, torn, err := lastID(f)
 	if err != nil {
 		return e, CannotRun("cannot read upgrade log %s: %v", l.Path, err)

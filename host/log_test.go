@@ -2,6 +2,7 @@ package host
 
 import (
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -70,5 +71,50 @@ func TestUpgradeLogAbsent(t *testing.T) {
 	got, bad, err := OpenLog(t.TempDir(), "").Read()
 	if err != nil || bad != 0 || len(got) != 0 {
 		t.Fatalf("absent log: %v %d %v", got, bad, err)
+	}
+}
+
+// TestTakeLosesNoEntry: entries appended while the log is taken (archived
+// and removed) all end up either in what was taken or in the new log.
+func TestTakeLosesNoEntry(t *testing.T) {
+	dir := t.TempDir()
+	l := OpenLog(dir, ModeManual)
+	const writers, each = 8, 40
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				if _, err := l.Append(LogEntry{Action: "check pre", Result: ResultSuccess}); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	var taken []byte
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := l.Take(func(b []byte) error { taken = append(taken, b...); return nil }); err != nil {
+				t.Error(err)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	<-done
+	rest, _ := os.ReadFile(l.Path)
+	all := strings.Count(string(taken), "\n") + strings.Count(string(rest), "\n")
+	if all != writers*each {
+		t.Errorf("%d entries in the taken logs and the new one, want %d", all, writers*each)
 	}
 }

@@ -231,16 +231,17 @@ func (e *Engine) archive(st *State) error {
 	if err := saveState(dir, st); err != nil {
 		return err
 	}
-	if b, err := os.ReadFile(e.Log.Path); err == nil {
+	err := e.Log.Take(func(b []byte) error {
 		if !bytes.HasPrefix(b, archived) {
 			b = append(archived, b...)
 		}
 		if err := host.WriteFileAtomic(dst, b, 0o644); err != nil {
 			return fmt.Errorf("cannot archive the upgrade log: %w", err)
 		}
-		if err := host.RemoveDurable(e.Log.Path); err != nil {
-			return err
-		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if err := host.RemoveDurable(filepath.Join(e.StateDir, StateFile)); err != nil {
 		return err
