@@ -4,7 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"upgradectl/host/hosttest"
 	"upgradectl/host/stage"
@@ -236,5 +238,34 @@ func TestSetupArguments(t *testing.T) {
 	r.must(t, "undo", "setup")
 	if out := r.must(t, "iso", "list"); strings.Contains(out, "acme-2") {
 		t.Errorf("an image is still staged after undo setup:\n%s", out)
+	}
+}
+
+// TestKilledInstallLeavesNothingRunning: what the install command started
+// in the background does not outlive a kill -9 of upgradectl into the
+// backout: the next run kills it before it acts.
+func TestKilledInstallLeavesNothingRunning(t *testing.T) {
+	r := rootHost(t)
+	img := acmeISO(t, t.TempDir(), "2", "1")
+	r.must(t, "setup", "--iso", img)
+	r.must(t, "preinstall")
+	late := filepath.Join(r.root, "late")
+	cmd := r.cmd("install", "--", "/bin/sh", "-c", `(sleep 3; echo late > "$UPGRADECTL_ROOT/late") & sleep 60`)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(30 * time.Second); stageOf(status(t, r), stage.Install).Status != stage.Running; {
+		if time.Now().After(end) {
+			t.Fatal("install did not start")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
+	cmd.Wait()
+	r.must(t, "undo", "install")
+	time.Sleep(4 * time.Second)
+	if _, err := os.Stat(late); err == nil {
+		t.Fatal("a process the killed install left wrote into the root after undo install")
 	}
 }

@@ -128,6 +128,11 @@ func (e *Engine) noteInterrupted(st *State) error {
 		r.Interrupted++
 		r.PID = 0
 		changed = true
+		// What its command left running must not race this run.
+		if mark := r.Data[markKey]; mark != "" {
+			killMarked(mark)
+			delete(r.Data, markKey)
+		}
 		e.Log.Append(host.LogEntry{Action: string(what), Parent: r.LogID, Scope: "server", Result: host.ResultFailed,
 			Message: fmt.Sprintf("%s attempt %d was interrupted (process gone: killed, crashed or power lost); found at the next run", verb, r.Attempt)})
 	}

@@ -3,6 +3,8 @@ package stage
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -110,8 +113,26 @@ func (r *Run) Command(action string, cmd *exec.Cmd) error {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	// Its descendants carry a mark in their environment: what the command
+	// leaves running is killed when it ends, and what a killed upgradectl
+	// left is killed by the next run (killMarked), before it acts.
+	mark := newMark()
+	if cmd.Env == nil {
+		cmd.Env = os.Environ()
+	}
+	cmd.Env = append(cmd.Env, markVar+"="+mark)
+	if cmd.Cancel != nil {
+		cmd.Cancel = func() error { killMarked(mark); return nil }
+	}
 	return r.Step(action, func() (string, error) {
+		if err := r.Set(markKey, mark); err != nil {
+			return "", err
+		}
 		err := cmd.Run()
+		killMarked(mark)
+		if serr := r.Set(markKey, ""); serr != nil && err == nil {
+			err = serr
+		}
 		text := clip(out.String())
 		if err != nil {
 			last := lastLine(out.String())
@@ -210,4 +231,44 @@ func (e *Engine) runHooks(r *Run, kind string, stageErr error) error {
 		}
 	}
 	return nil
+}
+
+// markVar is the environment variable that marks the processes of one
+// command run by a stage; markKey is where the stage records its mark.
+const (
+	markVar = "UPGRADECTL_RUN"
+	markKey = "running_command"
+)
+
+func newMark() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// killMarked kills (SIGKILL) every process whose environment carries
+// mark: a command run by a stage and everything it started that kept its
+// environment.
+func killMarked(mark string) {
+	want := []byte(markVar + "=" + mark + "\x00")
+	self := os.Getpid()
+	for round := 0; round < 3; round++ { // a process may fork while we look
+		found := false
+		procs, _ := filepath.Glob("/proc/[0-9]*/environ")
+		for _, p := range procs {
+			pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			if err != nil || pid == self {
+				continue
+			}
+			b, err := os.ReadFile(p)
+			if err != nil || !bytes.Contains(append([]byte{0}, b...), append([]byte{0}, want...)) {
+				continue
+			}
+			syscall.Kill(pid, syscall.SIGKILL)
+			found = true
+		}
+		if !found {
+			return
+		}
+	}
 }
