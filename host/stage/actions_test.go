@@ -98,11 +98,17 @@ func TestManualRepairWithForce(t *testing.T) {
 	}
 }
 
-func TestInstallCommandFromTheCommandLine(t *testing.T) {
+// readyToInstall is a root host with version 2 set up and preinstalled.
+func readyToInstall(t *testing.T) runner {
+	t.Helper()
 	r := rootHost(t)
-	img := acmeISO(t, t.TempDir(), "2", "1")
-	r.must(t, "setup", "--iso", img)
+	r.must(t, "setup", "--iso", acmeISO(t, t.TempDir(), "2", "1"))
 	r.must(t, "preinstall")
+	return r
+}
+
+func TestInstallCommandFromTheCommandLine(t *testing.T) {
+	r := readyToInstall(t)
 	// An install command that fails: recorded, its output in the log.
 	wantExit(t, r, 1, "install failed", "install", "--", "/bin/sh", "-c", "echo half-way; echo broken >&2; exit 7")
 	log := r.must(t, "--json", "log")
@@ -245,10 +251,7 @@ func TestSetupArguments(t *testing.T) {
 // in the background does not outlive a kill -9 of upgradectl into the
 // backout: the next run kills it before it acts.
 func TestKilledInstallLeavesNothingRunning(t *testing.T) {
-	r := rootHost(t)
-	img := acmeISO(t, t.TempDir(), "2", "1")
-	r.must(t, "setup", "--iso", img)
-	r.must(t, "preinstall")
+	r := readyToInstall(t)
 	late := filepath.Join(r.root, "late")
 	cmd := r.cmd("install", "--", "/bin/sh", "-c", `(sleep 3; echo late > "$UPGRADECTL_ROOT/late") & sleep 60`)
 	if err := cmd.Start(); err != nil {

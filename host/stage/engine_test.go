@@ -49,6 +49,14 @@ func newToy(t *testing.T) *toy {
 
 func (ty *toy) path(p string) string { return ty.root.Path(p) }
 
+// doAll runs the stages ns in order, each of which must succeed.
+func (ty *toy) doAll(ns []Name) {
+	ty.t.Helper()
+	for _, n := range ns {
+		ty.must(ty.engine().Do(context.Background(), n, Options{}))
+	}
+}
+
 func (ty *toy) write(p, content string, mode os.FileMode) {
 	ty.t.Helper()
 	full := ty.path(p)
@@ -426,9 +434,7 @@ func TestRebootAndResume(t *testing.T) {
 	ty := newToy(t)
 	ctx := context.Background()
 	ty.reboot[Roll] = true
-	for _, n := range Order[:4] {
-		ty.must(ty.engine().Do(ctx, n, Options{}))
-	}
+	ty.doAll(Order[:4])
 	ty.must(ty.engine().Do(ctx, Roll, Options{}))
 	s := ty.stageStatus(Roll)
 	if s.Status != Running || s.Waiting != "reboot" || s.Interrupted {
@@ -549,9 +555,7 @@ func TestInterruptedStageIsCompletedOrUndone(t *testing.T) {
 func TestBootLoopGuard(t *testing.T) {
 	ty := newToy(t)
 	ctx := context.Background()
-	for _, n := range Order[:4] {
-		ty.must(ty.engine().Do(ctx, n, Options{}))
-	}
+	ty.doAll(Order[:4])
 	// Roll dies every time, at the first run and at each boot.
 	ty.write("/kill/roll", "", 0o644)
 	crash(t, ty, "roll")
@@ -614,9 +618,7 @@ func TestArchiveCutShort(t *testing.T) {
 	hosttest.RequireCommand(t, "chattr")
 	ty := newToy(t)
 	ctx := context.Background()
-	for _, n := range Order[:len(Order)-1] {
-		ty.must(ty.engine().Do(ctx, n, Options{}))
-	}
+	ty.doAll(Order[:len(Order)-1])
 	logPath := ty.engine().Log.Path
 	if out, err := exec.Command("chattr", "+a", logPath).CombinedOutput(); err != nil {
 		t.Skipf("chattr +a on %s: %v %s (the filesystem has no append-only flag)", logPath, err, out)
@@ -667,18 +669,14 @@ func TestArchiveCutShort(t *testing.T) {
 func TestNoUndoOfferedAfterSwitch(t *testing.T) {
 	ty := newToy(t)
 	ctx := context.Background()
-	for _, n := range Order[:3] {
-		ty.must(ty.engine().Do(ctx, n, Options{}))
-	}
+	ty.doAll(Order[:3])
 	ty.write("/fail/postinstall", "broken", 0o644)
 	err := ty.engine().Do(ctx, Postinstall, Options{})
 	if h := host.HintOf(err); !strings.Contains(h, "upgradectl undo postinstall") || !strings.Contains(ty.status().Next, "undo postinstall") {
 		t.Errorf("failed postinstall: hint %q, next %q; want the undo offered", h, ty.status().Next)
 	}
 	os.Remove(ty.path("/fail/postinstall"))
-	for _, n := range Order[3:6] {
-		ty.must(ty.engine().Do(ctx, n, Options{}))
-	}
+	ty.doAll(Order[3:6])
 	ty.write("/fail/clean", "broken", 0o644)
 	err = ty.engine().Do(ctx, Clean, Options{})
 	if h := host.HintOf(err); err == nil || strings.Contains(h, "undo") || strings.Contains(ty.status().Next, "undo") {
