@@ -320,9 +320,30 @@ func (l *Lookuper) Command(name, pathList string) (string, error) {
 			return "", host.Bad("cannot run %s: not found in %s", name, pathList)
 		}
 	}
-	got, err := l.Lookup(p)
-	if err != nil {
-		return "", err
+	// The command's symlinks are followed inside the root, each hop looked
+	// up: /usr/local/bin/acme -> /opt/acme/bin/acme runs the tagged acme,
+	// and a tagged symlink leads to the tagged file it named.
+	for hops := 0; hops < 40; hops++ {
+		got, err := l.Lookup(p)
+		if err != nil {
+			return "", err
+		}
+		real, err := l.t.root.ResolveParent(got)
+		if err != nil {
+			return "", host.CannotRun("cannot run %s: %v", name, err)
+		}
+		fi, err := os.Lstat(real)
+		if err != nil || fi.Mode()&os.ModeSymlink == 0 {
+			return real, nil
+		}
+		target, err := os.Readlink(real)
+		if err != nil {
+			return "", host.CannotRun("cannot run %s: %v", name, err)
+		}
+		if !path.IsAbs(target) {
+			target = path.Join(path.Dir(got), target)
+		}
+		p = path.Clean(target)
 	}
-	return l.t.root.Path(got), nil
+	return "", host.Bad("cannot run %s: too many levels of symbolic links", name)
 }

@@ -565,3 +565,34 @@ func TestRestoreAfterRebootWithBind(t *testing.T) {
 		t.Errorf("restored %q", b)
 	}
 }
+
+// TestCommandThroughSymlinks: with version lookup on, a command reached
+// through a symlink (on $PATH, or a tagged symlink) runs the tagged copy
+// of the file it leads to, not the new version.
+func TestCommandThroughSymlinks(t *testing.T) {
+	hosttest.RequireRoot(t)
+	root := t.TempDir()
+	writeFile(t, filepath.Join(root, "opt/app/bin/app"), []byte("#!/bin/sh\necho v1\n"), 0o755)
+	writeFile(t, filepath.Join(root, "opt/app/bin/tool.real"), []byte("#!/bin/sh\necho tool v1\n"), 0o755)
+	os.Symlink("tool.real", filepath.Join(root, "opt/app/bin/tool"))
+	os.MkdirAll(filepath.Join(root, "usr/local/bin"), 0o755)
+	os.Symlink("../../../opt/app/bin/app", filepath.Join(root, "usr/local/bin/app"))
+	tg := newTestTags(t, root)
+	if _, err := tg.Create("1", []string{"/opt/app"}, CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	install(t, root, []string{"/opt/app/bin/app", "/opt/app/bin/tool.real"})
+	if _, err := tg.Enable(false); err != nil {
+		t.Fatal(err)
+	}
+	l, err := tg.Lookuper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"app": "opt/app/bin/.Old..app", "tool": "opt/app/bin/.Old..tool.real"} {
+		got, err := l.Command(name, "/usr/local/bin:/opt/app/bin")
+		if err != nil || got != filepath.Join(root, want) {
+			t.Errorf("command %s: %q %v, want %s", name, got, err, filepath.Join(root, want))
+		}
+	}
+}
