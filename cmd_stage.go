@@ -156,7 +156,7 @@ func setupVars(c *cli.Context, e *env, vars map[string]string) error {
 		}
 		// A retry takes the image of the setup it retries; a new upgrade
 		// needs one, said before anything is recorded.
-		if rep, err := stageEngine(e).Status(); err == nil && !rep.InProgress {
+		if s, _, err := stage.SetupStatus(e.State()); err == nil && s == stage.NotStarted {
 			return host.Usage("setup needs the upgrade image: upgradectl setup --iso IMAGE")
 		}
 		return nil
@@ -180,7 +180,7 @@ func setupVars(c *cli.Context, e *env, vars map[string]string) error {
 		if err == nil {
 			var fi os.FileInfo
 			if fi, err = os.Stat(abs); err == nil && !fi.Mode().IsRegular() {
-				err = errors.New("not a regular file")
+				err = host.ErrNotRegular
 			}
 		}
 		if pe := (*os.PathError)(nil); errors.As(err, &pe) {

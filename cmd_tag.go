@@ -235,15 +235,9 @@ func upgradeHoldsTags(c *cli.Context, e *env, verb string) error {
 	if c.Bool("force") {
 		return nil
 	}
-	rep, err := stageEngine(e).Status()
-	if err != nil || !rep.InProgress {
-		return nil
-	}
-	for _, s := range rep.Stages {
-		if s.Name == stage.Setup && s.Status != stage.NotStarted && s.Status != stage.Undone {
-			return host.WithHint(host.Refused("cannot %s tagged files: the upgrade in progress (%s) holds them for its backout", verb, rep.Upgrade),
-				"finish the upgrade ('upgradectl continue') or undo it; --force deletes them anyway")
-		}
+	if s, upgrade, err := stage.SetupStatus(e.State()); err == nil && s != stage.NotStarted && s != stage.Undone {
+		return host.WithHint(host.Refused("cannot %s tagged files: the upgrade in progress (%s) holds them for its backout", verb, upgrade),
+			"finish the upgrade ('upgradectl continue') or undo it; --force deletes them anyway")
 	}
 	return nil
 }

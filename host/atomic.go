@@ -144,12 +144,18 @@ func ReadSmallFile(path string) ([]byte, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, &os.PathError{Op: "read", Path: path, Err: ErrNotRegular}
 	}
+	// The size first saves reading a large file; the limit holds for
+	// one that grows meanwhile.
 	if fi.Size() > maxSmallFile {
-		return nil, &os.PathError{Op: "read", Path: path, Err: fmt.Errorf("larger than %s", FormatSize(maxSmallFile))}
+		return nil, tooLarge(path)
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxSmallFile+1))
 	if err == nil && len(b) > maxSmallFile {
-		err = &os.PathError{Op: "read", Path: path, Err: fmt.Errorf("larger than %s", FormatSize(maxSmallFile))}
+		err = tooLarge(path)
 	}
 	return b, err
+}
+
+func tooLarge(path string) error {
+	return &os.PathError{Op: "read", Path: path, Err: fmt.Errorf("larger than %s", FormatSize(maxSmallFile))}
 }

@@ -62,8 +62,6 @@ func OpenLog(stateDir, mode string) *UpgradeLog {
 	return &UpgradeLog{Path: filepath.Join(stateDir, LogFile), Mode: mode}
 }
 
-// Append writes e as a new line and returns it with its id, host, mode and
-// duration filled in.
 // openLocked opens the log for appending and locks it. A log that Take
 // moved away while this waited for the lock is left for the new one.
 func (l *UpgradeLog) openLocked() (*os.File, error) {
@@ -107,6 +105,8 @@ func (l *UpgradeLog) Take(keep func(content []byte) error) error {
 	return RemoveDurable(l.Path)
 }
 
+// Append writes e as a new line and returns it with its id, host, mode and
+// duration filled in.
 func (l *UpgradeLog) Append(e LogEntry) (LogEntry, error) {
 	if err := os.MkdirAll(filepath.Dir(l.Path), 0o755); err != nil {
 		return e, CannotRun("cannot create %s: %v", filepath.Dir(l.Path), errors.Unwrap(err))

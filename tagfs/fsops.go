@@ -173,22 +173,7 @@ func copyData(dst, src *os.File, st *unix.Stat_t) (cloned bool, err error) {
 	if sparse(st) {
 		return false, copySparse(dst, src, st.Size)
 	}
-	var done int64
-	for {
-		n, err := unix.CopyFileRange(int(src.Fd()), nil, int(dst.Fd()), nil, 1<<30, 0)
-		if err != nil {
-			if done == 0 && (err == unix.EXDEV || err == unix.ENOSYS || err == unix.EINVAL || err == unix.EOPNOTSUPP) {
-				break
-			}
-			return false, err
-		}
-		if n == 0 {
-			return false, nil
-		}
-		done += int64(n)
-	}
-	_, err = io.Copy(onlyWriter{dst}, onlyReader{src})
-	return false, err
+	return false, copyRange(dst, src, 0, st.Size)
 }
 
 // sparse says whether a file has holes: fewer 512-byte blocks than its
@@ -222,7 +207,8 @@ func copySparse(dst, src *os.File, size int64) error {
 }
 
 // copyRange copies bytes [from, to) of src to the same place in dst, in
-// the kernel where it can.
+// the kernel where it can, else through a buffer (OffsetWriter and
+// SectionReader leave io.Copy no in-kernel path to try again).
 func copyRange(dst, src *os.File, from, to int64) error {
 	in, out := from, from
 	for in < to {
@@ -234,16 +220,11 @@ func copyRange(dst, src *os.File, from, to int64) error {
 			return err
 		}
 		if n == 0 {
-			return io.ErrUnexpectedEOF // the file shrank: the caller's check finds it
+			return nil // the file shrank: the caller's check finds it
 		}
 	}
 	return nil
 }
-
-// onlyReader and onlyWriter hide ReadFrom/WriteTo so io.Copy uses a plain
-// buffer (the in-kernel paths were tried already).
-type onlyReader struct{ io.Reader }
-type onlyWriter struct{ io.Writer }
 
 // copyXattrs gives dst exactly the extended attributes of src, except
 // skip: ACLs (system.posix_acl_*), file capabilities (security.capability)

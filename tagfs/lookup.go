@@ -31,16 +31,22 @@ func (t *Tags) State() (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Status{Version: rec.Version, Files: len(rec.Files), Complete: rec.Complete, Lookup: rec.Lookup, Bind: rec.Bind}
+	return &Status{Version: rec.Version, Files: len(rec.Files), Complete: rec.Complete, Lookup: rec.Lookup, Bind: rec.Bind,
+		Mounted: t.mounted(rec)}, nil
+}
+
+// mounted counts the originals of rec that show their tagged copy here.
+func (t *Tags) mounted(rec *Record) int {
+	n := 0
 	c := t.cursor()
 	defer c.close()
 	for _, e := range rec.Files {
 		dp, name := splitHost(e.Path)
 		if d, err := c.open(dp); err == nil && bound(d, name) {
-			s.Mounted++
+			n++
 		}
 	}
-	return s, nil
+	return n
 }
 
 // bound reports whether name in d shows its tagged copy: the same inode,

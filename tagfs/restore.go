@@ -69,7 +69,7 @@ func (t *Tags) Restore(paths []string) (*Report, error) {
 	rep.Version = rec.Version
 	// Refused while a copy is mounted over its original here; the record
 	// may say bind with nothing mounted (after a reboot).
-	if st, err := t.State(); err == nil && rec.Bind && st.Mounted > 0 {
+	if rec.Bind && t.mounted(rec) > 0 {
 		return rep, host.WithHint(host.Refused("cannot restore tagged files: they are bind-mounted over the originals (version lookup with --bind is on)"),
 			"run 'upgradectl tag disable' first")
 	}

@@ -250,7 +250,8 @@ func newMark() string {
 // mark: a command run by a stage and everything it started that kept its
 // environment.
 func killMarked(mark string) {
-	want := []byte(markVar + "=" + mark + "\x00")
+	entry := []byte(markVar + "=" + mark + "\x00") // one NUL-ended entry of environ
+	inner := append([]byte{0}, entry...)           // the same, not the first
 	self := os.Getpid()
 	for round := 0; round < 3; round++ { // a process may fork while we look
 		found := false
@@ -261,7 +262,7 @@ func killMarked(mark string) {
 				continue
 			}
 			b, err := os.ReadFile(p)
-			if err != nil || !bytes.Contains(append([]byte{0}, b...), append([]byte{0}, want...)) {
+			if err != nil || !bytes.HasPrefix(b, entry) && !bytes.Contains(b, inner) {
 				continue
 			}
 			syscall.Kill(pid, syscall.SIGKILL)

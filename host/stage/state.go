@@ -235,6 +235,17 @@ func ActiveVersion(stateDir string, cfg *host.Config) string {
 	return ""
 }
 
+// SetupStatus is the status of the setup of the upgrade in progress under
+// stateDir, and that upgrade's id; NotStarted when there is none. It reads
+// the state alone, without what Status gathers about the host.
+func SetupStatus(stateDir string) (Status, string, error) {
+	st, err := loadState(stateDir)
+	if err != nil || st == nil {
+		return NotStarted, "", err
+	}
+	return st.Stage(Setup).Status, st.Upgrade, nil
+}
+
 // SetActiveVersion records v as the active version, durably.
 func SetActiveVersion(stateDir, v string) error {
 	return host.WriteFileAtomic(filepath.Join(stateDir, VersionFile), []byte(v+"\n"), 0o644)
