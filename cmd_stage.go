@@ -18,7 +18,7 @@ import (
 	"upgradectl/boot"
 	"upgradectl/checksum"
 	"upgradectl/host"
-	"upgradectl/host/stage"
+	"upgradectl/stage"
 )
 
 // The staged upgrade: one command per stage, continue, status and undo.

@@ -15,8 +15,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"upgradectl/host"
-	"upgradectl/host/stage"
 	"upgradectl/iso"
+	"upgradectl/stage"
 	"upgradectl/tagfs"
 )
 

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"upgradectl/host/hosttest"
-	"upgradectl/host/stage"
+	"upgradectl/stage"
 )
 
 // TestCrashConsistency kills the real binary with SIGKILL at random moments

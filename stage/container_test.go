@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"upgradectl/host/hosttest"
-	"upgradectl/host/stage"
+	"upgradectl/stage"
 )
 
 // TestUpgradeInContainer is the whole story on a real systemd (a Debian

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"upgradectl/host/hosttest"
-	"upgradectl/host/stage"
+	"upgradectl/stage"
 )
 
 // The real stages on a directory root (--root), with the built binary:
