@@ -34,7 +34,7 @@ func init() {
 				if err != nil {
 					return err
 				}
-				defer im.Close()
+				defer closeISO(e, im)
 				e.JSON = isoJSON(c)
 				return printISOInfo(e, im, c.Args().First())
 			}),
@@ -56,7 +56,7 @@ func init() {
 				if err != nil {
 					return err
 				}
-				defer im.Close()
+				defer closeISO(e, im)
 				paths := c.Args().Tail()
 				if len(paths) == 0 {
 					paths = []string{"."}
@@ -85,7 +85,7 @@ func init() {
 				if err != nil {
 					return err
 				}
-				defer im.Close()
+				defer closeISO(e, im)
 				for _, p := range c.Args().Tail() {
 					if err := isoCat(e.Out, im, p); err != nil {
 						return isoPathErr(c.Args().First(), p, err)
@@ -111,7 +111,7 @@ func init() {
 				if err != nil {
 					return err
 				}
-				defer im.Close()
+				defer closeISO(e, im)
 				dest, err := hostArgPath(e, c.Args().Get(1))
 				if err != nil {
 					return err
@@ -173,6 +173,15 @@ func openISO(e *env, arg string) (*iso.Image, error) {
 		return nil, fmt.Errorf("cannot open image %s: %w", p, pe.Err)
 	}
 	return im, err
+}
+
+// closeISO closes an image opened by openISO and says which damaged entries
+// the command skipped (warnings: the exit code stays as it is).
+func closeISO(e *env, im *iso.Image) {
+	for _, w := range im.Warnings() {
+		fmt.Fprintf(e.Err, "upgradectl: warning: %s\n", host.OneLine(w))
+	}
+	im.Close()
 }
 
 // isoPathErr makes an error about a path inside an image one line that
