@@ -172,6 +172,11 @@ func MountFS(fsys fs.FS, source, dir string) (*fuse.Server, error) {
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,
 		NegativeTimeout: &timeout,
+		// go-fuse gives an entry of mode 0000 mode 0644 (0755 for a
+		// directory) unless told not to; with allow_other that made what
+		// the image keeps from everyone readable by everyone.
+		// TestFUSEModeZero shows it.
+		NullPermissions: true,
 		OnAdd: func(ctx context.Context) {
 			buildErr = buildTree(ctx, fsys, root)
 		},
