@@ -20,6 +20,9 @@ func init() {
 			},
 			Action: bootAction(func(ctx context.Context, c *cli.Context, e *env, s *boot.System) error {
 				ch, err := boot.Install(ctx, s, boot.InstallOptions{Bin: c.String("bin")})
+				if err != nil && len(ch) == 0 {
+					return err
+				}
 				printChanges(e, ch, "the boot units are installed")
 				return err
 			}),

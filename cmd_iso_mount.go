@@ -20,7 +20,7 @@ func init() {
 			Usage:     "mount an image read-only (kernel loop mount, or FUSE where the kernel has no iso9660)",
 			ArgsUsage: "ISO DIR",
 			Flags: []cli.Flag{
-				&cli.StringFlag{Name: "method", Usage: "`kernel` or `fuse` (default: kernel, falling back to fuse)"},
+				&cli.StringFlag{Name: "method", Usage: "`METHOD`: kernel or fuse (default: kernel, falling back to fuse)"},
 			},
 			Action: action(func(c *cli.Context, e *env) error {
 				if c.NArg() != 2 {

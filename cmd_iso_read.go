@@ -9,7 +9,6 @@ import (
 	"path"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -207,10 +206,10 @@ func isoPathErr(img, p string, err error) error {
 // isoImagePath turns a command-line path in an image ("/a/b", "a/b/") into
 // an io/fs path ("a/b").
 func isoImagePath(p string) string {
-	if p = strings.Trim(p, "/"); p == "" {
-		return "."
+	if clean, err := iso.ImagePath(p); err == nil {
+		return clean
 	}
-	return p
+	return p // refused by the reader, which names it
 }
 
 func printISOInfo(e *env, im *iso.Image, name string) error {

@@ -97,7 +97,7 @@ func TestISOReadCommands(t *testing.T) {
 	}{
 		{[]string{"cat", img, "nope"}, 1, "cannot read nope in " + img + ": not in the image\n"},
 		{[]string{"cat", img, "sub"}, 1, "cannot read sub in " + img + ": not a regular file (dir)\n"},
-		{[]string{"cat", img}, 2, "iso cat needs an ISO and at least one PATH\n"},
+		{[]string{"cat", img}, 2, "iso cat takes ISO PATH..., not 1 argument(s)\n"},
 		{[]string{"ls", img, "../x"}, 2, "not a valid path in an image"},
 		{[]string{"info", img + ".nope"}, 1, "cannot open image " + img + ".nope: no such file\n"},
 	} {

@@ -111,7 +111,7 @@ func init() {
 						for _, n := range removed {
 							fmt.Fprintf(e.Out, "removed %s\n", n)
 						}
-					} else if jerr := json.NewEncoder(e.Out).Encode(map[string]any{"removed": removed}); jerr != nil && err == nil {
+					} else if jerr := json.NewEncoder(e.Out).Encode(map[string]any{"removed": append([]string{}, removed...)}); jerr != nil && err == nil {
 						err = jerr
 					}
 					return err

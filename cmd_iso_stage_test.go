@@ -46,7 +46,7 @@ func TestISOStageCommands(t *testing.T) {
 		{[]string{"iso", "stage", "/var/TKLC/upgrade/cmp-12.1.2.0.0_22.1.0-x86_64.iso"}, 0, "staged cmp-12.1.2.0.0_22.1.0-x86_64.iso: cmp 12.1.2.0.0_22.1.0"},
 		{[]string{"iso", "stage", "/var/TKLC/upgrade/cmp-12.1.3.0.0_22.1.0-x86_64.iso"}, 5, "already staged"},
 		{[]string{"iso", "stage", "--md5", "00", "/var/TKLC/upgrade/cmp-12.1.3.0.0_22.1.0-x86_64.iso"}, 2, "not an MD5 digest"},
-		{[]string{"iso", "stage"}, 2, "needs one ISO"},
+		{[]string{"iso", "stage"}, 2, "iso stage takes ISO, not 0 argument(s)"},
 		{[]string{"iso", "remove"}, 2, "needs NAME or --all"},
 		{[]string{"iso", "remove", "nope.iso"}, 1, "no such image"},
 	} {

@@ -40,6 +40,9 @@ func init() {
 			&cli.IntFlag{Name: "jobs", Usage: "verify `N` images at once", DefaultText: "one per CPU"},
 		},
 		Action: action(func(c *cli.Context, e *env) error {
+			if c.IsSet("jobs") && c.Int("jobs") < 1 {
+				return host.Usage("iso verify: --jobs %d is not 1 or more", c.Int("jobs"))
+			}
 			opts := iso.VerifyOptions{MD5: c.String("md5"), Embedded: c.Bool("embedded"), Jobs: c.Int("jobs"), Log: e.Log()}
 			shown := map[string]string{} // path on this system -> as given
 			for _, a := range c.Args().Slice() {

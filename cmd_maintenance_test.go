@@ -31,6 +31,9 @@ func TestMaintenanceCommandsOnRoot(t *testing.T) {
 		}
 		return out.String() + errb.String()
 	}
+	cmd(2, "boot", "install", "--bin", "/usr/sbin/upgradectl") // not there
+	os.MkdirAll(filepath.Join(root, "usr/sbin"), 0o755)
+	os.WriteFile(filepath.Join(root, "usr/sbin/upgradectl"), []byte("#!/bin/sh\n"), 0o755)
 	cmd(0, "boot", "install", "--bin", "/usr/sbin/upgradectl")
 	out := cmd(0, "maintenance", "enter", "--message", "UPDATE NOW")
 	if !strings.Contains(out, "takes effect at the next boot") {

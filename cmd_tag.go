@@ -27,7 +27,7 @@ func init() {
 		&cli.Command{
 			Name:      "create",
 			Usage:     "keep a tagged .Old.. copy of each file (a directory: every file below it)",
-			ArgsUsage: "PATH...",
+			ArgsUsage: "[PATH...]",
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "version", Usage: "the version the copies carry (the one installed now; required)"},
 				&cli.StringFlag{Name: "list", Usage: "read the paths from `FILE` (one a line, # comments), a file on this system"},
@@ -177,18 +177,32 @@ func init() {
 			Usage:     "print the path that applies on this member for each path",
 			ArgsUsage: "PATH...",
 			Action: action(func(c *cli.Context, e *env) error {
+				if c.NArg() == 0 {
+					return host.Usage("tag lookup needs at least one PATH")
+				}
 				t := newTags(e)
 				defer t.Close()
 				l, err := t.Lookuper()
 				if err != nil {
 					return err
 				}
+				type applies struct {
+					Path    string `json:"path"`
+					Applies string `json:"applies"`
+				}
+				var out []applies
 				for _, p := range c.Args().Slice() {
 					got, err := l.Lookup(p)
 					if err != nil {
 						return err
 					}
-					fmt.Fprintln(e.Out, got)
+					out = append(out, applies{p, got})
+				}
+				if e.JSON {
+					return writeJSON(e, out)
+				}
+				for _, a := range out {
+					fmt.Fprintln(e.Out, host.OneLine(a.Applies))
 				}
 				return nil
 			}),
@@ -387,6 +401,9 @@ func printRecord(e *env, rec *tagfs.Record, st *tagfs.Status) {
 
 func printFound(e *env, found []tagfs.Found) {
 	if e.JSON {
+		if found == nil {
+			found = []tagfs.Found{}
+		}
 		writeJSON(e, found)
 		return
 	}

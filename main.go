@@ -162,8 +162,64 @@ func usageErrors(cmds []*cli.Command, parent string) {
 		c.OnUsageError = func(_ *cli.Context, err error, _ bool) error {
 			return host.Usage("%s: %v", name, err)
 		}
+		if min, max, ok := argRange(c.ArgsUsage); ok && c.Action != nil && len(c.Subcommands) == 0 && !c.SkipFlagParsing && c.Before == nil {
+			usage := c.ArgsUsage
+			c.Before = func(ctx *cli.Context) error {
+				if n := ctx.NArg(); n < min || max >= 0 && n > max {
+					if usage == "" {
+						return host.Usage("%s takes no arguments, not %q", name, ctx.Args().First())
+					}
+					return host.Usage("%s takes %s, not %d argument(s)", name, usage, n)
+				}
+				return nil
+			}
+		}
 		usageErrors(c.Subcommands, name)
 	}
+}
+
+// argRange reads how many arguments a command takes from its synopsis, the
+// one rule for every command: "ISO DEST [PATH...]" is 2 or more, "" none,
+// "[pre|post]" 0 or 1. A synopsis with alternatives of another shape
+// ("NAME | --all") or a "--" is left to the command (ok false).
+func argRange(usage string) (min, max int, ok bool) {
+	depth := 0
+	var tokens []string
+	cur := ""
+	for _, r := range usage {
+		switch {
+		case r == '[':
+			depth++
+		case r == ']':
+			depth--
+		case r == '|' && depth == 0:
+			return 0, 0, false
+		case r == ' ' && depth == 0:
+			if cur != "" {
+				tokens = append(tokens, cur)
+			}
+			cur = ""
+			continue
+		}
+		cur += string(r)
+	}
+	if cur != "" {
+		tokens = append(tokens, cur)
+	}
+	for _, t := range tokens {
+		if strings.HasPrefix(t, "-") || strings.HasPrefix(t, "[-") {
+			return 0, 0, false
+		}
+		if strings.Contains(t, "...") {
+			max = -1
+		} else if max >= 0 {
+			max++
+		}
+		if !strings.HasPrefix(t, "[") {
+			min++
+		}
+	}
+	return min, max, true
 }
 
 func main() {
@@ -173,7 +229,8 @@ func main() {
 // run is main without the exit, for tests.
 func run(args []string, stdout, stderr io.Writer) int {
 	app := newApp()
-	app.Writer, app.ErrWriter = stdout, stderr
+	out := &countingWriter{w: stdout}
+	app.Writer, app.ErrWriter = out, stderr
 	unknownCommand = ""
 	err := app.Run(interspersed(app, args))
 	if unknownCommand != "" {
@@ -188,10 +245,45 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	// One line, whatever names from outside the message carries.
 	fmt.Fprintf(stderr, "upgradectl: %s\n", host.OneLine(err.Error()))
-	if h := hint(err); h != "" {
+	h := hint(err)
+	if h != "" {
 		fmt.Fprintf(stderr, "hint: %s\n", host.OneLine(h))
 	}
+	// A program that asked for JSON gets the failure as JSON too, unless
+	// the command already wrote its report (which says what failed).
+	if jsonAsked(args) && out.n == 0 {
+		json.NewEncoder(stdout).Encode(struct {
+			Error string `json:"error"`
+			Exit  int    `json:"exit"`
+			Hint  string `json:"hint,omitempty"`
+		}{err.Error(), code, h})
+	}
 	return code
+}
+
+// jsonAsked reports whether --json is on the command line (before "--").
+func jsonAsked(args []string) bool {
+	for _, a := range args[1:] {
+		switch a {
+		case "--":
+			return false
+		case "--json", "-json", "--json=true", "-json=true":
+			return true
+		}
+	}
+	return false
+}
+
+// countingWriter counts what a command wrote.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // interspersed lets flags follow arguments, as the synopses write them

@@ -131,7 +131,10 @@ func TestEnterExitRestoresEverything(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			s := newRoot(t)
 			c.setup(t, s)
-			// Units installed beforehand, as an operator would.
+			// Units installed beforehand, as an operator would, with
+			// the binary in place.
+			must(t, os.MkdirAll(s.Root.Path("/usr/local/bin"), 0o755))
+			must(t, os.WriteFile(s.Root.Path("/usr/local/bin/upgradectl"), []byte("#!/bin/sh\n"), 0o755))
 			_, err := Install(ctx, s, InstallOptions{Bin: "/usr/local/bin/upgradectl"})
 			must(t, err)
 			before := snapshot(t, s.Root.Dir(), "var/lib/upgradectl")
@@ -304,6 +307,12 @@ func TestInstallUnits(t *testing.T) {
 	s.StateDir = "/srv/state"
 	s.ConfigPath = "/etc/upgradectl/site.toml"
 
+	// The binary --bin names must be there to run.
+	if _, err := Install(ctx, s, InstallOptions{Bin: "/opt/upgradectl/bin/upgradectl"}); err == nil || !strings.Contains(err.Error(), "not an executable file") {
+		t.Fatalf("install with a missing binary: %v", err)
+	}
+	must(t, os.MkdirAll(s.Root.Path("/opt/upgradectl/bin"), 0o755))
+	must(t, os.WriteFile(s.Root.Path("/opt/upgradectl/bin/upgradectl"), []byte("#!/bin/sh\n"), 0o755))
 	ch, err := Install(ctx, s, InstallOptions{Bin: "/opt/upgradectl/bin/upgradectl"})
 	must(t, err)
 	if len(ch) != 5 {

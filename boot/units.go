@@ -77,6 +77,15 @@ func renderUnits(s *System, opts InstallOptions) (map[string][]byte, error) {
 			problems = append(problems, fmt.Sprintf("%s %q is not an absolute path of letters, digits and /._+:@-", a.what, a.val))
 		}
 	}
+	// A binary named by --bin must be there, inside the root, to run: the
+	// units would fail at every boot.
+	if opts.Bin != "" && safeArg.MatchString(opts.Bin) {
+		if real, err := s.Root.Resolve(opts.Bin); err != nil {
+			problems = append(problems, fmt.Sprintf("binary %s: %v", opts.Bin, err))
+		} else if fi, err := os.Stat(real); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+			problems = append(problems, fmt.Sprintf("binary %s is not an executable file inside the root", opts.Bin))
+		}
+	}
 	keep := []string{}
 	if s.Config != nil {
 		keep = s.Config.Maintenance.KeepUnits

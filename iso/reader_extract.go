@@ -143,6 +143,27 @@ func (x *extractor) done(rel string, e *Entry) {
 	}
 }
 
+// ImagePath is a path inside an image as the commands take it, the one
+// rule for all of them: from the image root whether or not it starts with
+// "/", empty and "." parts dropped, ".." refused (it would name nothing
+// the image has). The image root is ".".
+func ImagePath(p string) (string, error) {
+	var parts []string
+	for _, c := range strings.Split(p, "/") {
+		switch c {
+		case "", ".":
+		case "..":
+			return "", errors.New(`".." is not a path inside an image`)
+		default:
+			parts = append(parts, c)
+		}
+	}
+	if len(parts) == 0 {
+		return ".", nil
+	}
+	return strings.Join(parts, "/"), nil
+}
+
 // selection checks the paths to extract, reporting every one that is not
 // in the image, and returns them with their parent directories (nil for
 // the whole image). Paths are taken literally: a symlink on the way is
@@ -152,10 +173,14 @@ func (im *Image) selection(paths []string) (map[string]bool, error) {
 		return nil, nil
 	}
 	sel := map[string]bool{}
-	var bad []string
-	for _, p := range paths {
-		p = strings.Trim(path.Clean("/"+p), "/")
-		if p == "" {
+	var bad, invalid []string
+	for _, arg := range paths {
+		p, err := ImagePath(arg)
+		if err != nil {
+			invalid = append(invalid, fmt.Sprintf("%s (%v)", arg, err))
+			continue
+		}
+		if p == "." {
 			return nil, nil
 		}
 		e := im.root
@@ -179,6 +204,9 @@ func (im *Image) selection(paths []string) (map[string]bool, error) {
 				sel[strings.Join(parts[:i+1], "/")] = false // a parent only
 			}
 		}
+	}
+	if len(invalid) > 0 {
+		return nil, host.Usage("cannot extract from %s: %s", im.name, strings.Join(append(invalid, bad...), ", "))
 	}
 	if len(bad) > 0 {
 		return nil, host.Bad("cannot extract from %s: %s", im.name, strings.Join(bad, ", "))

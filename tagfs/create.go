@@ -44,6 +44,9 @@ type Report struct {
 	Bytes   int64    `json:"bytes,omitempty"`   // bytes copied (not cloned)
 }
 
+// maxVersion bounds a version: it is written in an attribute of every copy.
+const maxVersion = 256
+
 // Create tags the files at the given host paths (a directory stands for
 // the regular files and symlinks below it) with version: each gets a
 // complete .Old.. copy carrying version in the attribute. Files already
@@ -53,6 +56,10 @@ func (t *Tags) Create(version string, paths []string, opt CreateOptions) (*Repor
 	rep := &Report{Action: "create", Version: version}
 	if version == "" {
 		return rep, host.WithHint(host.Usage("cannot tag: no version given"), "give the version installed now: --version V")
+	}
+	if len(version) > maxVersion || strings.IndexFunc(version, func(r rune) bool { return r < 0x20 || r == 0x7f || r == '/' }) >= 0 {
+		return rep, host.Usage("cannot tag: version %q is not a version (at most %d bytes, no control characters or '/')",
+			version[:min(len(version), 64)], maxVersion)
 	}
 	if len(paths) == 0 {
 		return rep, host.Usage("cannot tag: no paths given")

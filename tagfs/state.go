@@ -209,3 +209,22 @@ func marshalRecord(r *Record) ([]byte, error) {
 	}
 	return append(b, "\n]}"...), nil
 }
+
+// MarshalJSON writes an empty list as [], never null, so that programs can
+// always iterate over it.
+func (r Report) MarshalJSON() ([]byte, error) {
+	type plain Report
+	if r.Done == nil {
+		r.Done = []string{}
+	}
+	return json.Marshal(plain(r))
+}
+
+// MarshalJSON writes no problems as [], never null.
+func (r CheckReport) MarshalJSON() ([]byte, error) {
+	type plain CheckReport
+	if r.Problems == nil {
+		r.Problems = []Problem{}
+	}
+	return json.Marshal(plain(r))
+}

@@ -103,7 +103,7 @@ func judgeSynced(tx *unix.Timex, state int, limit time.Duration, daemons []strin
 	}
 	d.Synced = maxErr < limit
 	if !d.Synced {
-		return Result{Status: Fail, Data: d, Message: fmt.Sprintf("system clock not synchronised: maximum error %s (limit %s), %s",
+		return Result{Status: Fail, Data: d, Message: fmt.Sprintf("system clock not synchronised: maximum error %s, not below the limit %s, %s",
 			maxErr.Round(time.Millisecond), limit, daemon)}
 	}
 	return Result{Status: Pass, Data: d, Message: fmt.Sprintf("system clock synchronised: estimated error %s, maximum %s, %s",
