@@ -197,8 +197,12 @@ func setupVars(c *cli.Context, e *env, vars map[string]string) error {
 
 // stageEngine is the stage engine on the host the global flags name.
 func stageEngine(e *env) *stage.Engine {
-	return stage.New(stage.Host{Root: e.Root, StateDir: e.StateDir, ConfigPath: e.ConfigPath, Config: e.Config,
-		Mode: e.Mode, Out: e.Out})
+	return stage.New(stageHost(e))
+}
+
+// stageHost is the host the global flags name, for the stage package.
+func stageHost(e *env) stage.Host {
+	return stage.Host{Root: e.Root, StateDir: e.StateDir, ConfigPath: e.ConfigPath, Config: e.Config, Mode: e.Mode, Out: e.Out}
 }
 
 // signalContext is cancelled by SIGINT or SIGTERM, so that a stage stops

@@ -65,10 +65,9 @@ const MountDir = "mnt"
 
 // New returns the engine with the real stages for h.
 func New(h Host) *Engine {
-	state := h.Root.Path(h.StateDir)
-	a := &actions{h: h, state: state, log: host.OpenLog(state, h.Mode)}
-	e := &Engine{Root: h.Root, StateDir: state, Config: h.Config, Log: a.log, Out: h.Out,
-		Automatic: h.Mode == host.ModeAutomatic, Facts: a.facts}
+	a := newActions(h)
+	e := &Engine{Root: h.Root, StateDir: a.state, Config: h.Config, Log: a.log, Out: h.Out,
+		Automatic: h.Mode == host.ModeAutomatic, Facts: a.facts, Notify: a.observe}
 	e.Handlers = map[Name]Handler{
 		Setup:       {Do: a.setup, Undo: a.undoSetup, Verify: a.verifySetup},
 		Preinstall:  {Do: a.preinstall, Undo: a.undoPreinstall, Verify: a.verifyPreinstall},
@@ -85,6 +84,11 @@ type actions struct {
 	h     Host
 	state string // the state directory on the running system
 	log   *host.UpgradeLog
+}
+
+func newActions(h Host) *actions {
+	state := h.Root.Path(h.StateDir)
+	return &actions{h: h, state: state, log: host.OpenLog(state, h.Mode)}
 }
 
 func (a *actions) tags() *tagfs.Tags { return tagfs.New(a.h.Root, a.h.Config, a.state) }
@@ -634,6 +638,7 @@ func (a *actions) runChecks(r *Run, profile string) error {
 		return err
 	}
 	check.Log(a.log, rep, r.LogID())
+	a.noteChecks(rep)
 	r.Printf("check %s: %s", profile, rep.Summary())
 	if rep.Inhibited {
 		var ids []string
