@@ -99,9 +99,10 @@ func (a *actions) system() *boot.System {
 }
 
 // mountOpts leaves the log out: the stage logs each mount and unmount as
-// its own sub-action.
+// its own sub-action. Where nothing can mount the image, it is extracted
+// into the mount point (in the state directory).
 func (a *actions) mountOpts() iso.MountOptions {
-	return iso.MountOptions{StateDir: a.state, Root: a.h.Root}
+	return iso.MountOptions{StateDir: a.state, Root: a.h.Root, Extract: true}
 }
 
 // mountDir is the mount point, as the mount records name it (symlinks
@@ -509,6 +510,10 @@ func (a *actions) mount(r *Run) (string, error) {
 			return "", err
 		}
 		out = dir
+		if rec.Method == iso.MethodExtract {
+			r.Printf("the image cannot be mounted here (%s): extracted into %s instead", rec.Why, dir)
+			return fmt.Sprintf("%s extracted into %s: %s", img, dir, rec.Why), nil
+		}
 		return fmt.Sprintf("%s on %s (%s)", img, dir, rec.Method), nil
 	})
 	return out, err
@@ -815,7 +820,11 @@ func (a *actions) facts() []Fact {
 		fs = append(fs, Fact{"mounts", "unknown: " + err.Error()})
 	}
 	for _, m := range ms {
-		fs = append(fs, Fact{"mount", fmt.Sprintf("%s on %s (%s, %s)", m.Image, m.Dir, m.Method, m.State)})
+		how := m.Method + ", " + m.State
+		if m.Method == iso.MethodExtract && m.State == iso.StateMounted {
+			how = "extracted: nothing here could mount it"
+		}
+		fs = append(fs, Fact{"mount", fmt.Sprintf("%s on %s (%s)", m.Image, m.Dir, how)})
 	}
 	if len(ms) == 0 && err == nil {
 		fs = append(fs, Fact{"mounts", "none"})

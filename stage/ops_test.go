@@ -1,0 +1,209 @@
+package stage_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"upgradectl/host/hosttest"
+	"upgradectl/stage"
+)
+
+// upgradeTo runs a whole upgrade to version v (from the version before it)
+// with setup and continue, and returns its id.
+func upgradeTo(t *testing.T, r runner, v, from string) string {
+	t.Helper()
+	r.must(t, "setup", "--iso", acmeISO(t, t.TempDir(), v, from))
+	id := status(t, r).Upgrade
+	for status(t, r).InProgress {
+		r.must(t, "continue")
+	}
+	return id
+}
+
+func TestHistory(t *testing.T) {
+	r := rootHost(t)
+	if out := r.must(t, "log", "--history"); !strings.Contains(out, "no upgrade yet") {
+		t.Fatalf("log --history before any upgrade:\n%s", out)
+	}
+	id2 := upgradeTo(t, r, "2", "1")
+	time.Sleep(time.Second) // upgrade ids are start times, to the second
+	id4 := upgradeTo(t, r, "4", "2")
+	time.Sleep(time.Second)
+	// Version 3 fails its postinstall; while it is failed, and once it is
+	// backed out, it is the upgrade in progress (not archived).
+	r.must(t, "setup", "--iso", acmeISO(t, t.TempDir(), "3", "4"))
+	id3 := status(t, r).Upgrade
+	r.must(t, "continue")
+	r.must(t, "continue")
+	wantExit(t, r, 1, "postinstall failed", "continue")
+	if out := r.must(t, "log", "--history"); !strings.Contains(out, id3) || !strings.Contains(out, "failed") {
+		t.Errorf("log --history with version 3 failed:\n%s", out)
+	}
+	for _, n := range []string{"postinstall", "install", "preinstall", "setup"} {
+		r.must(t, "undo", n)
+	}
+
+	var past []stage.Past
+	if err := json.Unmarshal([]byte(r.must(t, "log", "--history", "--json")), &past); err != nil {
+		t.Fatal(err)
+	}
+	want := []struct{ id, from, to, result string }{
+		{id2, "1", "2", stage.OutcomeComplete}, {id4, "2", "4", stage.OutcomeComplete}, {id3, "4", "", stage.OutcomeUndone}, // undo setup forgets the version
+	}
+	if len(past) != len(want) {
+		t.Fatalf("log --history --json: %+v, want %d upgrades", past, len(want))
+	}
+	for i, w := range want {
+		p := past[i]
+		if p.Upgrade != w.id || p.OldVersion != w.from || p.Version != w.to || p.Result != w.result || p.Start.IsZero() || p.End.Before(p.Start) {
+			t.Errorf("upgrade %d: %+v, want %s %s -> %s %s with start and end", i, p, w.id, w.from, w.to, w.result)
+		}
+	}
+	text := r.must(t, "log", "--history")
+	for _, w := range []string{"UPGRADE", id2, id3, id4, "complete", "undone"} {
+		if !strings.Contains(text, w) {
+			t.Errorf("log --history does not show %s:\n%s", w, text)
+		}
+	}
+
+	// One upgrade's log, from the archive.
+	out := r.must(t, "log", "--upgrade", id2)
+	if !strings.Contains(out, "upgrade "+id2+": version 1 to 2, complete") || !strings.Contains(out, "install command") || strings.Contains(out, "version 2 to 4") {
+		t.Errorf("log --upgrade %s:\n%s", id2, out)
+	}
+	var n int
+	for _, line := range strings.Split(strings.TrimSpace(r.must(t, "--json", "log", "--upgrade", id4)), "\n") {
+		var e struct{ Message string }
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("log --upgrade --json: %v: %s", err, line)
+		}
+		if strings.Contains(e.Message, "complete: version 2 to 4") {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("log --upgrade %s --json has %d completion entries, want 1", id4, n)
+	}
+	// The one in progress (undone) reads the current log.
+	if out := r.must(t, "log", "--upgrade", id3); !strings.Contains(out, "undo setup") {
+		t.Errorf("log --upgrade %s (the current one):\n%s", id3, out)
+	}
+	wantExit(t, r, 2, `no such upgrade`, "log", "--upgrade", "20000101T000000Z")
+	wantExit(t, r, 2, "neither --upgrade nor --last", "log", "--history", "--last", "2")
+}
+
+// TestMetricsWithNodeExporter reads upgradectl.prom through a real
+// prometheus-node-exporter on a loopback port, during an upgrade and after.
+func TestMetricsWithNodeExporter(t *testing.T) {
+	hosttest.RequireCommand(t, "prometheus-node-exporter")
+	r := rootHost(t)
+	dir := filepath.Join(r.root, "var/lib/prometheus/node-exporter")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	scrape := nodeExporter(t, dir)
+
+	r.must(t, "check", "pre")
+	r.must(t, "setup", "--iso", acmeISO(t, t.TempDir(), "2", "1"))
+	r.must(t, "preinstall")
+	r.must(t, "install")
+	m := scrape()
+	for _, want := range []string{
+		`upgradectl_active_version_info{version="1"} 1`,
+		`upgradectl_running_version_info{version="2"} 1`,
+		`upgradectl_new_version_info{version="2"} 1`,
+		`upgradectl_stage_info{stage="install",status="done"} 1`,
+		`upgradectl_upgrade_in_progress 1`,
+		`upgradectl_check_status_info{id="disk.space",profile="pre",status="pass"} 1`,
+		`upgradectl_check_blocking{id="disk.space"} 0`,
+		`outcome="in progress"`,
+		`upgradectl_last_upgrade_start_timestamp_seconds `,
+		`upgradectl_maintenance_mode 0`,
+		`node_textfile_scrape_error 0`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("during the upgrade /metrics has no %s", want)
+		}
+	}
+	if strings.Contains(m, "upgradectl_last_upgrade_end_timestamp_seconds ") {
+		t.Error("an end time while the upgrade is in progress")
+	}
+	if t.Failed() {
+		t.Fatalf("/metrics:\n%s", m)
+	}
+
+	for status(t, r).InProgress {
+		r.must(t, "continue")
+	}
+	m = scrape()
+	for _, want := range []string{
+		`upgradectl_active_version_info{version="2"} 1`,
+		`upgradectl_running_version_info{version="2"} 1`,
+		`upgradectl_upgrade_in_progress 0`,
+		`old_version="1",outcome="complete"`,
+		`upgradectl_last_upgrade_end_timestamp_seconds `,
+		`upgradectl_check_status_info{id="disk.space",profile="post",status="pass"} 1`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("after the upgrade /metrics has no %s", want)
+		}
+	}
+	if strings.Contains(m, "upgradectl_stage_info") {
+		t.Error("a current stage with no upgrade in progress")
+	}
+	if t.Failed() {
+		t.Fatalf("/metrics:\n%s", m)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "*tmp*")); len(left) > 0 {
+		t.Errorf("temporary files left in the textfile directory: %v", left)
+	}
+}
+
+// nodeExporter runs prometheus-node-exporter with only the textfile
+// collector on dir, on a free loopback port, and returns a scrape of its
+// /metrics.
+func nodeExporter(t *testing.T, dir string) func() string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cmd := exec.Command("prometheus-node-exporter", "--web.listen-address="+addr, "--collector.disable-defaults",
+		"--collector.textfile", "--collector.textfile.directory="+dir)
+	var log strings.Builder
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	client := &http.Client{Transport: &http.Transport{Proxy: nil}} // loopback only, never a proxy
+	return func() string {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			resp, err := client.Get(fmt.Sprintf("http://%s/metrics", addr))
+			if err == nil {
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err == nil && resp.StatusCode == 200 {
+					return string(b)
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node exporter on %s does not answer: %v\n%s", addr, err, log.String())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
