@@ -73,7 +73,7 @@ func TestUpgradeWithoutMountsInContainer(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(c.Dir, "var/lib/upgradectl/mnt")); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("the extracted image's directory: %v %v, want mode 0700", fi, err)
 	}
-	u("continue") // postinstall
+	u("continue")                                      // postinstall
 	out, code, err := c.Exec("upgradectl", "continue") // roll: reboots
 	t.Logf("continue (roll): exit %d %v\n%s", code, err, out)
 	if status := c.WaitExit(t, 3*time.Minute); status != 133 {
