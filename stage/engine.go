@@ -553,7 +553,7 @@ func (e *Engine) runUndo(ctx context.Context, st *State, n Name) error {
 		Result: host.ResultSuccess, Message: "undone"})
 	e.notify(KindStage, st, rec, "")
 	if n == Setup {
-		e.notify(KindUpgradeUndone, st, rec, fmt.Sprintf("upgradectl: upgrade %s to version %s undone", st.Upgrade, orUnknown(st.NewVersion)))
+		e.notify(KindUpgradeUndone, st, rec, fmt.Sprintf("upgradectl: upgrade %s undone: version %s stays", st.Upgrade, orUnknown(st.OldVersion)))
 	}
 	e.printf("undo %s: done in %s", n, end.Sub(start).Round(time.Millisecond))
 	return nil

@@ -62,7 +62,10 @@ func (e *Engine) notify(k Kind, st *State, rec *Record, msg string) {
 	}
 	ev := Event{Kind: k, Upgrade: st.Upgrade, OldVersion: st.OldVersion, NewVersion: st.NewVersion, Automatic: e.Automatic, Message: msg}
 	if rec != nil {
-		ev.Stage, ev.Status, ev.Attempt, ev.Error, ev.Waiting = rec.Name, rec.Status, rec.Attempt, rec.Error, rec.Data[waitingKey]
+		ev.Stage, ev.Status, ev.Attempt, ev.Error = rec.Name, rec.Status, rec.Attempt, rec.Error
+		if rec.PID == 0 { // a stage at work again waits no more
+			ev.Waiting = rec.Data[waitingKey]
+		}
 	}
 	e.Notify(ev)
 }

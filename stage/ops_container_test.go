@@ -2,6 +2,7 @@ package stage_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,6 +35,7 @@ func TestUpgradeWithoutMountsInContainer(t *testing.T) {
 		}
 	}
 	img2 := acmeISO(t, filepath.Join(c.Dir, "root"), "2", "1")
+	img3 := acmeISO(t, filepath.Join(c.Dir, "root"), "3", "2")
 	c.Boot(t)
 	if _, code, _ := c.Exec("test", "-e", "/dev/fuse"); code == 0 {
 		t.Fatal("the container has /dev/fuse: this test needs a container without it")
@@ -97,6 +99,18 @@ func TestUpgradeWithoutMountsInContainer(t *testing.T) {
 		t.Errorf("the extracted image is left after clean: %v", err)
 	}
 
+	// Version 3 fails in postinstall and is backed out.
+	u("setup", "--iso", "/root/"+filepath.Base(img3))
+	u("continue")
+	u("continue")
+	if out, code, _ := c.Exec("upgradectl", "continue"); code != 1 || !strings.Contains(out, "postinstall failed") {
+		t.Fatalf("postinstall of version 3: exit %d, want 1\n%s", code, out)
+	}
+	id3 := st().Upgrade
+	for _, n := range []string{"postinstall", "install", "preinstall", "setup"} {
+		u("undo", n)
+	}
+
 	// The journal, across the reboot.
 	type rec map[string]any
 	var entries []rec
@@ -105,6 +119,9 @@ func TestUpgradeWithoutMountsInContainer(t *testing.T) {
 		if json.Unmarshal([]byte(line), &r) == nil && r["MESSAGE_ID"] != nil {
 			entries = append(entries, r)
 		}
+	}
+	for _, r := range entries {
+		t.Logf("journal: %v %v %v %v %v", r["UPGRADECTL_EVENT"], r["UPGRADECTL_STAGE"], r["UPGRADECTL_STATUS"], r["UPGRADECTL_MODE"], r["MESSAGE"])
 	}
 	find := func(kind stage.Kind, field, value string) rec {
 		for _, r := range entries {
@@ -143,6 +160,13 @@ func TestUpgradeWithoutMountsInContainer(t *testing.T) {
 			t.Errorf("%s entry of another upgrade: %v", want.kind, r)
 		}
 	}
+	if r := find(stage.KindUpgradeFailed, "UPGRADECTL_UPGRADE_ID", id3); r == nil || r["UPGRADECTL_STAGE"] != "postinstall" || r["PRIORITY"] != "3" ||
+		!strings.Contains(fmt.Sprint(r["UPGRADECTL_ERROR"]), "wrong ABI") {
+		t.Errorf("upgrade-failed entry of version 3: %v", r)
+	}
+	if r := find(stage.KindUpgradeUndone, "UPGRADECTL_UPGRADE_ID", id3); r == nil {
+		t.Errorf("no upgrade-undone entry for version 3")
+	}
 	if r := find(stage.KindStage, "UPGRADECTL_STAGE", "roll"); r != nil && r["UPGRADECTL_NEW_VERSION"] != "2" {
 		t.Errorf("roll entry without the versions: %v", r)
 	}
@@ -155,14 +179,16 @@ func TestUpgradeWithoutMountsInContainer(t *testing.T) {
 	if err := json.Unmarshal([]byte(u("log", "--history", "--json")), &past); err != nil {
 		t.Fatal(err)
 	}
-	if len(past) != 1 || past[0].Upgrade != id || past[0].Version != "2" || past[0].Result != stage.OutcomeComplete {
-		t.Errorf("log --history: %+v, want upgrade %s to 2 complete", past, id)
+	if len(past) != 2 || past[0].Upgrade != id || past[0].Version != "2" || past[0].Result != stage.OutcomeComplete ||
+		past[1].Upgrade != id3 || past[1].Result != stage.OutcomeUndone {
+		t.Errorf("log --history: %+v, want upgrade %s to 2 complete, then %s undone", past, id, id3)
 	}
 	prom, err := os.ReadFile(filepath.Join(c.Dir, "var/lib/prometheus/node-exporter", stage.MetricsFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`upgradectl_active_version_info{version="2"} 1`, `outcome="complete"`, `upgradectl_maintenance_mode 0`} {
+	for _, want := range []string{`upgradectl_active_version_info{version="2"} 1`, `outcome="undone"`, `upgradectl_maintenance_mode 0`,
+		`upgradectl_upgrade_in_progress 0`} {
 		if !strings.Contains(string(prom), want) {
 			t.Errorf("the metrics do not have %s:\n%s", want, prom)
 		}
