@@ -207,3 +207,62 @@ func nodeExporter(t *testing.T, dir string) func() string {
 		}
 	}
 }
+
+// TestInstallWithoutFUSE runs the binary in a mount namespace of its own
+// whose /dev has no fuse node (a tmpfs over /dev with null, zero and
+// urandom only), on this kernel without iso9660: nothing can mount the
+// image, so install extracts it into the state directory; undo install
+// and iso umount empty it, and install extracts it again.
+func TestInstallWithoutFUSE(t *testing.T) {
+	hosttest.RequireCommand(t, "unshare", "mknod")
+	r := rootHost(t)
+	if b, _ := os.ReadFile("/proc/filesystems"); strings.Contains(string(b), "iso9660") {
+		t.Skip("the kernel has iso9660: the image would be mounted, not extracted")
+	}
+	wrapper := filepath.Join(t.TempDir(), "upgradectl-nofuse")
+	script := `#!/bin/sh
+exec unshare --mount --propagation private sh -c 'mount -t tmpfs -o mode=755 nofuse /dev &&
+mknod -m 666 /dev/null c 1 3 && mknod -m 666 /dev/zero c 1 5 && mknod -m 666 /dev/urandom c 1 9 &&
+exec "$0" "$@"' ` + r.bin + ` "$@"
+`
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r.bin = wrapper
+	r.must(t, "setup", "--iso", acmeISO(t, t.TempDir(), "2", "1"))
+	r.must(t, "preinstall")
+	mnt := filepath.Join(r.root, "var/lib/upgradectl/mnt")
+	out := r.must(t, "install")
+	if !strings.Contains(out, "no /dev/fuse") || !strings.Contains(out, "extracted into") {
+		t.Fatalf("install does not say it extracted the image:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(mnt, "upgradectl.toml")); err != nil {
+		t.Fatalf("the image is not extracted: %v", err)
+	}
+	if s := r.must(t, "status"); !strings.Contains(s, "(extracted") {
+		t.Errorf("status does not show the image extracted:\n%s", s)
+	}
+	if s := r.must(t, "iso", "mounts"); !strings.Contains(s, "extracted") {
+		t.Errorf("iso mounts does not show the image extracted:\n%s", s)
+	}
+	if log := r.must(t, "--json", "log"); !strings.Contains(log, "extracted into") {
+		t.Errorf("the log does not say the image was extracted:\n%s", log)
+	}
+	r.must(t, "undo", "install")
+	if _, err := os.Lstat(mnt); !os.IsNotExist(err) {
+		t.Fatalf("undo install left the extracted image: %v", err)
+	}
+	r.must(t, "install")
+	r.must(t, "iso", "umount", "/var/lib/upgradectl/mnt") // inside the root
+	if ents, err := os.ReadDir(mnt); err != nil || len(ents) != 0 {
+		t.Fatalf("iso umount left %d entries in %s (%v)", len(ents), mnt, err)
+	}
+	if s := r.must(t, "iso", "mounts"); strings.Contains(s, "extracted") {
+		t.Errorf("iso umount left the record:\n%s", s)
+	}
+	// Install again finds nothing there and extracts it again.
+	r.must(t, "install", "--force")
+	if _, err := os.Stat(filepath.Join(mnt, "upgradectl.toml")); err != nil {
+		t.Fatalf("install --force did not extract the image again: %v", err)
+	}
+}
