@@ -423,7 +423,7 @@ func manifestFiles(name string) ([]string, error) {
 // readPathList reads paths one a line; blank lines and # comments are
 // skipped.
 func readPathList(name string) ([]string, error) {
-	f, err := os.Open(name)
+	f, err := host.OpenRegular(name)
 	if err != nil {
 		return nil, host.Usage("cannot read path list %s: %v", name, err)
 	}

@@ -62,7 +62,7 @@ func statePath(s *System) string {
 // loadState reads the maintenance state; an absent file is "out".
 func loadState(s *System) (*State, error) {
 	p := statePath(s)
-	b, err := os.ReadFile(p)
+	b, err := host.ReadRegularFile(p)
 	if errors.Is(err, os.ErrNotExist) {
 		return &State{Format: stateFormat}, nil
 	}

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"os"
 	"sync"
 	"sync/atomic"
 )
@@ -197,14 +196,4 @@ func SumReader(ctx context.Context, r io.Reader, progress func(n int)) (Digest, 
 	}
 	h.Sum(d[:0])
 	return d, n, nil
-}
-
-// SumFile computes the MD5 of the file at path.
-func SumFile(ctx context.Context, path string, progress func(n int)) (Digest, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return Digest{}, 0, err
-	}
-	defer f.Close()
-	return SumReader(ctx, f, progress)
 }

@@ -8,8 +8,6 @@ import (
 	"io"
 	"path"
 	"strings"
-
-	"upgradectl/host"
 )
 
 // Dialect is a way of writing checksum lines.
@@ -358,20 +356,6 @@ func isHex(c byte) bool {
 func isAlnum(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
 }
-
-// ParseFile reads the checksum file at path.
-// It is read with host.ReadSmallFile: a FIFO or a device is refused
-// (opening it does not wait for a writer), and so is a directory.
-func ParseFile(p string) (*Sums, error) {
-	b, err := host.ReadSmallFile(p)
-	if err != nil {
-		return nil, err
-	}
-	return Parse(bytes.NewReader(b), p)
-}
-
-// ErrNotRegular is ParseFile's error for anything but a regular file.
-var ErrNotRegular = host.ErrNotRegular
 
 // ErrNotListed is returned by Lookup when no entry names the file.
 var ErrNotListed = errors.New("not listed")

@@ -125,14 +125,58 @@ func RemoveDurable(path string) error {
 // files are far smaller.
 const maxSmallFile = 16 << 20
 
-// ErrNotRegular is ReadSmallFile's error for anything but a regular file.
+// ErrNotRegular is the error of OpenRegular and its users for anything but
+// a regular file.
 var ErrNotRegular = errors.New("not a regular file")
+
+// OpenRegular opens an input file for reading and refuses anything but a
+// regular file before a read can block: it opens without waiting
+// (O_NONBLOCK, so a FIFO with no writer does not hang the open) and checks
+// the type on the open file. A link is followed; the error for another
+// type is a *os.PathError with ErrNotRegular.
+func OpenRegular(path string) (*os.File, error) {
+	return openInput(path, false)
+}
+
+// OpenImage is OpenRegular that also takes a block device (an image on a
+// disc or a partition): never a FIFO, a socket or a character device.
+func OpenImage(path string) (*os.File, error) {
+	return openInput(path, true)
+}
+
+func openInput(path string, blockDevice bool) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() && !(blockDevice && fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0) {
+		f.Close()
+		return nil, &os.PathError{Op: "open", Path: path, Err: ErrNotRegular}
+	}
+	return f, nil
+}
+
+// ReadRegularFile reads a whole regular file (a state record), refusing
+// anything else as OpenRegular does.
+func ReadRegularFile(path string) ([]byte, error) {
+	f, err := OpenRegular(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
 
 // ReadSmallFile reads a configuration-sized regular file. Anything else (a
 // device such as /dev/zero where a system image has a link, a FIFO, a
 // file over 16 MiB) is an error rather than an endless read.
 func ReadSmallFile(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	f, err := OpenRegular(path)
 	if err != nil {
 		return nil, err
 	}
@@ -140,9 +184,6 @@ func ReadSmallFile(path string) ([]byte, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, &os.PathError{Op: "read", Path: path, Err: ErrNotRegular}
 	}
 	// The size first saves reading a large file; the limit holds for
 	// one that grows meanwhile.

@@ -118,3 +118,47 @@ func TestReadSmallFile(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenRegularRefuses: a FIFO (opening one for reading waits for a
+// writer), a directory and a character device are refused at once; a
+// block device is an image only for OpenImage.
+func TestOpenRegularRefuses(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "file")
+	os.WriteFile(file, []byte("x"), 0o644)
+	for _, open := range []func(string) (*os.File, error){OpenRegular, OpenImage} {
+		for _, p := range []string{fifo, dir, "/dev/null"} {
+			done := make(chan error, 1)
+			go func() {
+				f, err := open(p)
+				if err == nil {
+					f.Close()
+				}
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if !errors.Is(err, ErrNotRegular) {
+					t.Errorf("%s: %v, want %v", p, err, ErrNotRegular)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s: still waiting after 10s", p)
+			}
+		}
+		f, err := open(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	if _, err := ReadSmallFile(fifo); !errors.Is(err, ErrNotRegular) {
+		t.Errorf("ReadSmallFile: %v", err)
+	}
+	if _, err := ReadRegularFile(fifo); !errors.Is(err, ErrNotRegular) {
+		t.Errorf("ReadRegularFile: %v", err)
+	}
+}

@@ -200,6 +200,11 @@ func DefaultConfig() *Config {
 	return c
 }
 
+// maxConfig bounds a configuration file: the default with every key
+// commented is a few KiB, and a decode allocates hundreds of times the
+// input (see CheckTOMLShape).
+const maxConfig = 256 << 10
+
 // ParseConfig reads a configuration on top of the embedded default: keys
 // present in data replace the default's, arrays of tables ([[checks.disk]])
 // replace the default's list whole. Every problem is reported, not just the
@@ -209,6 +214,12 @@ func ParseConfig(data []byte, source string) (*Config, error) {
 	if source != "embedded default" {
 		c = DefaultConfig()
 		c.Checks.Disk = nil
+	}
+	if len(data) > maxConfig {
+		return nil, Usage("invalid configuration %s: larger than %s", source, FormatSize(maxConfig))
+	}
+	if err := CheckTOMLShape(data); err != nil {
+		return nil, Usage("invalid configuration %s: %s", source, err)
 	}
 	md, err := toml.Decode(string(data), c)
 	if err != nil {

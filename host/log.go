@@ -198,7 +198,7 @@ func lastID(f *os.File) (int64, bool, error) {
 // Read returns every entry of the log; an absent log is empty. Lines that do
 // not parse (a torn write) are counted in bad, not returned.
 func (l *UpgradeLog) Read() (entries []LogEntry, bad int, err error) {
-	f, err := os.Open(l.Path)
+	f, err := OpenRegular(l.Path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, 0, nil
 	}

@@ -80,8 +80,11 @@ const maxSymlinks = 255
 // Resolve returns the path on the running system of host path p, following
 // symlinks as the system under the root would see them: an absolute link
 // target starts again at the root and ".." stops at the root, so the result
-// never leaves the root. The final component is followed too; a missing
-// component ends the resolution and the rest is joined lexically.
+// never leaves the root, as the kernel resolves under RESOLVE_IN_ROOT.
+// The final component is followed too. A component that does not exist yet
+// is taken as a directory to be made, and the rest is resolved one
+// component at a time all the same ("missing/../link" follows link inside
+// the root), so that creating the missing part later cannot lead out.
 func (r Root) Resolve(p string) (string, error) {
 	return r.resolve(p, true)
 }
@@ -117,9 +120,12 @@ func (r Root) resolve(p string, followLast bool) (string, error) {
 		fi, err := os.Lstat(cur)
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
+				// A part not there yet stands for the directory that
+				// will be made; the rest is still resolved one part at
+				// a time: a ".." after it comes back to what exists,
+				// and a symlink there is followed inside the root.
 				done = append(done, c)
-				done = append(done, rest...)
-				return r.Path("/" + strings.Join(done, "/")), nil
+				continue
 			}
 			return "", err
 		}

@@ -1,9 +1,13 @@
 package host
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestRootPathLexical(t *testing.T) {
@@ -101,6 +105,119 @@ func FuzzRootPath(f *testing.F) {
 		got := r.Path(p)
 		if got != "/srv/root" && (len(got) < len("/srv/root/") || got[:len("/srv/root/")] != "/srv/root/") {
 			t.Fatalf("Path(%q) = %q escapes the root", p, got)
+		}
+	})
+}
+
+// hostileRoot makes a root whose links try to lead out of it through a
+// component that does not exist yet: a -> missing/../evil, evil -> the
+// outside directory, and deeper variants.
+func hostileRoot(t testing.TB) (dir, outside string) {
+	t.Helper()
+	dir, outside = t.TempDir(), t.TempDir()
+	for _, l := range [][2]string{
+		{"missing/../evil", "a"},
+		{outside, "evil"},
+		{"x/y/../../evil/z", "b"},
+		{"../../" + filepath.Base(outside), "rel"},
+		{"/missing/../../evil", "c"},
+	} {
+		if err := os.Symlink(l[0], filepath.Join(dir, l[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir, outside
+}
+
+// TestRootResolveThroughMissing: a part that does not exist does not end
+// the resolution; what follows it is still resolved inside the root.
+func TestRootResolveThroughMissing(t *testing.T) {
+	dir, outside := hostileRoot(t)
+	r, _ := NewRoot(dir)
+	for in, want := range map[string]string{
+		"/a":                dir + outside,
+		"/a/state/log":      dir + outside + "/state/log",
+		"/b":                dir + outside + "/z",
+		"/c/f":              dir + outside + "/f",
+		"/rel/x":            dir + "/" + filepath.Base(outside) + "/x",
+		"/new/../a/x":       dir + outside + "/x",
+		"/new/dir/../../a":  dir + outside,
+		"/missing/one/more": dir + "/missing/one/more",
+	} {
+		got, err := r.Resolve(in)
+		if err != nil || got != want {
+			t.Errorf("Resolve(%q) = %q, %v; want %q", in, got, err, want)
+		}
+		if err == nil && !strings.HasPrefix(got, dir+"/") {
+			t.Errorf("Resolve(%q) = %q leaves the root", in, got)
+		}
+	}
+}
+
+// inRoot resolves p below dir with the kernel's RESOLVE_IN_ROOT, for the
+// parts that exist.
+func inRoot(t testing.TB, dir, p string) (string, error) {
+	rfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(rfd)
+	fd, err := unix.Openat2(rfd, p, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(fd)
+	return os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+}
+
+// TestRootResolveLikeKernel compares Resolve with openat2(RESOLVE_IN_ROOT)
+// on a tree of links, for every path that exists as a whole.
+func TestRootResolveLikeKernel(t *testing.T) {
+	dir, _ := hostileRoot(t)
+	os.MkdirAll(filepath.Join(dir, "d/e/f"), 0o755)
+	os.Symlink("../../d", filepath.Join(dir, "d/e/up"))
+	os.Symlink("/d/e", filepath.Join(dir, "abs"))
+	os.Symlink("f/../../..", filepath.Join(dir, "d/e/dots"))
+	r, _ := NewRoot(dir)
+	for _, p := range []string{"/d/e/up/e/f", "/abs/f", "/abs/up/e/up", "/d/e/dots/abs", "/d/e/f/../up/e/dots/d", "/abs/../../.."} {
+		want, err := inRoot(t, dir, p)
+		if err != nil {
+			t.Fatalf("openat2 %s: %v", p, err)
+		}
+		got, err := r.Resolve(p)
+		if err != nil || got != want {
+			t.Errorf("Resolve(%q) = %q, %v; the kernel says %q", p, got, err, want)
+		}
+	}
+}
+
+// FuzzRootResolve resolves any path in the hostile root: the result never
+// leaves the root, and where the whole path exists it is where the kernel
+// resolves it under RESOLVE_IN_ROOT.
+func FuzzRootResolve(f *testing.F) {
+	for _, s := range []string{"/a/x", "/b", "/c/../a", "/rel/../../a", "/new/../a", "x/y/../../evil/z"} {
+		f.Add(s)
+	}
+	dir, _ := hostileRoot(f)
+	os.MkdirAll(filepath.Join(dir, "d/e"), 0o755)
+	os.Symlink("../../a", filepath.Join(dir, "d/e/up"))
+	os.Symlink("/d", filepath.Join(dir, "d/e/abs"))
+	r, _ := NewRoot(dir)
+	f.Fuzz(func(t *testing.T, p string) {
+		if strings.ContainsRune(p, 0) {
+			return
+		}
+		got, err := r.Resolve(p)
+		if err != nil {
+			return
+		}
+		if got != dir && !strings.HasPrefix(got, dir+"/") {
+			t.Fatalf("Resolve(%q) = %q leaves the root", p, got)
+		}
+		if _, err := os.Lstat(got); err == nil {
+			if want, err := inRoot(t, dir, p); err == nil && want != got {
+				t.Fatalf("Resolve(%q) = %q; the kernel says %q", p, got, want)
+			}
 		}
 	})
 }

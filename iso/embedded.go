@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"upgradectl/checksum"
+	"upgradectl/host"
 )
 
 // The MD5 that implantisomd5 (package isomd5sum) stores in the primary
@@ -367,7 +368,7 @@ func (c *embeddedChecker) result(err error) (EmbeddedResult, error) {
 // when not nil, gets the size of every block read. The error is for what
 // kept the check from running (the file cannot be read).
 func CheckEmbedded(ctx context.Context, path string, progress func(n int)) (EmbeddedResult, error) {
-	f, err := os.Open(path)
+	f, err := host.OpenImage(path)
 	if err != nil {
 		return EmbeddedResult{}, err
 	}

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"upgradectl/host"
 )
 
 // ManifestName is the product manifest at the root of an image.
@@ -77,6 +79,9 @@ func ParseManifest(data []byte) (*Manifest, error) {
 		return nil, fmt.Errorf("invalid manifest %s: larger than %d bytes", ManifestName, maxManifest)
 	}
 	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
+	if err := host.CheckTOMLShape(data); err != nil {
+		return nil, fmt.Errorf("invalid manifest %s: %s", ManifestName, err)
+	}
 	var m Manifest
 	md, err := toml.Decode(string(data), &m)
 	if err != nil {

@@ -175,3 +175,20 @@ func FuzzParseImageName(f *testing.F) {
 		}
 	})
 }
+
+// TestHostileManifest: a manifest within the size limit whose one dotted
+// key has thousands of parts took 87 s and 15 GB to decode, before any
+// checksum was looked at. It is refused in one short line that does not
+// echo it.
+func TestHostileManifest(t *testing.T) {
+	for _, doc := range []string{
+		strings.Repeat("a.", 32000) + "b = 1",
+		"[" + strings.Repeat("a.", 32000) + "b]",
+		"type = " + strings.Repeat("[", 30000) + strings.Repeat("]", 30000),
+	} {
+		_, err := ParseManifest([]byte(doc))
+		if err == nil || len(err.Error()) > 200 || !strings.HasPrefix(err.Error(), "invalid manifest upgradectl.toml: line 1: ") {
+			t.Fatalf("got %.300v", err)
+		}
+	}
+}

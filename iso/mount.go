@@ -89,7 +89,7 @@ type MountOptions struct {
 
 func readMounts(stateDir string) ([]MountRecord, error) {
 	p := filepath.Join(stateDir, MountsFile)
-	b, err := os.ReadFile(p)
+	b, err := host.ReadRegularFile(p)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}

@@ -29,7 +29,7 @@ func mountKernel(image, dir string, root host.Root) (string, error) {
 	if err := ensureFilesystem("iso9660", "isofs", root); err != nil {
 		return "", err
 	}
-	img, err := os.OpenFile(image, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	img, err := host.OpenImage(image)
 	if err != nil {
 		return "", host.Bad("cannot mount %s: %v", image, unwrapPath(err))
 	}

@@ -96,7 +96,7 @@ type Info struct {
 // Open opens the image file at path and checks its volume descriptors and
 // its length. The error is a host.Bad for a truncated or corrupt image.
 func Open(path string) (*Image, error) {
-	f, err := os.Open(path)
+	f, err := host.OpenImage(path)
 	if err != nil {
 		return nil, err
 	}

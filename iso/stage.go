@@ -72,7 +72,7 @@ type StageOptions struct {
 
 func readStaged(dir string) ([]StagedImage, error) {
 	p := filepath.Join(dir, StagedIndex)
-	b, err := os.ReadFile(p)
+	b, err := host.ReadRegularFile(p)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -203,7 +203,7 @@ func Stage(ctx context.Context, src string, o StageOptions) (rec StagedImage, er
 			if fi, err := os.Stat(dst); err == nil && fi.Size() == rec.Size && s.MD5 == want {
 				// Already staged, by the record; the copy itself is read
 				// again, as it may have been damaged since.
-				if d, _, err := checksum.SumFile(ctx, dst, nil); err == nil && d == want {
+				if d, _, err := sumFile(ctx, dst, nil); err == nil && d == want {
 					return s, nil
 				}
 			}
@@ -312,7 +312,7 @@ func hashInPlace(ctx context.Context, path string, p ProgressSink) (checksum.Dig
 		progress = p.Add
 		defer p.Done()
 	}
-	d, _, err := checksum.SumFile(ctx, path, progress)
+	d, _, err := sumFile(ctx, path, progress)
 	if err != nil {
 		return d, host.CannotRun("cannot stage %s: %v", path, unwrapPath(err))
 	}
@@ -387,7 +387,7 @@ func checkFree(dir, src string, size int64) error {
 // copyHashing copies src into a new hidden file in dir, computing its MD5 as
 // it goes (the image is read once), syncs it and returns its path.
 func copyHashing(ctx context.Context, src, dir, name string, progress func(int)) (string, checksum.Digest, error) {
-	in, err := os.Open(src)
+	in, err := host.OpenImage(src)
 	if err != nil {
 		return "", checksum.Digest{}, host.Bad("cannot stage %s: %v", src, unwrapPath(err))
 	}

@@ -1,6 +1,7 @@
 package iso
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -115,7 +116,7 @@ func Verify(ctx context.Context, opts VerifyOptions) (*VerifyReport, error) {
 			return nil, host.Usage("cannot read checksum file %s: %v", opts.Sums, errors.Unwrap(err))
 		}
 		if !fi.Mode().IsRegular() {
-			return nil, host.Usage("cannot read checksum file %s: %v", opts.Sums, checksum.ErrNotRegular)
+			return nil, host.Usage("cannot read checksum file %s: %v", opts.Sums, host.ErrNotRegular)
 		}
 	}
 
@@ -255,7 +256,7 @@ func verifyOne(ctx context.Context, r *VerifyResult, opts VerifyOptions, want ch
 		return // nothing to compare with: do not read 1 GB for nothing
 	}
 
-	f, err := os.Open(r.File)
+	f, err := host.OpenImage(r.File)
 	if err != nil {
 		fail(StatusError, "cannot open %s: %v", r.File, errors.Unwrap(err))
 		return
@@ -350,7 +351,7 @@ func (c *sumsCache) get(p string) (*checksum.Sums, error) {
 	if e, ok := c.files[p]; ok {
 		return e.s, e.err
 	}
-	s, err := checksum.ParseFile(p)
+	s, err := parseSumsFile(p)
 	if err != nil {
 		var pe *os.PathError
 		if errors.As(err, &pe) {
@@ -400,4 +401,25 @@ func (c *sumsCache) beside(image string) (checksum.Entry, *checksum.Sums, error)
 	}
 	return checksum.Entry{}, nil, host.WithHint(fmt.Errorf("%w for %s: none of %s beside it", errNoSumsFile, base, strings.Join(names, ", ")),
 		"give the checksum file with --sums FILE, the digest with --md5 HEX, or check the embedded MD5 with --embedded")
+}
+
+// parseSumsFile reads the checksum file at p: a regular file of at most
+// 16 MiB (a FIFO or a device is refused; opening it does not wait).
+func parseSumsFile(p string) (*checksum.Sums, error) {
+	b, err := host.ReadSmallFile(p)
+	if err != nil {
+		return nil, err
+	}
+	return checksum.Parse(bytes.NewReader(b), p)
+}
+
+// sumFile computes the MD5 of the image at path (a regular file or a
+// block device).
+func sumFile(ctx context.Context, path string, progress func(n int)) (checksum.Digest, int64, error) {
+	f, err := host.OpenImage(path)
+	if err != nil {
+		return checksum.Digest{}, 0, err
+	}
+	defer f.Close()
+	return checksum.SumReader(ctx, f, progress)
 }

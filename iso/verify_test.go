@@ -9,7 +9,6 @@ import (
 	"syscall"
 	"testing"
 
-	"upgradectl/checksum"
 	"upgradectl/host"
 	"upgradectl/host/hosttest"
 )
@@ -192,7 +191,7 @@ func TestVerifyProblems(t *testing.T) {
 	dir := t.TempDir()
 	img := filepath.Join(dir, "cmp.iso")
 	vtWrite(t, img, "not really an image")
-	d, _, err := checksum.SumFile(t.Context(), img, nil)
+	d, _, err := sumFile(t.Context(), img, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

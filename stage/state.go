@@ -158,7 +158,7 @@ func (s *State) RunningVersion() string {
 // loadState reads the state file in dir; (nil, nil) when there is none.
 func loadState(dir string) (*State, error) {
 	path := filepath.Join(dir, StateFile)
-	b, err := os.ReadFile(path)
+	b, err := host.ReadRegularFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}

@@ -97,7 +97,7 @@ func (t *Tags) recordPath() string { return filepath.Join(t.stateDir, RecordFile
 
 // Load reads the record; an absent record is an empty one.
 func (t *Tags) Load() (*Record, error) {
-	b, err := os.ReadFile(t.recordPath())
+	b, err := host.ReadRegularFile(t.recordPath())
 	if errors.Is(err, os.ErrNotExist) {
 		return &Record{Format: recordFormat, Complete: true}, nil
 	}
