@@ -92,5 +92,5 @@ func noteBootHook(e *env, r *boot.ResumeReport, err error) {
 	if err != nil && reason == "" {
 		reason = err.Error()
 	}
-	stage.NoteBootHook(stageHost(e), result, reason)
+	stage.NoteBootHook(stageHost(e, e.Err), result, reason)
 }
