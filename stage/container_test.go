@@ -1,7 +1,6 @@
 package stage_test
 
 import (
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,19 +37,7 @@ func TestUpgradeInContainer(t *testing.T) {
 	in := func(p string) string { return "/root/" + filepath.Base(p) }
 	v1 := snapshot(t, c.Dir, false)
 	c.Boot(t)
-	u := func(args ...string) string {
-		t.Helper()
-		return c.MustExec(t, append([]string{"upgradectl"}, args...)...)
-	}
-	st := func() *stage.Report {
-		t.Helper()
-		var rep stage.Report
-		out := u("status", "--json")
-		if err := json.Unmarshal([]byte(out), &rep); err != nil {
-			t.Fatalf("status --json: %v\n%s", err, out)
-		}
-		return &rep
-	}
+	u, st := containerCommands(t, c)
 	activeTarget := func(unit string) bool {
 		out, _, _ := c.Exec("systemctl", "is-active", unit)
 		return strings.TrimSpace(out) == "active"

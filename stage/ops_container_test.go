@@ -40,19 +40,7 @@ func TestUpgradeWithoutMountsInContainer(t *testing.T) {
 	if _, code, _ := c.Exec("test", "-e", "/dev/fuse"); code == 0 {
 		t.Fatal("the container has /dev/fuse: this test needs a container without it")
 	}
-	u := func(args ...string) string {
-		t.Helper()
-		return c.MustExec(t, append([]string{"upgradectl"}, args...)...)
-	}
-	st := func() *stage.Report {
-		t.Helper()
-		var rep stage.Report
-		out := u("status", "--json")
-		if err := json.Unmarshal([]byte(out), &rep); err != nil {
-			t.Fatalf("status --json: %v\n%s", err, out)
-		}
-		return &rep
-	}
+	u, st := containerCommands(t, c)
 	u("boot", "install")
 	u("setup", "--iso", "/root/"+filepath.Base(img2))
 	u("continue") // preinstall
@@ -193,4 +181,23 @@ func TestUpgradeWithoutMountsInContainer(t *testing.T) {
 			t.Errorf("the metrics do not have %s:\n%s", want, prom)
 		}
 	}
+}
+
+// containerCommands returns u, which runs upgradectl in c and fails the
+// test when it fails, and st, its status.
+func containerCommands(t *testing.T, c *hosttest.Container) (u func(args ...string) string, st func() *stage.Report) {
+	u = func(args ...string) string {
+		t.Helper()
+		return c.MustExec(t, append([]string{"upgradectl"}, args...)...)
+	}
+	st = func() *stage.Report {
+		t.Helper()
+		var rep stage.Report
+		out := u("status", "--json")
+		if err := json.Unmarshal([]byte(out), &rep); err != nil {
+			t.Fatalf("status --json: %v\n%s", err, out)
+		}
+		return &rep
+	}
+	return u, st
 }

@@ -117,7 +117,7 @@ func TestMetricsWithNodeExporter(t *testing.T) {
 	r.must(t, "preinstall")
 	r.must(t, "install")
 	m := scrape()
-	for _, want := range []string{
+	wantMetrics(t, "during the upgrade", m,
 		`upgradectl_active_version_info{version="1"} 1`,
 		`upgradectl_running_version_info{version="2"} 1`,
 		`upgradectl_new_version_info{version="2"} 1`,
@@ -129,11 +129,7 @@ func TestMetricsWithNodeExporter(t *testing.T) {
 		`upgradectl_last_upgrade_start_timestamp_seconds `,
 		`upgradectl_maintenance_mode 0`,
 		`node_textfile_scrape_error 0`,
-	} {
-		if !strings.Contains(m, want) {
-			t.Errorf("during the upgrade /metrics has no %s", want)
-		}
-	}
+	)
 	if strings.Contains(m, "upgradectl_last_upgrade_end_timestamp_seconds ") {
 		t.Error("an end time while the upgrade is in progress")
 	}
@@ -145,18 +141,14 @@ func TestMetricsWithNodeExporter(t *testing.T) {
 		r.must(t, "continue")
 	}
 	m = scrape()
-	for _, want := range []string{
+	wantMetrics(t, "after the upgrade", m,
 		`upgradectl_active_version_info{version="2"} 1`,
 		`upgradectl_running_version_info{version="2"} 1`,
 		`upgradectl_upgrade_in_progress 0`,
 		`old_version="1",outcome="complete"`,
 		`upgradectl_last_upgrade_end_timestamp_seconds `,
 		`upgradectl_check_status_info{id="disk.space",profile="post",status="pass"} 1`,
-	} {
-		if !strings.Contains(m, want) {
-			t.Errorf("after the upgrade /metrics has no %s", want)
-		}
-	}
+	)
 	if strings.Contains(m, "upgradectl_stage_info") {
 		t.Error("a current stage with no upgrade in progress")
 	}
@@ -165,6 +157,15 @@ func TestMetricsWithNodeExporter(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(dir, "*tmp*")); len(left) > 0 {
 		t.Errorf("temporary files left in the textfile directory: %v", left)
+	}
+}
+
+func wantMetrics(t *testing.T, when, metrics string, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(metrics, w) {
+			t.Errorf("%s /metrics has no %s", when, w)
+		}
 	}
 }
 
