@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/coreos/go-systemd/v22/journal"
 
@@ -84,13 +85,9 @@ func (a *actions) observe(ev Event) {
 // has them).
 const journalSocket = "/run/systemd/journal/socket"
 
-// journalSend is the journal's real sender (a variable for the test of a
-// failing journal, which cannot be made for real without breaking the
-// host's own).
-var journalSend = journal.Send
-
 // sendJournal sends ev to the journal when systemd's journal runs here. A
-// journal that cannot take it is ignored: the upgrade log is the record.
+// journal that cannot take it, or takes longer than journalWait, is
+// ignored: the upgrade log is the record.
 func sendJournal(root host.Root, ev Event) {
 	if !root.IsLive() {
 		return
@@ -134,8 +131,21 @@ func sendJournal(root host.Root, ev Event) {
 	if ev.Automatic {
 		vars["UPGRADECTL_MODE"] = host.ModeAutomatic
 	}
-	journalSend(ev.text(), pri, vars)
+	// A journald that does not read (stopped, hung) must not hold up the
+	// upgrade: the send is given a moment, then left behind.
+	done := make(chan struct{})
+	go func() {
+		journal.Send(ev.text(), pri, vars)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(journalWait):
+	}
 }
+
+// journalWait is how long one journal entry may take to send.
+const journalWait = 2 * time.Second
 
 // text is the journal's MESSAGE for ev.
 func (ev Event) text() string {
