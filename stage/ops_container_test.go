@@ -201,3 +201,35 @@ func containerCommands(t *testing.T, c *hosttest.Container) (u func(args ...stri
 	}
 	return u, st
 }
+
+// TestStuckJournal: a journald that does not read (stopped with SIGSTOP in
+// a booted container, its socket's queue soon full) neither fails nor
+// holds up the stages; the entries sent while it was stopped and queued
+// reach the journal once it runs again.
+func TestStuckJournal(t *testing.T) {
+	hosttest.RequireCommand(t, "xorriso")
+	c := hosttest.NewContainer(t, hosttest.ContainerOptions{Bin: hosttest.Bin(t), NspawnArgs: []string{"--bind=/dev/fuse"}})
+	setUpHost(t, c.Dir, false, false)
+	img2 := acmeISO(t, filepath.Join(c.Dir, "root"), "2", "1")
+	c.Boot(t)
+	c.MustExec(t, "systemctl", "kill", "-s", "SIGSTOP", "systemd-journald.service")
+	t.Cleanup(func() { c.Exec("systemctl", "kill", "-s", "SIGCONT", "systemd-journald.service") })
+	t.Logf("datagram queue length: %s", c.MustExec(t, "cat", "/proc/sys/net/unix/max_dgram_qlen"))
+	// Six entries for each setup and its undo: more than the queue holds.
+	for i := 0; i < 3; i++ {
+		for _, args := range [][]string{{"setup", "--iso", "/root/" + filepath.Base(img2)}, {"undo", "setup"}} {
+			out, code, err := c.Exec(append([]string{"timeout", "100", "upgradectl"}, args...)...)
+			if code != 0 || err != nil {
+				t.Fatalf("upgradectl %s with journald stopped: exit %d %v (124: it hung)\n%s", strings.Join(args, " "), code, err, out)
+			}
+		}
+	}
+	c.MustExec(t, "systemctl", "kill", "-s", "SIGCONT", "systemd-journald.service")
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(c.MustExec(t, "journalctl", "--no-pager", "-o", "json", "SYSLOG_IDENTIFIER=upgradectl"), stage.MessageIDs[stage.KindUpgradeStarted]) {
+		if time.Now().After(deadline) {
+			t.Fatal("the entries queued while journald was stopped never reached the journal")
+		}
+		time.Sleep(time.Second)
+	}
+}
