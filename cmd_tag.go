@@ -59,7 +59,11 @@ func init() {
 			Name:      "restore",
 			Usage:     "backout: put the tagged copies back in place of the originals (all, or the given ones)",
 			ArgsUsage: "[PATH...]",
+			Flags:     []cli.Flag{holdForce},
 			Action: action(tagLocked("restore", func(c *cli.Context, e *env, t *tagfs.Tags) (any, string, error) {
+				if err := upgradeHoldsTags(c, e, "restore"); err != nil {
+					return nil, "", err
+				}
 				rep, err := t.Restore(c.Args().Slice())
 				return rep, summary(rep), err
 			})),
@@ -225,19 +229,20 @@ func newTags(e *env) *tagfs.Tags { return tagfs.New(e.Root, e.Config, e.State())
 
 // tagLocked runs a tag command that changes things: under the state
 // directory lock, logged in the upgrade log, its report printed.
-var holdForce = &cli.BoolFlag{Name: "force", Usage: "delete them even while an upgrade in progress holds them for its backout"}
+var holdForce = &cli.BoolFlag{Name: "force", Usage: "act even while an upgrade in progress holds the tagged copies for its backout"}
 
-// upgradeHoldsTags refuses to delete tagged copies by hand while an
-// upgrade's setup made them and its clean has not removed them: its
+// upgradeHoldsTags refuses to delete or restore tagged copies by hand while
+// an upgrade's setup made them and its clean has not removed them: its
 // backout restores from them, and without them it would leave the new
-// version in place.
+// version in place; restored by hand, the upgrade would go on with the old
+// files in place (undo install is the backout that records it).
 func upgradeHoldsTags(c *cli.Context, e *env, verb string) error {
 	if c.Bool("force") {
 		return nil
 	}
 	if s, upgrade, err := stage.SetupStatus(e.State()); err == nil && s != stage.NotStarted && s != stage.Undone {
 		return host.WithHint(host.Refused("cannot %s tagged files: the upgrade in progress (%s) holds them for its backout", verb, upgrade),
-			"finish the upgrade ('upgradectl continue') or undo it; --force deletes them anyway")
+			"finish the upgrade ('upgradectl continue') or undo it ('upgradectl undo install' restores them); --force acts anyway")
 	}
 	return nil
 }

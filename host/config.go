@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -210,25 +211,19 @@ const maxConfig = 256 << 10
 // replace the default's list whole. Every problem is reported, not just the
 // first.
 func ParseConfig(data []byte, source string) (*Config, error) {
-	c := &Config{}
-	if source != "embedded default" {
-		c = DefaultConfig()
-		c.Checks.Disk = nil
-	}
 	if len(data) > maxConfig {
 		return nil, Usage("invalid configuration %s: larger than %s", source, FormatSize(maxConfig))
 	}
 	if err := CheckTOMLShape(data); err != nil {
 		return nil, Usage("invalid configuration %s: %s", source, err)
 	}
-	md, err := toml.Decode(string(data), c)
+	c, md, problems, err := decodeConfig(data, source)
 	if err != nil {
 		return nil, Usage("cannot read configuration %s: %s", source, oneLine(err))
 	}
 	if source != "embedded default" && !md.IsDefined("checks", "disk") {
 		c.Checks.Disk = DefaultConfig().Checks.Disk
 	}
-	var problems []string
 	for _, k := range md.Undecoded() {
 		problems = append(problems, fmt.Sprintf("unknown key %s", k))
 	}
@@ -240,6 +235,108 @@ func ParseConfig(data []byte, source string) (*Config, error) {
 	return c, nil
 }
 
+// maxValueProblems bounds how many keys of the wrong type or with a bad
+// value decodeConfig reports before it gives up on the rest.
+const maxValueProblems = 20
+
+// decodeConfig decodes data on top of the default. The decoder stops at the
+// first value of the wrong type (or one its type refuses, such as a bad
+// duration), which would hide every other problem: such a key is reported,
+// left out and the rest decoded again, so that the caller can also report
+// the unknown keys and impossible values of the whole file. The error is
+// for a file that is not TOML at all.
+func decodeConfig(data []byte, source string) (*Config, toml.MetaData, []string, error) {
+	fresh := func() *Config {
+		if source == "embedded default" {
+			return &Config{}
+		}
+		c := DefaultConfig()
+		c.Checks.Disk = nil
+		return c
+	}
+	var raw map[string]any
+	if _, err := toml.Decode(string(data), &raw); err != nil {
+		return nil, toml.MetaData{}, nil, err
+	}
+	doc := string(data)
+	var problems []string
+	for {
+		c := fresh()
+		md, err := toml.Decode(doc, c)
+		if err == nil {
+			// The decoder meets the keys in no fixed order.
+			sort.Strings(problems)
+			return c, md, problems, nil
+		}
+		pe, ok := parseError(err)
+		if !ok || pe.LastKey == "" || len(problems) >= maxValueProblems || !deleteKey(raw, pe.LastKey) {
+			return nil, md, problems, err
+		}
+		problems = append(problems, fmt.Sprintf("%s: %s", pe.LastKey, strings.ReplaceAll(pe.Message, "\n", " ")))
+		var b strings.Builder
+		if err := toml.NewEncoder(&b).Encode(raw); err != nil {
+			return nil, md, problems, err
+		}
+		doc = b.String()
+	}
+}
+
+// deleteKey removes the dotted key k, as the decoder names it (a part with
+// a dot in it is quoted: checks.severity."clock.rtc"), from a decoded
+// document, and from every table of an array of tables on the way. It
+// reports whether it removed anything.
+func deleteKey(m map[string]any, k string) bool {
+	return deleteParts(m, splitKey(k))
+}
+
+func deleteParts(m map[string]any, parts []string) bool {
+	if len(parts) == 0 {
+		return false
+	}
+	v, ok := m[parts[0]]
+	if !ok {
+		return false
+	}
+	if len(parts) == 1 {
+		delete(m, parts[0])
+		return true
+	}
+	removed := false
+	switch v := v.(type) {
+	case map[string]any:
+		removed = deleteParts(v, parts[1:])
+	case []map[string]any:
+		for _, t := range v {
+			removed = deleteParts(t, parts[1:]) || removed
+		}
+	case []any:
+		for _, t := range v {
+			if t, ok := t.(map[string]any); ok {
+				removed = deleteParts(t, parts[1:]) || removed
+			}
+		}
+	}
+	return removed
+}
+
+// splitKey splits a dotted key into its parts, unquoting quoted ones.
+func splitKey(k string) []string {
+	var parts []string
+	for k != "" {
+		if k[0] == '"' {
+			if end := strings.IndexByte(k[1:], '"'); end >= 0 {
+				parts = append(parts, k[1:end+1])
+				k = strings.TrimPrefix(k[end+2:], ".")
+				continue
+			}
+		}
+		part, rest, _ := strings.Cut(k, ".")
+		parts = append(parts, part)
+		k = rest
+	}
+	return parts
+}
+
 func sortedKeys(m map[string]string) []string {
 	k := make([]string, 0, len(m))
 	for s := range m {
@@ -249,9 +346,28 @@ func sortedKeys(m map[string]string) []string {
 	return k
 }
 
-func oneLine(err error) string {
+// parseError finds the decoder's ParseError in err. github.com/BurntSushi/toml
+// (v1.6.0) returns it as a value, but for a value inside a table of an
+// array of tables ([[checks.disk]] path = 7) only as the text of one
+// (errors.New(pe.Error())): that text is read back here.
+// TestDecoderFlattensParseError shows it.
+func parseError(err error) (toml.ParseError, bool) {
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
+		return pe, true
+	}
+	if m := flatParseError.FindStringSubmatch(err.Error()); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		key, _ := strconv.Unquote(`"` + m[2] + `"`)
+		return toml.ParseError{Message: m[3], Position: toml.Position{Line: line}, LastKey: key}, true
+	}
+	return pe, false
+}
+
+var flatParseError = regexp.MustCompile(`^toml: line (\d+) \(last key "((?:[^"\\]|\\.)*)"\): (.*)$`)
+
+func oneLine(err error) string {
+	if pe, ok := parseError(err); ok {
 		return fmt.Sprintf("line %d: %s", pe.Position.Line, pe.Message)
 	}
 	return strings.ReplaceAll(err.Error(), "\n", " ")

@@ -1,11 +1,14 @@
 package host
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/BurntSushi/toml"
 )
 
 func TestDefaultConfig(t *testing.T) {
@@ -203,5 +206,54 @@ func TestConfigRefusesWhatMakesNoSense(t *testing.T) {
 		if _, err := ParseConfig([]byte(ok), "f.toml"); err != nil {
 			t.Errorf("%s: %v", ok, err)
 		}
+	}
+}
+
+// TestConfigReportsEverything: a value of the wrong type stopped the
+// decoder and hid every other problem of the file; all are reported in one
+// line now, in a fixed order.
+func TestConfigReportsEverything(t *testing.T) {
+	doc := "[checks]\ntimeout = \"5x\"\nbogus = 1\n[checks.ntp]\nservers = \"x\"\nmax_error = \"0s\"\n" +
+		"[product]\ntype = 3\n[checks.severity]\n\"clock.rtc\" = 5\n[[checks.disk]]\npath = 7\nmin_free = \"1G\"\n"
+	var first string
+	for i := 0; i < 10; i++ {
+		_, err := ParseConfig([]byte(doc), "all.toml")
+		if err == nil || KindOf(err) != KindUsage || strings.Contains(err.Error(), "\n") {
+			t.Fatalf("got %v", err)
+		}
+		for _, want := range []string{
+			`checks.timeout: "5x" is not a duration`, "checks.disk.path: incompatible types", "checks.ntp.servers: incompatible types",
+			`checks.severity."clock.rtc": incompatible types`, "product.type: incompatible types", "unknown key checks.bogus",
+			"checks.ntp.max_error 0s must be above zero",
+		} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("%q is missing from %v", want, err)
+			}
+		}
+		if i == 0 {
+			first = err.Error()
+		} else if err.Error() != first {
+			t.Fatalf("the report changed between runs:\n%s\n%s", first, err)
+		}
+	}
+	// Not TOML at all: the syntax error alone, with its line.
+	if _, err := ParseConfig([]byte("[checks]\ntimeout = \"5s\n"), "bad.toml"); err == nil || !strings.Contains(err.Error(), "line 2") {
+		t.Errorf("syntax error: %v", err)
+	}
+}
+
+// TestDecoderFlattensParseError keeps the library defect parseError works
+// around in sight: for a value in a table of an array of tables the
+// decoder returns the text of a ParseError, not the ParseError.
+func TestDecoderFlattensParseError(t *testing.T) {
+	var c Config
+	_, err := toml.Decode("[[checks.disk]]\npath = 7\n", &c)
+	var pe toml.ParseError
+	if err == nil || errors.As(err, &pe) {
+		t.Logf("the decoder now returns a ParseError (%v): parseError's text fallback may go", err)
+	}
+	got, ok := parseError(err)
+	if !ok || got.LastKey != "checks.disk.path" || got.Position.Line != 2 {
+		t.Fatalf("parseError(%v) = %+v, %v", err, got, ok)
 	}
 }

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -31,6 +33,9 @@ const maxManifest = 64 << 10
 //	install = "upgrade/install.sh"
 //	files = ["/opt/camiant/bin/qp.pl"]
 //	upgrades_from = ["12.1.1.*", "12.1.0.0.0_20.1.0"]
+//
+//	[sha256]
+//	"/opt/camiant/bin/qp.pl" = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 type Manifest struct {
 	Product string `toml:"product" json:"product,omitempty"`
 	Type    string `toml:"type" json:"type"`
@@ -43,6 +48,10 @@ type Manifest struct {
 	// UpgradesFrom are the versions this image can upgrade: exact versions
 	// or shell patterns ("12.1.*"). Empty: not declared.
 	UpgradesFrom []string `toml:"upgrades_from" json:"upgrades_from,omitempty"`
+	// SHA256 is the SHA-256 of the content of files the install puts in
+	// place, by path (each one of Files, a regular file): postinstall
+	// checks that what is installed is the new version.
+	SHA256 map[string]string `toml:"sha256" json:"sha256,omitempty"`
 }
 
 // Identity is what an image is: from its manifest when it has one, from its
@@ -130,6 +139,14 @@ func (m *Manifest) validate() []string {
 	for i, f := range m.Files {
 		if !strings.HasPrefix(f, "/") || path.Clean(f) != f || f == "/" || strings.ContainsRune(f, 0) {
 			p = append(p, fmt.Sprintf("files[%d] %q is not a clean absolute path", i, f))
+		}
+	}
+	for _, f := range slices.Sorted(maps.Keys(m.SHA256)) {
+		if !slices.Contains(m.Files, f) {
+			p = append(p, fmt.Sprintf("sha256 names %q, which is not one of files", f))
+		}
+		if d := m.SHA256[f]; len(d) != 64 || strings.Trim(strings.ToLower(d), "0123456789abcdef") != "" {
+			p = append(p, fmt.Sprintf("sha256 of %q is not 64 hex digits", f))
 		}
 	}
 	for i, v := range m.UpgradesFrom {

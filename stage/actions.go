@@ -2,6 +2,8 @@ package stage
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,6 +38,7 @@ const (
 	VarFiles          = "files"           // JSON: manifest files present at setup (tagged)
 	VarAbsent         = "absent"          // JSON: manifest files absent at setup (the install creates them)
 	VarInstall        = "install"         // the manifest's install command, relative to the image root
+	VarSHA256         = "sha256"          // JSON: the manifest's SHA-256 of installed files, by path
 	VarInstallCommand = "install_command" // JSON: the install command given on the command line
 )
 
@@ -166,10 +169,18 @@ func (a *actions) setup(r *Run) error {
 	}
 	var files []string
 	install := ""
+	digests := map[string]string{}
 	if id.Manifest != nil {
 		files, install = id.Manifest.Files, id.Manifest.Install
+		for f, d := range id.Manifest.SHA256 {
+			digests[f] = strings.ToLower(d)
+		}
 	}
 	if err := r.SetVar(VarInstall, install); err != nil {
+		return err
+	}
+	b, _ := json.Marshal(digests)
+	if err := r.SetVar(VarSHA256, string(b)); err != nil {
 		return err
 	}
 	// Which files exist is decided once, before any is tagged: a rerun
@@ -336,6 +347,29 @@ func (a *actions) verifySetup(r *Run) []string {
 		}
 		for _, p := range rep.Problems {
 			bad = append(bad, fmt.Sprintf("tagged file %s: %s", p.Path, p.Problem))
+		}
+		// The record itself may have lost them (tag restore, remove or
+		// clean by hand): the backout would then restore nothing.
+		rec, err := t.Load()
+		if err != nil {
+			return append(bad, err.Error())
+		}
+		tagged := map[string]bool{}
+		for _, e := range rec.Files {
+			tagged[e.Path] = e.Type != ""
+		}
+		for _, f := range jsonList(r.State.Var(VarFiles)) {
+			// The record names a file by where it is (a link on the
+			// way resolved).
+			at := f
+			if p, err := a.onHost(f); err == nil {
+				if rel, err := a.h.Root.Rel(p); err == nil {
+					at = rel
+				}
+			}
+			if !tagged[f] && !tagged[at] {
+				bad = append(bad, fmt.Sprintf("%s is no longer tagged (its copy was restored or removed by hand)", f))
+			}
 		}
 	}
 	return bad
@@ -620,15 +654,68 @@ func (a *actions) missingFiles(r *Run) []string {
 
 func (a *actions) postinstall(r *Run) error {
 	if err := r.Step("verify files", func() (string, error) {
-		if bad := a.missingFiles(r); len(bad) > 0 {
+		bad := a.missingFiles(r)
+		if len(bad) == 0 {
+			bad = a.notNewFiles(r)
+		}
+		if len(bad) > 0 {
 			return "", host.Bad("version %s is not in place: %s", r.State.NewVersion, strings.Join(bad, ", "))
 		}
 		n := len(jsonList(r.State.Var(VarFiles))) + len(jsonList(r.State.Var(VarAbsent)))
-		return fmt.Sprintf("all %d files of version %s in place", n, r.State.NewVersion), nil
+		return fmt.Sprintf("all %d files of version %s in place (%d compared with the image's SHA-256)", n, r.State.NewVersion,
+			len(a.digests(r))), nil
 	}); err != nil {
 		return err
 	}
 	return a.runChecks(r, check.Post)
+}
+
+// digests are the image's SHA-256 of installed files, by host path.
+func (a *actions) digests(r *Run) map[string]string {
+	d := map[string]string{}
+	json.Unmarshal([]byte(r.State.Var(VarSHA256)), &d)
+	return d
+}
+
+// notNewFiles lists the files whose content is not what the image says
+// the new version installs: an old file put back by hand (tag restore) or
+// an install that did not replace it.
+func (a *actions) notNewFiles(r *Run) []string {
+	var bad []string
+	for f, want := range a.digests(r) {
+		p, err := a.onHost(f)
+		if err != nil {
+			bad = append(bad, err.Error())
+			continue
+		}
+		got, err := sha256Of(p)
+		switch {
+		case err != nil:
+			bad = append(bad, fmt.Sprintf("%s cannot be read: %v", f, errors.Unwrap(err)))
+		case got != want:
+			bad = append(bad, fmt.Sprintf("%s is not the image's (sha256 %s, the image says %s)", f, got[:12], want[:12]))
+		}
+	}
+	slices.Sort(bad)
+	return bad
+}
+
+// sha256Of is the SHA-256 of the regular file at p (not followed if a
+// symlink: that is not the file the image describes).
+func sha256Of(p string) (string, error) {
+	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return "", &os.PathError{Op: "read", Path: p, Err: host.ErrNotRegular}
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func (a *actions) undoPostinstall(r *Run) error {

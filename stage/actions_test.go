@@ -272,3 +272,34 @@ func TestKilledInstallLeavesNothingRunning(t *testing.T) {
 		t.Fatal("a process the killed install left wrote into the root after undo install")
 	}
 }
+
+// TestTagRestoreMidUpgrade: tag restore by hand in the middle of an
+// upgrade put the old files back unnoticed; status saw nothing and
+// continue switched to the new version with the old files in place. It is
+// refused like remove and clean; forced, status names what disagrees, and
+// postinstall finds the files are not the image's.
+func TestTagRestoreMidUpgrade(t *testing.T) {
+	r := rootHost(t)
+	img := acmeISO(t, t.TempDir(), "2", "1")
+	r.must(t, "setup", "--iso", img)
+	r.must(t, "continue") // preinstall
+	r.must(t, "continue") // install
+	wantExit(t, r, 5, "holds them for its backout", "tag", "restore")
+	if b, _ := os.ReadFile(filepath.Join(r.root, "opt/acme/bin/acme")); !strings.Contains(string(b), "acme 2") {
+		t.Fatalf("a refused restore changed the files: %s", b)
+	}
+	r.must(t, "tag", "restore", "--force")
+	out := r.must(t, "status")
+	if !strings.Contains(out, "/opt/acme/bin/acme is no longer tagged") {
+		t.Fatalf("status does not see the restore:\n%s", out)
+	}
+	wantExit(t, r, 5, "needs manual repair", "continue")
+	// Acting anyway, postinstall compares the files with the image.
+	out = wantExit(t, r, 1, "is not the image's", "continue", "--force")
+	if !strings.Contains(out, "/opt/acme/bin/acme is not the image's") {
+		t.Fatalf("postinstall does not name the old file:\n%s", out)
+	}
+	if rep := status(t, r); stageOf(rep, stage.Postinstall).Status != stage.Failed || rep.ActiveVersion == "2" {
+		t.Fatalf("after postinstall: %+v", rep)
+	}
+}

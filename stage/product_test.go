@@ -128,6 +128,14 @@ func acmeISO(t testing.TB, dir, v, from string) string {
 	os.RemoveAll(filepath.Join(src, "payload/opt/acme/share"))
 	files, _ := json.Marshal(acmeFiles)
 	manifest := fmt.Sprintf("product = \"acme\"\ntype = \"acme\"\nversion = %q\narch = \"x86_64\"\ninstall = \"install.sh\"\nfiles = %s\nupgrades_from = [%q]\n", v, files, from)
+	// The SHA-256 of the regular files the install puts in place.
+	manifest += "[sha256]\n"
+	for _, f := range acmeFiles {
+		b, err := os.ReadFile(filepath.Join(src, "payload", f))
+		if fi, lerr := os.Lstat(filepath.Join(src, "payload", f)); err == nil && lerr == nil && fi.Mode().IsRegular() {
+			manifest += fmt.Sprintf("%q = \"%x\"\n", f, sha256.Sum256(b))
+		}
+	}
 	if err := os.WriteFile(filepath.Join(src, "upgradectl.toml"), []byte(manifest), 0o644); err != nil {
 		t.Fatal(err)
 	}

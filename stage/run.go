@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -104,8 +105,8 @@ const maxLogOutput = 32 << 10
 // stderr together) captured in the log entry. The error names the command
 // and ends with the last line of its output.
 func (r *Run) Command(action string, cmd *exec.Cmd) error {
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	out := newHeadTail(maxLogOutput / 2)
+	cmd.Stdout, cmd.Stderr = out, out
 	// If upgradectl dies (kill -9, a crash), the command dies with it
 	// rather than going on unwatched beside the rerun that completes the
 	// stage.
@@ -133,9 +134,9 @@ func (r *Run) Command(action string, cmd *exec.Cmd) error {
 		if serr := r.Set(markKey, ""); serr != nil && err == nil {
 			err = serr
 		}
-		text := clip(out.String())
+		text := strings.TrimRight(out.String(), "\n")
 		if err != nil {
-			last := lastLine(out.String())
+			last := lastLine(text)
 			if last != "" {
 				err = fmt.Errorf("%s: %v: %s", filepath.Base(cmd.Path), err, last)
 			} else {
@@ -146,13 +147,58 @@ func (r *Run) Command(action string, cmd *exec.Cmd) error {
 	})
 }
 
-func clip(s string) string {
-	s = strings.TrimRight(s, "\n")
-	if len(s) <= maxLogOutput {
-		return s
+// headTail keeps the first and the last n bytes written to it and counts
+// the rest, so that a command's output is read as it comes, in memory that
+// does not grow with it (400 MB of output were held whole before, and then
+// cut).
+type headTail struct {
+	mu         sync.Mutex
+	n          int
+	head, tail []byte // tail is a ring of n bytes once full
+	next       int    // where the ring writes next
+	total      int64
+}
+
+func newHeadTail(n int) *headTail { return &headTail{n: n} }
+
+func (h *headTail) Write(p []byte) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.total += int64(len(p))
+	written := len(p)
+	if room := h.n - len(h.head); room > 0 {
+		k := min(room, len(p))
+		h.head = append(h.head, p[:k]...)
+		p = p[k:]
 	}
-	h := maxLogOutput / 2
-	return s[:h] + fmt.Sprintf("\n[... %d bytes left out ...]\n", len(s)-2*h) + s[len(s)-h:]
+	if len(p) >= h.n {
+		p = p[len(p)-h.n:]
+	}
+	for len(p) > 0 {
+		if len(h.tail) < h.n {
+			k := min(h.n-len(h.tail), len(p))
+			h.tail = append(h.tail, p[:k]...)
+			p = p[k:]
+			continue
+		}
+		k := copy(h.tail[h.next:], p)
+		h.next = (h.next + k) % h.n
+		p = p[k:]
+	}
+	return written, nil
+}
+
+// String is all that was written when it fit, else the start, how much was
+// left out and the end.
+func (h *headTail) String() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	tail := append(append([]byte{}, h.tail[h.next:]...), h.tail[:h.next]...)
+	left := h.total - int64(len(h.head)) - int64(len(tail))
+	if left == 0 {
+		return string(h.head) + string(tail)
+	}
+	return string(h.head) + fmt.Sprintf("\n[... %d bytes left out ...]\n", left) + string(tail)
 }
 
 func lastLine(s string) string {
