@@ -129,8 +129,6 @@ func (a *actions) metrics() ([]byte, error) {
 		running.WithLabelValues(st.RunningVersion()).Set(1)
 		newer.WithLabelValues(st.NewVersion).Set(1)
 		inProgress.WithLabelValues().Set(1)
-	}
-	if st != nil {
 		cur := st.Stage(Setup)
 		for i := range st.Stages {
 			if s := st.Stages[i].Status; s != NotStarted && s != Undone {

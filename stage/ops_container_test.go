@@ -175,6 +175,9 @@ func TestUpgradeWithoutMountsInContainer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if strings.Contains(string(prom), "upgradectl_stage_info") {
+		t.Errorf("a current stage after the upgrade was backed out:\n%s", prom)
+	}
 	for _, want := range []string{`upgradectl_active_version_info{version="2"} 1`, `outcome="undone"`, `upgradectl_maintenance_mode 0`,
 		`upgradectl_upgrade_in_progress 0`} {
 		if !strings.Contains(string(prom), want) {
