@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -215,21 +216,7 @@ func nodeExporter(t *testing.T, dir string) func() string {
 // image, so install extracts it into the state directory; undo install
 // and iso umount empty it, and install extracts it again.
 func TestInstallWithoutFUSE(t *testing.T) {
-	hosttest.RequireCommand(t, "unshare", "mknod")
-	r := rootHost(t)
-	if b, _ := os.ReadFile("/proc/filesystems"); strings.Contains(string(b), "iso9660") {
-		t.Skip("the kernel has iso9660: the image would be mounted, not extracted")
-	}
-	wrapper := filepath.Join(t.TempDir(), "upgradectl-nofuse")
-	script := `#!/bin/sh
-exec unshare --mount --propagation private sh -c 'mount -t tmpfs -o mode=755 nofuse /dev &&
-mknod -m 666 /dev/null c 1 3 && mknod -m 666 /dev/zero c 1 5 && mknod -m 666 /dev/urandom c 1 9 &&
-exec "$0" "$@"' ` + r.bin + ` "$@"
-`
-	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	r.bin = wrapper
+	r := withoutFUSE(t, rootHost(t))
 	r.must(t, "setup", "--iso", acmeISO(t, t.TempDir(), "2", "1"))
 	r.must(t, "preinstall")
 	mnt := filepath.Join(r.root, "var/lib/upgradectl/mnt")
@@ -265,5 +252,94 @@ exec "$0" "$@"' ` + r.bin + ` "$@"
 	r.must(t, "install", "--force")
 	if _, err := os.Stat(filepath.Join(mnt, "upgradectl.toml")); err != nil {
 		t.Fatalf("install --force did not extract the image again: %v", err)
+	}
+}
+
+// withoutFUSE runs r's binary in a mount namespace of its own whose /dev is
+// a tmpfs with null, zero and urandom only: no /dev/fuse. Every exec keeps
+// the pid, so the pid of the command is upgradectl's.
+func withoutFUSE(t *testing.T, r runner) runner {
+	t.Helper()
+	hosttest.RequireCommand(t, "unshare", "mknod")
+	if b, _ := os.ReadFile("/proc/filesystems"); strings.Contains(string(b), "iso9660") {
+		t.Skip("the kernel has iso9660: the image would be mounted, not extracted")
+	}
+	wrapper := filepath.Join(t.TempDir(), "upgradectl-nofuse")
+	script := `#!/bin/sh
+exec unshare --mount --propagation private sh -c 'mount -t tmpfs -o mode=755 nofuse /dev &&
+mknod -m 666 /dev/null c 1 3 && mknod -m 666 /dev/zero c 1 5 && mknod -m 666 /dev/urandom c 1 9 &&
+exec "$0" "$@"' ` + r.bin + ` "$@"
+`
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r.bin = wrapper
+	return r
+}
+
+// TestKilledExtraction: install is killed (SIGKILL) while it extracts the
+// image; the record says the extraction is partial, continue empties it and
+// extracts the whole image, and undo install removes it.
+func TestKilledExtraction(t *testing.T) {
+	r := withoutFUSE(t, rootHost(t))
+	// Version 2 with 64 files of 4 MiB of random data besides.
+	dir := t.TempDir()
+	small := acmeISO(t, t.TempDir(), "2", "1")
+	bulk := filepath.Join(t.TempDir(), "bulk")
+	os.MkdirAll(bulk, 0o755)
+	const nBulk, bulkSize = 64, 4 << 20
+	for i := 0; i < nBulk; i++ {
+		hosttest.RandomFile(t, filepath.Join(bulk, fmt.Sprintf("f%02d", i)), bulkSize)
+	}
+	img := filepath.Join(dir, filepath.Base(small))
+	hosttest.Run(t, "xorriso", "-indev", small, "-outdev", img, "-map", bulk, "/bulk", "-commit")
+	hosttest.Run(t, "sh", "-c", "cd "+dir+" && md5sum "+filepath.Base(img)+" > md5sum.out")
+	r.must(t, "setup", "--iso", img)
+	r.must(t, "preinstall")
+
+	mnt := filepath.Join(r.root, "var/lib/upgradectl/mnt")
+	records := filepath.Join(r.root, "var/lib/upgradectl/iso-mounts.json")
+	cmd := r.cmd("install")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killed := false
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
+		b, _ := os.ReadFile(records)
+		if ents, _ := os.ReadDir(filepath.Join(mnt, "bulk")); strings.Contains(string(b), `"partial": true`) && len(ents) > 0 {
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			killed = true
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	err := cmd.Wait()
+	if !killed {
+		t.Fatalf("install ended before it could be killed in its extraction: %v", err)
+	}
+	ents, _ := os.ReadDir(filepath.Join(mnt, "bulk"))
+	t.Logf("killed with %d of %d bulk files extracted", len(ents), nBulk)
+	if s := stageOf(status(t, r), stage.Install); s.Status != stage.Running || !s.Interrupted {
+		t.Fatalf("install after kill -9: %+v, want running and interrupted", s)
+	}
+	if out := r.must(t, "iso", "mounts"); !strings.Contains(out, "partial") {
+		t.Errorf("iso mounts does not show the extraction partial:\n%s", out)
+	}
+	r.must(t, "continue")
+	ents, err = os.ReadDir(filepath.Join(mnt, "bulk"))
+	if err != nil || len(ents) != nBulk {
+		t.Fatalf("after continue %d bulk files (%v), want %d", len(ents), err, nBulk)
+	}
+	for _, e := range ents {
+		if fi, err := e.Info(); err != nil || fi.Size() != bulkSize {
+			t.Errorf("%s: %v %v, want %d bytes", e.Name(), fi, err, bulkSize)
+		}
+	}
+	if out := r.must(t, "iso", "mounts"); strings.Contains(out, "partial") {
+		t.Errorf("iso mounts still shows the extraction partial:\n%s", out)
+	}
+	r.must(t, "undo", "install")
+	if _, err := os.Lstat(mnt); !os.IsNotExist(err) {
+		t.Fatalf("undo install left the extracted image: %v", err)
 	}
 }
