@@ -63,20 +63,8 @@ func TestUpgradeWithoutMountsInContainer(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(c.Dir, "var/lib/upgradectl/mnt")); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("the extracted image's directory: %v %v, want mode 0700", fi, err)
 	}
-	u("continue")                                      // postinstall
-	out, code, err := c.Exec("upgradectl", "continue") // roll: reboots
-	t.Logf("continue (roll): exit %d %v\n%s", code, err, out)
-	if status := c.WaitExit(t, 3*time.Minute); status != 133 {
-		t.Fatalf("the container exited with %d, want 133 (reboot)", status)
-	}
-	c.Boot(t)
-	deadline := time.Now().Add(3 * time.Minute)
-	for stageOf(st(), stage.Roll).Status != stage.Done {
-		if time.Now().After(deadline) {
-			t.Fatalf("the boot hook did not complete roll:\n%s", u("status"))
-		}
-		time.Sleep(time.Second)
-	}
+	u("continue") // postinstall
+	rollThroughReboot(t, c, u, st)
 	u("continue") // switch
 	u("continue") // clean
 	rep := st()
@@ -232,6 +220,27 @@ func TestStuckJournal(t *testing.T) {
 	for !strings.Contains(c.MustExec(t, "journalctl", "--no-pager", "-o", "json", "SYSLOG_IDENTIFIER=upgradectl"), stage.MessageIDs[stage.KindUpgradeStarted]) {
 		if time.Now().After(deadline) {
 			t.Fatal("the entries queued while journald was stopped never reached the journal")
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// rollThroughReboot runs roll, which reboots the container, boots it again
+// and waits for the boot hook to complete roll.
+func rollThroughReboot(t *testing.T, c *hosttest.Container, u func(args ...string) string, st func() *stage.Report) {
+	t.Helper()
+	// The command may or may not see its own end.
+	out, code, err := c.Exec("upgradectl", "continue")
+	t.Logf("continue (roll): exit %d %v\n%s", code, err, out)
+	if status := c.WaitExit(t, 3*time.Minute); status != 133 {
+		t.Fatalf("the container exited with %d, want 133 (reboot)", status)
+	}
+	c.Boot(t)
+	// The boot hook completes the roll at boot, in maintenance mode.
+	deadline := time.Now().Add(3 * time.Minute)
+	for stageOf(st(), stage.Roll).Status != stage.Done {
+		if time.Now().After(deadline) {
+			t.Fatalf("the boot hook did not complete roll:\n%s\n%s", u("status"), c.MustExec(t, "journalctl", "-b", "-u", "upgradectl-resume.service", "--no-pager"))
 		}
 		time.Sleep(time.Second)
 	}
