@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -34,7 +35,7 @@ func init() {
 				if err != nil {
 					return err
 				}
-				defer im.Close()
+				defer closeISO(e, im)
 				e.JSON = isoJSON(c)
 				return printISOInfo(e, im, c.Args().First())
 			}),
@@ -56,7 +57,7 @@ func init() {
 				if err != nil {
 					return err
 				}
-				defer im.Close()
+				defer closeISO(e, im)
 				paths := c.Args().Tail()
 				if len(paths) == 0 {
 					paths = []string{"."}
@@ -85,7 +86,7 @@ func init() {
 				if err != nil {
 					return err
 				}
-				defer im.Close()
+				defer closeISO(e, im)
 				for _, p := range c.Args().Tail() {
 					if err := isoCat(e.Out, im, p); err != nil {
 						return isoPathErr(c.Args().First(), p, err)
@@ -111,7 +112,7 @@ func init() {
 				if err != nil {
 					return err
 				}
-				defer im.Close()
+				defer closeISO(e, im)
 				dest, err := hostArgPath(e, c.Args().Get(1))
 				if err != nil {
 					return err
@@ -173,6 +174,15 @@ func openISO(e *env, arg string) (*iso.Image, error) {
 		return nil, fmt.Errorf("cannot open image %s: %w", p, pe.Err)
 	}
 	return im, err
+}
+
+// closeISO closes an image opened by openISO and says which damaged entries
+// the command skipped (warnings: the exit code stays as it is).
+func closeISO(e *env, im *iso.Image) {
+	for _, w := range im.Warnings() {
+		fmt.Fprintf(e.Err, "upgradectl: warning: %s\n", host.OneLine(w))
+	}
+	im.Close()
 }
 
 // isoPathErr makes an error about a path inside an image one line that
@@ -335,23 +345,85 @@ func printISOList(e *env, rows []isoRow, long bool) error {
 	if e.JSON {
 		return encodeList(e.Out, rows)
 	}
-	tw := tabwriter.NewWriter(e.Out, 0, 4, 1, ' ', tabwriter.AlignRight)
-	for _, r := range rows {
-		if !long {
+	if !long {
+		for _, r := range rows {
 			fmt.Fprintln(e.Out, host.OneLine(r.Path))
-			continue
 		}
+		return nil
+	}
+	// As ls -l prints it: type and permissions, links, owner, group, size
+	// (major, minor for a device), date, name -> target; the numbers
+	// right-aligned in columns as wide as their widest.
+	cells := make([][5]string, len(rows))
+	var width [5]int
+	for i, r := range rows {
+		size := strconv.FormatInt(r.Size, 10)
+		if r.entry.Mode&fs.ModeDevice != 0 {
+			major, minor := r.entry.Device()
+			size = fmt.Sprintf("%d, %d", major, minor)
+		}
+		cells[i] = [5]string{lsMode(r.entry.Mode), strconv.Itoa(int(r.Nlink)), strconv.Itoa(int(r.UID)), strconv.Itoa(int(r.GID)), size}
+		for j, c := range cells[i] {
+			width[j] = max(width[j], len(c))
+		}
+	}
+	for i, r := range rows {
+		c := cells[i]
 		name := host.OneLine(r.Path)
-		if r.Target != "" {
+		if r.Type == "symlink" {
 			name += " -> " + host.OneLine(r.Target)
 		}
-		fmt.Fprintf(tw, "%s\t %d\t %d\t %d\t %d\t %s\t %s\n", r.entry.Mode, r.Nlink, r.UID, r.GID, r.Size,
+		fmt.Fprintf(e.Out, "%-*s %*s %*s %*s %*s %s %s\n", width[0], c[0], width[1], c[1], width[2], c[2], width[3], c[3], width[4], c[4],
 			r.MTime.UTC().Format("2006-01-02 15:04"), name)
 	}
-	if long {
-		return tw.Flush()
-	}
 	return nil
+}
+
+// lsMode is a mode as ls -l writes it: the type letter, then rwx for user,
+// group and others with s, S, t and T for the set-id and sticky bits.
+func lsMode(m fs.FileMode) string {
+	typ := byte('-')
+	switch t := m.Type(); {
+	case t == fs.ModeDir:
+		typ = 'd'
+	case t == fs.ModeSymlink:
+		typ = 'l'
+	case t&fs.ModeCharDevice != 0:
+		typ = 'c'
+	case t&fs.ModeDevice != 0:
+		typ = 'b'
+	case t == fs.ModeNamedPipe:
+		typ = 'p'
+	case t == fs.ModeSocket:
+		typ = 's'
+	}
+	b := []byte{typ}
+	for i, special := range []fs.FileMode{fs.ModeSetuid, fs.ModeSetgid, fs.ModeSticky} {
+		shift := uint(6 - 3*i)
+		r, w, x := m&(4<<shift) != 0, m&(2<<shift) != 0, m&(1<<shift) != 0
+		b = append(b, "-r"[boolInt(r)], "-w"[boolInt(w)])
+		set := m&special != 0
+		switch {
+		case set && i == 2 && x:
+			b = append(b, 't')
+		case set && i == 2:
+			b = append(b, 'T')
+		case set && x:
+			b = append(b, 's')
+		case set:
+			b = append(b, 'S')
+		default:
+			b = append(b, "-x"[boolInt(x)])
+		}
+	}
+	return string(b)
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // isoCat copies the file at p (following symlinks) to w.

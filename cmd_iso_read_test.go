@@ -5,8 +5,12 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"upgradectl/host/hosttest"
 )
@@ -180,5 +184,63 @@ func TestISOReadBadImages(t *testing.T) {
 	}
 	if _, err := os.Lstat(filepath.Join(dir, "xx")); err == nil {
 		t.Error("hostile image wrote outside its destination")
+	}
+}
+
+// TestISOLsLong: iso ls -l writes what ls -l writes for the same tree
+// (type letter, permissions with s, S, t and T, size or major, minor),
+// in aligned columns; a name with a newline and one with a backslash and
+// an n are told apart.
+func TestISOLsLong(t *testing.T) {
+	hosttest.RequireRoot(t)
+	src := filepath.Join(t.TempDir(), "src")
+	os.MkdirAll(filepath.Join(src, "d"), 0o755)
+	syscall.Chmod(filepath.Join(src, "d"), 0o1777)
+	os.WriteFile(filepath.Join(src, "suid"), []byte("x\n"), 0o644)
+	syscall.Chmod(filepath.Join(src, "suid"), 0o4755)
+	os.WriteFile(filepath.Join(src, "sgid"), []byte("yy\n"), 0o644)
+	syscall.Chmod(filepath.Join(src, "sgid"), 0o2640)
+	os.WriteFile(filepath.Join(src, "a\nb"), nil, 0o644)
+	os.WriteFile(filepath.Join(src, `a\nb`), nil, 0o644)
+	os.Symlink("suid", filepath.Join(src, "l"))
+	if err := syscall.Mknod(filepath.Join(src, "tty"), syscall.S_IFCHR|0o620, int(unix.Mkdev(4, 5))); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Chmod(filepath.Join(src, "tty"), 0o620)
+	img := filepath.Join(t.TempDir(), "t.iso")
+	hosttest.Run(t, "xorriso", "-as", "mkisofs", "-quiet", "-R", "-o", img, src)
+	code, out, errs := isoRun(t, "iso", "ls", "-l", img)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	want := map[string]string{ // name: mode and size as ls -l has them
+		`a\nb`: "-rw-r--r-- 0", `a\\nb`: "-rw-r--r-- 0", "d": "drwxrwxrwt 2048", "l -> suid": "lrwxrwxrwx 4",
+		"sgid": "-rw-r-S--- 3", "suid": "-rwsr-xr-x 2", "tty": "crw--w---- 4, 5",
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("%d lines:\n%s", len(lines), out)
+	}
+	date := regexp.MustCompile(` \d{4}-\d\d-\d\d \d\d:\d\d `)
+	col := date.FindStringIndex(lines[0])[0] // the date starts in one column
+	for _, l := range lines {
+		f := strings.Fields(l)
+		name := strings.Join(f[7:], " ")
+		size := f[4]
+		if strings.HasSuffix(size, ",") {
+			size += " " + f[5]
+			name = strings.Join(f[8:], " ")
+		}
+		if got := f[0] + " " + size; want[name] != got {
+			t.Errorf("%q: %q, want %q", name, got, want[name])
+		}
+		if date.FindStringIndex(l)[0] != col {
+			t.Errorf("columns not aligned:\n%s", out)
+		}
+	}
+	// Plain listing: the two names differ.
+	_, out, _ = isoRun(t, "iso", "ls", img)
+	if !strings.Contains(out, "a\\nb\n") || !strings.Contains(out, "a\\\\nb\n") {
+		t.Errorf("plain listing:\n%s", out)
 	}
 }

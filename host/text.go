@@ -8,12 +8,14 @@ import (
 
 // OneLine makes text from outside (a file name, a name in an image, a
 // command's output) safe to print on one line of a terminal or a table:
-// control characters are written as Go escapes (\n, \t, \x1b) and bytes
-// that are not UTF-8 as \xNN. Other text is returned as it is.
+// control characters are written as Go escapes (\n, \t, \x1b), bytes
+// that are not UTF-8 as \xNN, and a backslash as \\ (so that a name with a
+// newline and one with a backslash and an n do not print alike). Other
+// text is returned as it is.
 func OneLine(s string) string {
 	clean := true
 	for i, r := range s {
-		if r < 0x20 || r == 0x7f || (r == utf8.RuneError && !isRuneError(s[i:])) {
+		if r < 0x20 || r == 0x7f || r == '\\' || (r == utf8.RuneError && !isRuneError(s[i:])) {
 			clean = false
 			break
 		}
@@ -33,6 +35,8 @@ func OneLine(s string) string {
 			b.WriteString(`\r`)
 		case r == '\t':
 			b.WriteString(`\t`)
+		case r == '\\':
+			b.WriteString(`\\`)
 		case r < 0x20 || r == 0x7f:
 			fmt.Fprintf(&b, `\x%02x`, r)
 		default:

@@ -14,6 +14,8 @@ func TestOneLine(t *testing.T) {
 		"bad\xff\xfe":       `bad\xff\xfe`,
 		"é and \ufffd kept": "é and \ufffd kept",
 		"del\x7f":           `del\x7f`,
+		`back\n`:            `back\\n`,
+		"back\\":            `back\\`,
 	} {
 		if got := OneLine(in); got != want {
 			t.Errorf("OneLine(%q) = %q, want %q", in, got, want)
@@ -39,7 +41,7 @@ func FuzzOneLine(f *testing.F) {
 		// Changed only where it had to be.
 		clean := utf8.ValidString(s)
 		for _, r := range s {
-			if r < 0x20 || r == 0x7f {
+			if r < 0x20 || r == 0x7f || r == '\\' {
 				clean = false
 			}
 		}

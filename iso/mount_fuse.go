@@ -172,6 +172,11 @@ func MountFS(fsys fs.FS, source, dir string) (*fuse.Server, error) {
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,
 		NegativeTimeout: &timeout,
+		// go-fuse gives an entry of mode 0000 mode 0644 (0755 for a
+		// directory) unless told not to; with allow_other that made what
+		// the image keeps from everyone readable by everyone.
+		// TestFUSEModeZero shows it.
+		NullPermissions: true,
 		OnAdd: func(ctx context.Context) {
 			buildErr = buildTree(ctx, fsys, root)
 		},
@@ -355,7 +360,7 @@ func sysAttr(sys any, a *fuse.Attr) {
 			a.Nlink = s.Nlink
 		}
 		if isDev {
-			a.Rdev = fuseRdev(rockRidgeDev(s.Rdev))
+			a.Rdev = fuseRdev(s.Device())
 		}
 	case *syscall.Stat_t:
 		a.Uid, a.Gid, a.Nlink, a.Ino = s.Uid, s.Gid, uint32(s.Nlink), s.Ino
@@ -363,18 +368,6 @@ func sysAttr(sys any, a *fuse.Attr) {
 			a.Rdev = fuseRdev(unix.Major(s.Rdev), unix.Minor(s.Rdev))
 		}
 	}
-}
-
-// rockRidgeDev reads a Rock Ridge PN device number (high 32 bits, low 32
-// bits) the way the kernel's isofs does: with a high part of 0 the low
-// part is an encoded dev_t (what xorriso and genisoimage write), else the
-// parts are the major and minor numbers.
-func rockRidgeDev(rdev uint64) (major, minor uint32) {
-	high, low := uint32(rdev>>32), uint32(rdev)
-	if high == 0 {
-		return unix.Major(uint64(low)), unix.Minor(uint64(low))
-	}
-	return high, low
 }
 
 // fuseRdev encodes a device number as the FUSE protocol carries it (the

@@ -536,3 +536,48 @@ func TestFUSEMountKilledWhileStarting(t *testing.T) {
 		t.Logf("killed after %v: mounted %v, recorded %v", delay, mounted, recorded)
 	}
 }
+
+// TestFUSEModeZero: an entry of mode 0000 in the image is mode 0000 in the
+// FUSE mount, and another user cannot read it. go-fuse gave it 0644 (0755
+// for a directory) unless NullPermissions is set, and the mount is
+// allow_other: what the image keeps from everyone was readable by
+// everyone.
+func TestFUSEModeZero(t *testing.T) {
+	mtRequireFUSE(t)
+	hosttest.RequireCommand(t, "setpriv")
+	src := filepath.Join(t.TempDir(), "src")
+	os.MkdirAll(filepath.Join(src, "closed"), 0o755)
+	os.WriteFile(filepath.Join(src, "closed/inside"), []byte("x"), 0o644)
+	os.WriteFile(filepath.Join(src, "secret"), []byte("s"), 0o644)
+	os.WriteFile(filepath.Join(src, "open"), []byte("o"), 0o644)
+	os.Chmod(filepath.Join(src, "secret"), 0)
+	os.Chmod(filepath.Join(src, "closed"), 0)
+	t.Cleanup(func() { os.Chmod(filepath.Join(src, "closed"), 0o755) })
+	root, mnt := mtRootWith(t, mtMakeISO(t, src, "cmp-1.0-x86_64.iso"))
+	if out, err := mtRun(t, root, "iso", "mount", "--method", "fuse", "/cmp-1.0-x86_64.iso", "/mnt"); err != nil {
+		t.Fatalf("iso mount: %v\n%s", err, out)
+	}
+	defer mtRun(t, root, "iso", "umount", "/mnt")
+	// The way to the mount open to the other user.
+	for d := root; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+		os.Chmod(d, 0o755)
+	}
+	for _, name := range []string{"secret", "closed"} {
+		fi, err := os.Lstat(filepath.Join(mnt, name))
+		if err != nil || fi.Mode().Perm() != 0 {
+			t.Errorf("%s: %v %v, want mode 0000", name, fi.Mode(), err)
+		}
+	}
+	as := func(args ...string) error {
+		return exec.Command("setpriv", append([]string{"--reuid", "65534", "--regid", "65534", "--clear-groups"}, args...)...).Run()
+	}
+	if err := as("cat", filepath.Join(mnt, "open")); err != nil {
+		t.Fatalf("another user cannot read an open file: %v", err)
+	}
+	if err := as("cat", filepath.Join(mnt, "secret")); err == nil {
+		t.Error("another user read a file of mode 0000")
+	}
+	if err := as("ls", filepath.Join(mnt, "closed")); err == nil {
+		t.Error("another user listed a directory of mode 0000")
+	}
+}

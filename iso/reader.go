@@ -64,6 +64,8 @@ type Image struct {
 	root     *Entry
 
 	mu       sync.Mutex
+	warnings []string           // damaged entries skipped (at most maxWarnings)
+	skipped  int                // how many in all
 	dirs     map[int64]*dirList // parsed directories by data offset
 	parent   map[int64]int64    // data offset of each directory's parent
 	dirBytes int64              // directory data parsed so far
@@ -135,6 +137,30 @@ func (im *Image) Info() Info { return im.info }
 func (im *Image) Root() *Entry { return im.root }
 
 // corrupt is the error for an image whose content is wrong.
+// maxWarnings bounds the warnings an image keeps; the rest are counted.
+const maxWarnings = 100
+
+// warn records a damaged entry that was skipped. The caller holds im.mu or
+// is still opening the image.
+func (im *Image) warn(format string, args ...any) {
+	im.skipped++
+	if len(im.warnings) < maxWarnings {
+		im.warnings = append(im.warnings, fmt.Sprintf(format, args...))
+	}
+}
+
+// Warnings are the entries skipped so far for damaged Rock Ridge data, one
+// line each (the first 100, then how many more).
+func (im *Image) Warnings() []string {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	w := append([]string(nil), im.warnings...)
+	if im.skipped > len(w) {
+		w = append(w, fmt.Sprintf("%d more damaged entries skipped", im.skipped-len(w)))
+	}
+	return w
+}
+
 func (im *Image) corrupt(format string, args ...any) error {
 	return host.Bad("cannot read %s: %s", im.name, fmt.Sprintf(format, args...))
 }
@@ -257,6 +283,10 @@ func openReaderAt(r io.ReaderAt, size int64, name string) (*Image, error) {
 	if im.tree == "rockridge" {
 		var ri rrInfo
 		if err := im.parseSystemUse(dot.su, &ri, "/"); err != nil {
+			var d damage
+			if errors.As(err, &d) {
+				err = im.corrupt("directory /: %v", d)
+			}
 			return nil, err
 		}
 		ri.apply(root)

@@ -6,7 +6,10 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"os/exec"
+	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -17,10 +20,18 @@ import (
 // readAll opens an image held in memory, walks it, reads every file and
 // symlink, and returns the first error. It is what the fuzz target does.
 func readAll(data []byte) error {
+	_, _, err := readAllWarnings(data)
+	return err
+}
+
+// readAllWarnings is readAll that also returns the names of the entries it
+// read and the warnings of the skipped ones.
+func readAllWarnings(data []byte) (read []string, warnings []string, err error) {
 	im, err := OpenReaderAt(bytes.NewReader(data), int64(len(data)))
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
+	defer func() { warnings = im.Warnings() }()
 	_ = im.Info()
 	var first error
 	keep := func(err error) {
@@ -39,6 +50,7 @@ func readAll(data []byte) error {
 			return nil
 		}
 		e := fi.Sys().(*Entry)
+		read = append(read, p)
 		switch {
 		case e.Mode.IsRegular():
 			b, err := im.ReadFile(p)
@@ -54,7 +66,7 @@ func readAll(data []byte) error {
 		}
 		return nil
 	})
-	return first
+	return read, nil, first
 }
 
 // recordOf is the byte offset of the directory record whose identifier is
@@ -180,19 +192,19 @@ func TestCorruptImages(t *testing.T) {
 			i := bytes.Index(img[r:], []byte("PX")) + r
 			img[i+2] = 250
 			return img
-		}, "PX entry of 250 bytes overruns its record"},
+		}, "warning: directory /: entry \"FILEA\" skipped: PX entry of 250 bytes overruns its record"},
 		{"short PX", func(t *testing.T, img []byte) []byte {
 			r := recordOf(t, img, "FILEA")
 			i := bytes.Index(img[r:], []byte("PX")) + r
 			img[i+2] = 8
 			return img
-		}, "short PX entry"},
+		}, "warning: directory /: entry \"FILEA\" skipped: short PX entry"},
 		{"symlink component overruns", func(t *testing.T, img []byte) []byte {
 			r := recordOf(t, img, "LINKE")
 			i := bytes.Index(img[r:], []byte("SL")) + r
 			img[i+6] = 200 // the first component's length
 			return img
-		}, "bad symlink component"},
+		}, "warning: directory DIRB: entry \"LINKE\" skipped: a symlink component overruns its SL entry"},
 		{"continuation area loop", func(t *testing.T, img []byte) []byte {
 			// FILEA's PX becomes a CE entry pointing at FILEA's own record.
 			r := recordOf(t, img, "FILEA")
@@ -202,7 +214,7 @@ func TestCorruptImages(t *testing.T) {
 			put32(img[i+12:], uint32(i%sectorSize))
 			put32(img[i+20:], 28)
 			return img
-		}, "too many system use continuation areas"},
+		}, "warning: directory /: entry \"FILEA\" skipped: too many system use continuation areas"},
 		{"continuation area beyond the volume", func(t *testing.T, img []byte) []byte {
 			r := recordOf(t, img, "FILEA")
 			i := bytes.Index(img[r:], []byte("PX")) + r
@@ -211,7 +223,7 @@ func TestCorruptImages(t *testing.T) {
 			put32(img[i+12:], 0)
 			put32(img[i+20:], 2048)
 			return img
-		}, "continuation area beyond the volume"},
+		}, "warning: directory /: entry \"FILEA\" skipped: continuation area at block 0 or beyond the volume"},
 		{"huge continuation area", func(t *testing.T, img []byte) []byte {
 			r := recordOf(t, img, "FILEA")
 			i := bytes.Index(img[r:], []byte("PX")) + r
@@ -220,7 +232,7 @@ func TestCorruptImages(t *testing.T) {
 			put32(img[i+12:], 0)
 			put32(img[i+20:], 0xFFFFFFF0)
 			return img
-		}, "too many system use continuation areas"},
+		}, "warning: directory /: entry \"FILEA\" skipped: too many system use continuation areas"},
 		{"overlapping directories", func(t *testing.T, img []byte) []byte {
 			// DIRB's data length covers the rest of the image.
 			b := recordOf(t, img, "DIRB")
@@ -231,7 +243,19 @@ func TestCorruptImages(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			img := tc.corrupt(t, twBuild(corruptBase(), true))
-			err := readAll(img)
+			read, warnings, err := readAllWarnings(img)
+			if w, ok := strings.CutPrefix(tc.want, "warning: "); ok {
+				// Damaged Rock Ridge data: that entry is skipped with a
+				// warning naming it, every other entry reads.
+				if err != nil || len(warnings) != 1 || warnings[0] != w {
+					t.Fatalf("error %v, warnings %q; want the one warning %q", err, warnings, w)
+				}
+				skipped := strings.Trim(strings.SplitN(w, `"`, 3)[1], `"`)
+				if !slices.Contains(read, "DIRB/DIRC/FILED") || !slices.Contains(read, "FILEF") || slices.ContainsFunc(read, func(p string) bool { return path.Base(p) == skipped }) {
+					t.Fatalf("read %q", read)
+				}
+				return
+			}
 			switch {
 			case tc.want == "" && err != nil:
 				t.Fatalf("error: %v", err)
@@ -276,4 +300,72 @@ func TestCorruptXorrisoImages(t *testing.T) {
 		img[i] = orig
 	}
 	t.Logf("%d corrupt images read", n)
+}
+
+// TestSymlinkEmptyComponents: xorriso writes an empty component of a
+// symlink target ("a//b") as a ROOT component; read as the root it turned
+// the relative a//b into /b. bsdtar, when installed, reads the same image
+// to compare.
+func TestSymlinkEmptyComponents(t *testing.T) {
+	hosttest.RequireCommand(t, "xorriso")
+	src := filepath.Join(t.TempDir(), "src")
+	rtMust(t, os.MkdirAll(src, 0o755))
+	targets := map[string]string{"l1": "a//b", "l2": "/x//y", "l3": "..//c", "l4": "/abs", "l5": "a///b"}
+	for name, target := range targets {
+		rtMust(t, os.Symlink(target, filepath.Join(src, name)))
+	}
+	p := rtMkisofs(t, src, "-R")
+	img, err := os.ReadFile(p)
+	rtMust(t, err)
+	im, err := OpenReaderAt(bytes.NewReader(img), int64(len(img)))
+	rtMust(t, err)
+	for name, target := range targets {
+		got, err := im.ReadLink(name)
+		if err != nil || got != target {
+			t.Errorf("%s -> %q, %v; want %q", name, got, err, target)
+		}
+	}
+	if _, err := exec.LookPath("bsdtar"); err != nil {
+		t.Log("no bsdtar (libarchive-tools): not compared")
+		return
+	}
+	out, err := exec.Command("bsdtar", "-tvf", p).Output()
+	rtMust(t, err)
+	for name, target := range targets {
+		if !strings.Contains(string(out), " "+name+" -> "+target+"\n") {
+			t.Errorf("bsdtar reads %s otherwise:\n%s", name, out)
+		}
+	}
+}
+
+// TestNameContinuedIntoNothing: an NM entry that says the name goes on,
+// followed by a continuation area at block 0, showed a cut name as if it
+// were whole; xorriso refuses it. Under the damage rule it is skipped with
+// a warning, and the rest reads.
+func TestNameContinuedIntoNothing(t *testing.T) {
+	img := twBuild(corruptBase(), true)
+	r := recordOf(t, img, "FILEA")
+	i := bytes.Index(img[r:], []byte("NM")) + r
+	img[i+4] |= 0x01 // CONTINUE
+	j := bytes.Index(img[r:], []byte("PX")) + r
+	copy(img[j:], []byte{'C', 'E', 28, 1})
+	put32(img[j+4:], 0)
+	put32(img[j+12:], 0)
+	put32(img[j+20:], 16)
+	read, warnings, err := readAllWarnings(img)
+	if err != nil || len(warnings) != 1 || !strings.Contains(warnings[0], `entry "FILEA" skipped: continuation area at block 0`) {
+		t.Fatalf("error %v, warnings %q", err, warnings)
+	}
+	if len(read) == 0 || slices.ContainsFunc(read, func(p string) bool { return strings.HasPrefix(p, "filea") }) {
+		t.Fatalf("read %q", read)
+	}
+	// Without the continuation area: the name is continued past its last
+	// NM entry.
+	img = twBuild(corruptBase(), true)
+	i = bytes.Index(img[r:], []byte("NM")) + r
+	img[i+4] |= 0x01
+	_, warnings, err = readAllWarnings(img)
+	if err != nil || len(warnings) != 1 || !strings.Contains(warnings[0], "continued past its last NM entry") {
+		t.Fatalf("error %v, warnings %q", err, warnings)
+	}
 }

@@ -3,11 +3,15 @@ package iso
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"io/fs"
 	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
 )
 
 // Entry is one file, directory or symlink of an image.
@@ -30,7 +34,8 @@ type Entry struct {
 	Ino uint64
 	// Target is a symlink's target (Rock Ridge SL), "" otherwise.
 	Target string
-	// Rdev is a device file's number (Rock Ridge PN).
+	// Rdev is a device file's number as Rock Ridge PN gives it (high 32
+	// bits, low 32 bits); Device decodes it.
 	Rdev uint64
 
 	extents []extent // data; one for a directory
@@ -190,7 +195,13 @@ func (im *Image) parseDir(d *Entry, p string) ([]*Entry, map[string]*Entry, erro
 		var ri rrInfo
 		if im.tree == "rockridge" {
 			if err := im.parseSystemUse(pending[0].su, &ri, p); err != nil {
-				return nil, nil, err
+				var d damage
+				if !errors.As(err, &d) {
+					return nil, nil, err
+				}
+				im.warn("directory %s: entry %q skipped: %v", p, displayName(pending[0].id), d)
+				pending = pending[:0]
+				continue
 			}
 			if ri.re {
 				pending = pending[:0] // shown where its CL entry is
@@ -327,6 +338,19 @@ func jolietName(s string) string {
 	return strings.TrimSuffix(s, ";1")
 }
 
+// Device is a device file's major and minor number, read from Rock Ridge
+// PN the way the kernel's isofs does: with a high part of 0 the low part is
+// an encoded dev_t (what xorriso writes), else the parts are the major and
+// minor numbers (what genisoimage writes). The FUSE mount, iso extract and
+// iso ls all use it.
+func (e *Entry) Device() (major, minor uint32) {
+	high, low := uint32(e.Rdev>>32), uint32(e.Rdev)
+	if high == 0 {
+		return unix.Major(uint64(low)), unix.Minor(uint64(low))
+	}
+	return high, low
+}
+
 // validName reports whether a name can be a path component: not empty,
 // not "." or "..", without "/" or NUL, at most maxNameLen bytes.
 func validName(s string) bool {
@@ -421,7 +445,7 @@ func (im *Image) parseSystemUse(su []byte, ri *rrInfo, p string) error {
 				break
 			}
 			if n > len(su) {
-				return im.corrupt("directory %s: %s entry of %d bytes overruns its record", p, sig, n)
+				return damagef("%s entry of %d bytes overruns its record", sig, n)
 			}
 			data, su = su[4:n], su[n:]
 			switch sig {
@@ -429,17 +453,17 @@ func (im *Image) parseSystemUse(su []byte, ri *rrInfo, p string) error {
 				su = nil
 			case "CE":
 				if len(data) < 24 {
-					return im.corrupt("directory %s: short CE entry", p)
+					return damagef("short CE entry")
 				}
 				loc := int64(binary.LittleEndian.Uint32(data[0:]))
 				off := int64(binary.LittleEndian.Uint32(data[8:]))
 				l := int64(binary.LittleEndian.Uint32(data[16:]))
 				if hops >= maxContinuations || total+int(min(l, maxSystemUse+1)) > maxSystemUse {
-					return im.corrupt("directory %s: too many system use continuation areas", p)
+					return damagef("too many system use continuation areas")
 				}
 				at := loc*sectorSize + off
-				if off >= sectorSize || at+l > im.volBytes {
-					return im.corrupt("directory %s: continuation area beyond the volume", p)
+				if loc == 0 || off >= sectorSize || at+l > im.volBytes {
+					return damagef("continuation area at block 0 or beyond the volume")
 				}
 				next = make([]byte, l)
 				if err := im.readFull(next, at); err != nil {
@@ -455,7 +479,7 @@ func (im *Image) parseSystemUse(su []byte, ri *rrInfo, p string) error {
 				}
 			case "PX":
 				if len(data) < 32 {
-					return im.corrupt("directory %s: short PX entry", p)
+					return damagef("short PX entry")
 				}
 				ri.hasPX = true
 				ri.mode = binary.LittleEndian.Uint32(data[0:])
@@ -464,7 +488,7 @@ func (im *Image) parseSystemUse(su []byte, ri *rrInfo, p string) error {
 				ri.gid = binary.LittleEndian.Uint32(data[24:])
 			case "PN":
 				if len(data) < 16 {
-					return im.corrupt("directory %s: short PN entry", p)
+					return damagef("short PN entry")
 				}
 				ri.hasPN = true
 				ri.rdev = uint64(binary.LittleEndian.Uint32(data[0:]))<<32 | uint64(binary.LittleEndian.Uint32(data[8:]))
@@ -482,7 +506,7 @@ func (im *Image) parseSystemUse(su []byte, ri *rrInfo, p string) error {
 					ri.name = append(ri.name, data[1:]...)
 				}
 				if len(ri.name) > maxNameLen {
-					return im.corrupt("directory %s: Rock Ridge name longer than %d bytes", p, maxNameLen)
+					return damagef("Rock Ridge name longer than %d bytes", maxNameLen)
 				}
 				ri.nmDone = data[0]&0x01 == 0
 			case "SL":
@@ -491,12 +515,12 @@ func (im *Image) parseSystemUse(su []byte, ri *rrInfo, p string) error {
 				}
 				ri.hasSL = true
 				if err := ri.addSymlink(data[1:]); err != nil {
-					return im.corrupt("directory %s: %v", p, err)
+					return err
 				}
 				ri.slDone = data[0]&0x01 == 0
 			case "TF":
 				if len(data) < 1 {
-					return im.corrupt("directory %s: short TF entry", p)
+					return damagef("short TF entry")
 				}
 				ri.hasTF = true
 				flags, stamps := data[0], data[1:]
@@ -509,7 +533,7 @@ func (im *Image) parseSystemUse(su []byte, ri *rrInfo, p string) error {
 						continue
 					}
 					if len(stamps) < size {
-						return im.corrupt("directory %s: short TF entry", p)
+						return damagef("short TF entry")
 					}
 					if bit == 1 { // modification
 						if size == 7 {
@@ -522,17 +546,23 @@ func (im *Image) parseSystemUse(su []byte, ri *rrInfo, p string) error {
 				}
 			case "CL":
 				if len(data) < 8 {
-					return im.corrupt("directory %s: short CL entry", p)
+					return damagef("short CL entry")
 				}
 				ri.cl = binary.LittleEndian.Uint32(data[0:])
 				if ri.cl == 0 {
-					return im.corrupt("directory %s: CL entry points to block 0", p)
+					return damagef("CL entry points to block 0")
 				}
 			case "RE":
 				ri.re = true
 			}
 		}
 		if next == nil {
+			switch {
+			case ri.hasNM && !ri.nmDone:
+				return damagef("its Rock Ridge name is continued past its last NM entry")
+			case ri.hasSL && !ri.slDone:
+				return damagef("its Rock Ridge symlink target is continued past its last SL entry")
+			}
 			return nil
 		}
 		su = next
@@ -543,7 +573,7 @@ func (im *Image) parseSystemUse(su []byte, ri *rrInfo, p string) error {
 func (ri *rrInfo) addSymlink(b []byte) error {
 	for len(b) > 0 {
 		if len(b) < 2 || 2+int(b[1]) > len(b) {
-			return errorString("bad symlink component")
+			return damagef("a symlink component overruns its SL entry")
 		}
 		flags, content := b[0], b[2:2+int(b[1])]
 		b = b[2+int(b[1]):]
@@ -556,9 +586,13 @@ func (ri *rrInfo) addSymlink(b []byte) error {
 			ri.target = append(ri.target, '.')
 		case flags&0x04 != 0:
 			ri.target = append(ri.target, ".."...)
-		case flags&0x08 != 0:
-			ri.target = append(ri.target[:0], '/')
+		case flags&0x08 != 0 && len(ri.target) == 0:
+			// ROOT first: an absolute target.
+			ri.target = append(ri.target, '/')
 			ri.slSep = false
+		case flags&0x08 != 0:
+			// ROOT later on is an empty component ("a//b" stays
+			// relative), as xorriso, bsdtar and the kernel read it.
 		default:
 			ri.target = append(ri.target, content...)
 			if flags&0x01 != 0 { // the component continues
@@ -566,12 +600,21 @@ func (ri *rrInfo) addSymlink(b []byte) error {
 			}
 		}
 		if len(ri.target) > maxTargetLen {
-			return errorString("symlink target longer than 4096 bytes")
+			return damagef("its symlink target is longer than 4096 bytes")
 		}
 	}
 	return nil
 }
 
-type errorString string
+// damage is what is wrong with one directory record's Rock Ridge data. The
+// rule for damaged Rock Ridge data: that record is skipped (not listed,
+// read or extracted) with a warning that names it, and every other entry of
+// the image reads as usual. Damage is a symlink component that overruns its
+// entry, a name or target continued past its last entry, a system use entry
+// too short for its kind or overrunning its record, a continuation area at
+// block 0 or beyond the volume, or too many of them.
+type damage string
 
-func (e errorString) Error() string { return string(e) }
+func (d damage) Error() string { return string(d) }
+
+func damagef(format string, args ...any) error { return damage(fmt.Sprintf(format, args...)) }

@@ -336,7 +336,7 @@ func (x *extractor) entry(dirfd int, e *Entry, rel string, all bool) error {
 		if mode != unix.S_IFIFO && os.Geteuid() != 0 {
 			return nil // only root makes device files; skipped
 		}
-		if err := unix.Mknodat(dirfd, e.Name, mode|0o600, int(e.Rdev)); err != nil {
+		if err := unix.Mknodat(dirfd, e.Name, mode|0o600, int(unix.Mkdev(e.Device()))); err != nil {
 			return x.fail(rel, err)
 		}
 		return x.attrsPath(dirfd, e, rel)
@@ -455,11 +455,14 @@ func (x *extractor) attrs(fd, dirfd int, e *Entry, rel string) error {
 	if err := unix.Fchmod(fd, unixMode(e.Mode)); err != nil {
 		return x.fail(rel, err)
 	}
-	tv := unix.NsecToTimeval(e.ModTime.UnixNano())
-	if e.ModTime.IsZero() {
-		tv = unix.NsecToTimeval(time.Unix(0, 0).UnixNano())
+	// Nanoseconds through utimensat: NsecToTimeval rounded a time before
+	// 1970 up by a microsecond.
+	mt := e.ModTime
+	if mt.IsZero() {
+		mt = time.Unix(0, 0)
 	}
-	if err := unix.Futimes(fd, []unix.Timeval{tv, tv}); err != nil {
+	ts := timespec(mt)
+	if err := unix.UtimesNanoAt(fd, "", []unix.Timespec{ts, ts}, unix.AT_EMPTY_PATH); err != nil {
 		return x.fail(rel, err)
 	}
 	return nil
@@ -480,11 +483,17 @@ func (x *extractor) attrsPath(dirfd int, e *Entry, rel string) error {
 			return x.fail(rel, err)
 		}
 	}
-	ts := unix.NsecToTimespec(e.ModTime.UnixNano())
+	ts := timespec(e.ModTime)
 	if err := unix.UtimesNanoAt(dirfd, e.Name, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return x.fail(rel, err)
 	}
 	return nil
+}
+
+// timespec is t as utimensat takes it, without a trip through int64
+// nanoseconds (which rounding and range would distort).
+func timespec(t time.Time) unix.Timespec {
+	return unix.Timespec{Sec: t.Unix(), Nsec: int64(t.Nanosecond())}
 }
 
 // unixMode is the permission part of a mode as chmod takes it.

@@ -75,6 +75,8 @@ func (t *Tags) checkOne(c *cursor, rec *Record, e Entry, content bool, rep *Chec
 		return "missing"
 	case state == stateForeign:
 		return fmt.Sprintf("has no %s attribute", t.attr)
+	case state == stateLeftover:
+		return "is only another link to the original (an interrupted restore): 'tag restore' or 'tag clean' removes it"
 	case v != rec.Version:
 		return fmt.Sprintf("carries version %q, the record says %q", v, rec.Version)
 	}

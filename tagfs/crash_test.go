@@ -140,6 +140,23 @@ func killAnyMoment(t *testing.T, fstype string, size int64, budget time.Duration
 			}
 			checkCopy(t, root, h, v1[h], true)
 		}
+		if rounds%3 == 2 {
+			// restore after the interrupted create: the originals stay
+			// as they are, hard links included, and the copies go. It
+			// renamed the copies over the originals and split links.
+			run(-1, "tag", "restore")
+			for _, h := range paths {
+				if d := sameCopy(snap(t, filepath.Join(root, h)), v1[h], ""); d != "" {
+					t.Fatalf("round %d: %s after restore of an interrupted create: %s", rounds, h, d)
+				}
+			}
+			if temps, tagged := leftovers(t, root); len(tagged) > 0 {
+				t.Fatalf("round %d: after restore of an interrupted create: %v %v", rounds, temps, tagged)
+			}
+			linked(rounds, false)
+			run(-1, "tag", "clean")
+			continue
+		}
 		run(-1, create...)
 		if temps, tagged := leftovers(t, root); len(temps) > 0 || len(tagged) != len(paths) {
 			t.Fatalf("round %d: after the rerun of create: temps %v, %d of %d tagged", rounds, temps, len(tagged), len(paths))

@@ -136,6 +136,9 @@ func (t *Tags) prepare(items []item, idx map[string]int, rec *Record, version st
 			continue
 		}
 		state, v, err := t.taggedState(d, TaggedName(it.name))
+		if err == nil && state == stateLeftover {
+			state, err = stateAbsent, dropLeftover(d, TaggedName(it.name))
+		}
 		switch {
 		case err != nil:
 			probs.add("%s: %v", it.path(), err)
@@ -168,12 +171,17 @@ const (
 	stateAbsent  = iota
 	stateOurs    // carries our attribute
 	stateForeign // exists without our attribute
+	// stateLeftover: exists without our attribute as another link to the
+	// original itself (what a restore or a create interrupted between
+	// two hard-linked names can leave): ours to remove, no data is in it.
+	stateLeftover
 )
 
 // taggedState says whether name in d is absent, ours (with its version) or
 // someone else's.
 func (t *Tags) taggedState(d *dir, name string) (int, string, error) {
-	if _, err := lstatAt(d, name); err != nil {
+	st, err := lstatAt(d, name)
+	if err != nil {
 		if err == unix.ENOENT {
 			return stateAbsent, "", nil
 		}
@@ -184,9 +192,23 @@ func (t *Tags) taggedState(d *dir, name string) (int, string, error) {
 	case err != nil:
 		return 0, "", err
 	case !ok:
+		if orig, found := strings.CutPrefix(name, Prefix); found && orig != "" {
+			if ost, err := lstatAt(d, orig); err == nil && ost.Ino == st.Ino && ost.Dev == st.Dev {
+				return stateLeftover, "", nil
+			}
+		}
 		return stateForeign, "", nil
 	}
 	return stateOurs, v, nil
+}
+
+// dropLeftover removes a .Old.. name that is only another link to its
+// original (stateLeftover): no data goes with it.
+func dropLeftover(d *dir, name string) error {
+	if err := unix.Unlinkat(d.fd, name, 0); err != nil && err != unix.ENOENT {
+		return fmt.Errorf("cannot remove %s, a leftover link to its original: %v", d.hostPath(name), err)
+	}
+	return nil
 }
 
 // stillOurs checks again, just before it is replaced, that name in d is

@@ -124,7 +124,7 @@ func (t *Tags) Restore(paths []string) (*Report, error) {
 			continue
 		}
 		syncs[d.st.Dev] = dp
-		done, err := t.restoreOne(d, name, e, keep)
+		done, err := t.restoreOne(d, name, e, keep, !rec.Complete)
 		switch {
 		case errors.Is(err, errForeign):
 			rep.Foreign = append(rep.Foreign, e.Tagged())
@@ -156,7 +156,7 @@ var errForeign = errors.New("the .Old.. file is not a tagged file (left alone)")
 // restoreOne puts the tagged copy of name back and drops the version
 // attribute from it unless keep says it must stay. It reports false when
 // there was nothing left to do.
-func (t *Tags) restoreOne(d *dir, name string, e Entry, keep func(*dir, string) bool) (bool, error) {
+func (t *Tags) restoreOne(d *dir, name string, e Entry, keep func(*dir, string) bool, interrupted bool) (bool, error) {
 	old := TaggedName(name)
 	state, _, err := t.taggedState(d, old)
 	if err != nil {
@@ -171,7 +171,22 @@ func (t *Tags) restoreOne(d *dir, name string, e Entry, keep func(*dir, string) 
 	switch state {
 	case stateForeign:
 		return false, errForeign
+	case stateLeftover:
+		// The copy was put back and a link of it stayed: finish.
+		if err := dropLeftover(d, old); err != nil {
+			return false, err
+		}
 	case stateOurs:
+		if interrupted && t.unchangedSinceCopy(d, name) {
+			// A create was interrupted and the original was never
+			// replaced: renaming the copy over it would split it from
+			// its other hard links (whose copies may not be linked
+			// yet), so the copy goes instead.
+			if err := unix.Unlinkat(d.fd, old, 0); err != nil && err != unix.ENOENT {
+				return false, fmt.Errorf("cannot remove %s, a copy of the unchanged original: %v", old, err)
+			}
+			return false, nil
+		}
 		if err := unix.Renameat(d.fd, old, d.fd, name); err != nil {
 			return false, fmt.Errorf("cannot rename %s over it: %v", old, err)
 		}
@@ -190,6 +205,19 @@ func (t *Tags) restoreOne(d *dir, name string, e Entry, keep func(*dir, string) 
 		return false, nil // the original is the old file already
 	}
 	return false, fmt.Errorf("its tagged copy %s is missing", old)
+}
+
+// unchangedSinceCopy reports whether the original name in d is still what
+// its tagged copy was made from: the same type, size, mode, owner and
+// modification time, and no change to its inode since the copy was made
+// (its change time is not later than the copy's).
+func (t *Tags) unchangedSinceCopy(d *dir, name string) bool {
+	st, err := lstatAt(d, name)
+	if err != nil || !t.sameAsOriginal(d, &item{name: name, st: st}) {
+		return false
+	}
+	cst, err := lstatAt(d, TaggedName(name))
+	return err == nil && st.Ctim.Nano() <= cst.Ctim.Nano()
 }
 
 func (t *Tags) dropAttr(d *dir, name string) error {
@@ -287,6 +315,13 @@ func (t *Tags) remove(action string, paths []string, extra []Entry) (*Report, er
 		case state == stateForeign:
 			rep.Foreign = append(rep.Foreign, e.Tagged())
 			gone[e.Path] = true // not ours: not in our set either
+		case state == stateLeftover:
+			if err := dropLeftover(d, TaggedName(name)); err != nil {
+				probs.add("%v", err)
+				continue
+			}
+			rep.Already = append(rep.Already, e.Path)
+			gone[e.Path] = true
 		case state == stateAbsent:
 			rep.Already = append(rep.Already, e.Path)
 			gone[e.Path] = true
