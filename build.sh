@@ -12,6 +12,7 @@ TEST_PACKAGES=(
 	xorriso isomd5sum chrony systemd-container debootstrap qemu-system-x86
 	linux-image-amd64 busybox-static cpio kmod btrfs-progs xfsprogs e2fsprogs
 	fuse3 acl attr libcap2-bin util-linux file genisoimage libarchive-tools
+	prometheus-node-exporter
 )
 
 version() {

@@ -8,6 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"upgradectl/boot"
+	"upgradectl/stage"
 )
 
 func init() {
@@ -46,6 +47,7 @@ func init() {
 			Action: bootAction(func(ctx context.Context, c *cli.Context, e *env, s *boot.System) error {
 				s.Out = e.Out // the journal, in the boot hook
 				r, err := boot.Resume(ctx, s, boot.ResumeOptions{Reset: c.Bool("reset"), Now: c.Bool("now")})
+				noteBootHook(e, r, err)
 				if r != nil {
 					if e.JSON {
 						json.NewEncoder(e.Out).Encode(r)
@@ -81,4 +83,17 @@ func printChanges(e *env, ch []boot.UnitChange, none string) {
 	if len(ch) == 0 {
 		fmt.Fprintln(e.Out, none)
 	}
+}
+
+// noteBootHook sends the boot hook's outcome to the journal and the
+// metrics.
+func noteBootHook(e *env, r *boot.ResumeReport, err error) {
+	result, reason := "failed", ""
+	if r != nil {
+		result, reason = r.Result, r.Reason
+	}
+	if err != nil && reason == "" {
+		reason = err.Error()
+	}
+	stage.NoteBootHook(stageHost(e, e.Err), result, reason)
 }

@@ -13,6 +13,7 @@ import (
 
 	"upgradectl/host"
 	"upgradectl/host/check"
+	"upgradectl/stage"
 )
 
 func init() {
@@ -64,6 +65,7 @@ func checkAction(profile string) func(c *cli.Context, e *env) error {
 		if _, err := check.Log(e.Log(), rep, 0); err != nil {
 			fmt.Fprintf(e.Err, "upgradectl: checks not recorded in the upgrade log: %v\n", err)
 		}
+		stage.NoteCheck(stageHost(e, e.Err), rep)
 		asJSON := e.JSON
 		for _, lc := range c.Lineage() {
 			asJSON = asJSON || lc.Bool("json")

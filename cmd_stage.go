@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -197,8 +198,13 @@ func setupVars(c *cli.Context, e *env, vars map[string]string) error {
 
 // stageEngine is the stage engine on the host the global flags name.
 func stageEngine(e *env) *stage.Engine {
-	return stage.New(stage.Host{Root: e.Root, StateDir: e.StateDir, ConfigPath: e.ConfigPath, Config: e.Config,
-		Mode: e.Mode, Out: e.Out})
+	return stage.New(stageHost(e, e.Out))
+}
+
+// stageHost is the host the global flags name, for the stage package,
+// its progress and warnings going to out.
+func stageHost(e *env, out io.Writer) stage.Host {
+	return stage.Host{Root: e.Root, StateDir: e.StateDir, ConfigPath: e.ConfigPath, Config: e.Config, Mode: e.Mode, Out: out}
 }
 
 // signalContext is cancelled by SIGINT or SIGTERM, so that a stage stops

@@ -106,6 +106,7 @@ type Config struct {
 	Tag         TagConfig         `toml:"tag"`
 	Maintenance MaintenanceConfig `toml:"maintenance"`
 	Stages      StagesConfig      `toml:"stages"`
+	Metrics     MetricsConfig     `toml:"metrics"`
 
 	// Source says where the configuration came from: a path under the
 	// root, or "embedded default".
@@ -182,6 +183,13 @@ type StagesConfig struct {
 	Maintenance  bool   `toml:"maintenance"`
 	RebootOnRoll bool   `toml:"reboot_on_roll"`
 	HooksDir     string `toml:"hooks_dir"`
+}
+
+// MetricsConfig is where the Prometheus node exporter's textfile collector
+// reads upgradectl.prom. Empty, or a directory that does not exist under
+// the root: no metrics are written.
+type MetricsConfig struct {
+	TextfileDir string `toml:"textfile_dir"`
 }
 
 // DefaultConfig returns the embedded default configuration.
@@ -444,6 +452,12 @@ func (c *Config) validate() []string {
 		text(s.key, s.val)
 		if !strings.HasPrefix(s.val, "/") || path.Clean(s.val) == "/" {
 			p = append(p, fmt.Sprintf("%s %q is not an absolute path below /", s.key, s.val))
+		}
+	}
+	if d := c.Metrics.TextfileDir; d != "" {
+		text("metrics.textfile_dir", d)
+		if !strings.HasPrefix(d, "/") || path.Clean(d) == "/" {
+			p = append(p, fmt.Sprintf("metrics.textfile_dir %q is not an absolute path below / (or empty: no metrics)", d))
 		}
 	}
 	if a := c.Tag.Attribute; !strings.HasPrefix(a, "trusted.") && !strings.HasPrefix(a, "user.") {

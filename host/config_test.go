@@ -188,6 +188,7 @@ func TestConfigRefusesWhatMakesNoSense(t *testing.T) {
 		{"[iso]\nstaging_dir = \"\"", `iso.staging_dir "" is not an absolute path below /`},
 		{"[iso]\nstaging_dir = \"/\"", `iso.staging_dir "/" is not an absolute path below /`},
 		{"[stages]\nhooks_dir = \"\"", `stages.hooks_dir "" is not an absolute path below /`},
+		{"[metrics]\ntextfile_dir = \"relative\"", `metrics.textfile_dir "relative" is not an absolute path`},
 		{"[maintenance]\nkeep_units = [\"a\\nb.service\"]", "maintenance.keep_units"},
 		{"[checks.auth]\naccounts = [\"root\\n\"]", "checks.auth.accounts"},
 		{"[checks.backup]\npaths = [\"\"]", `checks.backup.paths[0] "" is not an absolute pattern`},

@@ -20,6 +20,10 @@ import (
 const (
 	MethodKernel = "kernel" // loop device and the kernel's iso9660
 	MethodFUSE   = "fuse"   // this program's reader served over FUSE
+	// MethodExtract is no mount: the image extracted into a directory of
+	// the state directory, where neither the kernel nor FUSE can mount
+	// (MountOptions.Extract).
+	MethodExtract = "extracted"
 )
 
 // Mount states, as MountRecord.State reports them.
@@ -28,6 +32,7 @@ const (
 	StateStale      = "stale"       // the mount is gone
 	StateServerGone = "server-gone" // FUSE mount left without its server, or a mount a crash left half recorded
 	StateStarting   = "starting"    // FUSE server running, its mount not there yet (its mount command may be gone)
+	StatePartial    = "partial"     // an extraction that did not finish
 )
 
 // fuseType is the filesystem type of our FUSE mounts in mountinfo.
@@ -47,6 +52,10 @@ type MountRecord struct {
 	PID       int       `json:"pid,omitempty"`       // FUSE server
 	PIDStart  uint64    `json:"pid_start,omitempty"` // its start time, against pid reuse
 	MountedAt time.Time `json:"mounted_at"`
+	// Partial marks an extraction under way (or cut short); Why says why
+	// the image was extracted rather than mounted.
+	Partial bool   `json:"partial,omitempty"`
+	Why     string `json:"why,omitempty"`
 	// State is worked out when the records are read, never stored.
 	State string `json:"state,omitempty"`
 }
@@ -71,6 +80,11 @@ type MountOptions struct {
 	Exe string
 	// Log, when set, gets one entry per mount and unmount.
 	Log *host.UpgradeLog
+	// Extract lets Mount (method "") extract the image into dir when
+	// neither the kernel nor FUSE can mount it (a rescue system, a
+	// container without /dev/fuse). dir must be inside StateDir: it is
+	// emptied before and after.
+	Extract bool
 }
 
 func readMounts(stateDir string) ([]MountRecord, error) {
@@ -126,6 +140,9 @@ func Mounts(stateDir string) ([]MountRecord, error) {
 }
 
 func stateOf(m MountRecord, table map[string]mountEntry) string {
+	if m.Method == MethodExtract {
+		return extractState(m)
+	}
 	e, ok := table[m.Dir]
 	if !ok {
 		// A FUSE server that may still mount: its process runs, or it was
@@ -252,7 +269,12 @@ func Mount(image, dir string, o MountOptions) (rec MountRecord, err error) {
 		if errors.As(err, &nk) {
 			rec.Method = MethodFUSE
 			rec.PID, rec.PIDStart, err = startFUSE(img, mnt, o, started)
-			if err != nil {
+			var nf *noFUSE
+			if errors.As(err, &nf) && o.Extract {
+				rec.Method, rec.PID, rec.PIDStart = MethodExtract, 0, 0
+				rec.Why = fmt.Sprintf("%v; %v", nk.Err, nf.Err)
+				err = extractInstead(&rec, o, ms)
+			} else if err != nil {
 				err = fmt.Errorf("%w (the kernel mount was not possible either: %v)", err, nk.Err)
 			}
 		}
@@ -362,6 +384,9 @@ func UnmountAll(lazy bool, o MountOptions) error {
 }
 
 func unmountRecord(m MountRecord, lazy bool) error {
+	if m.Method == MethodExtract {
+		return emptyDir(m.Dir)
+	}
 	table, err := mountTable()
 	if err != nil {
 		return err

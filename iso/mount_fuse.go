@@ -43,7 +43,7 @@ const fuseStartTimeout = 2 * time.Minute
 
 func startFUSE(image, dir string, o MountOptions, started func(pid int, start uint64)) (int, uint64, error) {
 	if _, err := os.Stat("/dev/fuse"); err != nil {
-		return 0, 0, host.CannotRun("cannot mount %s with FUSE: no /dev/fuse (load the fuse module)", image)
+		return 0, 0, &noFUSE{host.CannotRun("cannot mount %s with FUSE: no /dev/fuse (load the fuse module)", image)}
 	}
 	exe := o.Exe
 	if exe == "" {

@@ -68,10 +68,9 @@ const MountDir = "mnt"
 
 // New returns the engine with the real stages for h.
 func New(h Host) *Engine {
-	state := h.Root.Path(h.StateDir)
-	a := &actions{h: h, state: state, log: host.OpenLog(state, h.Mode)}
-	e := &Engine{Root: h.Root, StateDir: state, Config: h.Config, Log: a.log, Out: h.Out,
-		Automatic: h.Mode == host.ModeAutomatic, Facts: a.facts}
+	a := newActions(h)
+	e := &Engine{Root: h.Root, StateDir: a.state, Config: h.Config, Log: a.log, Out: h.Out,
+		Automatic: h.Mode == host.ModeAutomatic, Facts: a.facts, Notify: a.observe}
 	e.Handlers = map[Name]Handler{
 		Setup:       {Do: a.setup, Undo: a.undoSetup, Verify: a.verifySetup},
 		Preinstall:  {Do: a.preinstall, Undo: a.undoPreinstall, Verify: a.verifyPreinstall},
@@ -90,6 +89,11 @@ type actions struct {
 	log   *host.UpgradeLog
 }
 
+func newActions(h Host) *actions {
+	state := h.Root.Path(h.StateDir)
+	return &actions{h: h, state: state, log: host.OpenLog(state, h.Mode)}
+}
+
 func (a *actions) tags() *tagfs.Tags { return tagfs.New(a.h.Root, a.h.Config, a.state) }
 
 func (a *actions) system() *boot.System {
@@ -98,9 +102,10 @@ func (a *actions) system() *boot.System {
 }
 
 // mountOpts leaves the log out: the stage logs each mount and unmount as
-// its own sub-action.
+// its own sub-action. Where nothing can mount the image, it is extracted
+// into the mount point (in the state directory).
 func (a *actions) mountOpts() iso.MountOptions {
-	return iso.MountOptions{StateDir: a.state, Root: a.h.Root}
+	return iso.MountOptions{StateDir: a.state, Root: a.h.Root, Extract: true}
 }
 
 // mountDir is the mount point, as the mount records name it (symlinks
@@ -539,6 +544,10 @@ func (a *actions) mount(r *Run) (string, error) {
 			return "", err
 		}
 		out = dir
+		if rec.Method == iso.MethodExtract {
+			r.Printf("the image cannot be mounted here (%s): extracted into %s instead", rec.Why, dir)
+			return fmt.Sprintf("%s extracted into %s: %s", img, dir, rec.Why), nil
+		}
 		return fmt.Sprintf("%s on %s (%s)", img, dir, rec.Method), nil
 	})
 	return out, err
@@ -721,6 +730,7 @@ func (a *actions) runChecks(r *Run, profile string) error {
 		return err
 	}
 	check.Log(a.log, rep, r.LogID())
+	a.noteChecks(rep)
 	r.Printf("check %s: %s", profile, rep.Summary())
 	if rep.Inhibited {
 		var ids []string
@@ -897,7 +907,11 @@ func (a *actions) facts() []Fact {
 		fs = append(fs, Fact{"mounts", "unknown: " + err.Error()})
 	}
 	for _, m := range ms {
-		fs = append(fs, Fact{"mount", fmt.Sprintf("%s on %s (%s, %s)", m.Image, m.Dir, m.Method, m.State)})
+		how := m.Method + ", " + m.State
+		if m.Method == iso.MethodExtract && m.State == iso.StateMounted {
+			how = "extracted: nothing here could mount it"
+		}
+		fs = append(fs, Fact{"mount", fmt.Sprintf("%s on %s (%s)", m.Image, m.Dir, how)})
 	}
 	if len(ms) == 0 && err == nil {
 		fs = append(fs, Fact{"mounts", "none"})

@@ -1,7 +1,6 @@
 package stage_test
 
 import (
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,19 +37,7 @@ func TestUpgradeInContainer(t *testing.T) {
 	in := func(p string) string { return "/root/" + filepath.Base(p) }
 	v1 := snapshot(t, c.Dir, false)
 	c.Boot(t)
-	u := func(args ...string) string {
-		t.Helper()
-		return c.MustExec(t, append([]string{"upgradectl"}, args...)...)
-	}
-	st := func() *stage.Report {
-		t.Helper()
-		var rep stage.Report
-		out := u("status", "--json")
-		if err := json.Unmarshal([]byte(out), &rep); err != nil {
-			t.Fatalf("status --json: %v\n%s", err, out)
-		}
-		return &rep
-	}
+	u, st := containerCommands(t, c)
 	activeTarget := func(unit string) bool {
 		out, _, _ := c.Exec("systemctl", "is-active", unit)
 		return strings.TrimSpace(out) == "active"
@@ -93,21 +80,7 @@ func TestUpgradeInContainer(t *testing.T) {
 			t.Fatalf("continue: %s is %s", want, s.Status)
 		}
 	}
-	// Roll reboots; the command may or may not see its own end.
-	out, code, err := c.Exec("upgradectl", "continue")
-	t.Logf("continue (roll): exit %d %v\n%s", code, err, out)
-	if status := c.WaitExit(t, 3*time.Minute); status != 133 {
-		t.Fatalf("the container exited with %d, want 133 (reboot)", status)
-	}
-	c.Boot(t)
-	// The boot hook completes the roll at boot, in maintenance mode.
-	deadline := time.Now().Add(3 * time.Minute)
-	for stageOf(st(), stage.Roll).Status != stage.Done {
-		if time.Now().After(deadline) {
-			t.Fatalf("the boot hook did not complete roll:\n%s\n%s", u("status"), c.MustExec(t, "journalctl", "-b", "-u", "upgradectl-resume.service", "--no-pager"))
-		}
-		time.Sleep(time.Second)
-	}
+	rollThroughReboot(t, c, u, st)
 	if !activeTarget("upgradectl-maintenance.target") {
 		t.Fatal("the reboot did not come back into maintenance mode")
 	}
@@ -162,7 +135,7 @@ func TestUpgradeInContainer(t *testing.T) {
 	u("continue")
 	pid := strings.TrimSpace(c.MustExec(t, "sh", "-c", "ACME_INSTALL_DELAY=0.5 upgradectl install >/tmp/install.out 2>&1 & echo $!"))
 	// Kill it once the image is mounted and the install command runs.
-	deadline = time.Now().Add(2 * time.Minute)
+	deadline := time.Now().Add(2 * time.Minute)
 	for stageOf(st(), stage.Install).Status != stage.Running || !strings.Contains(c.MustExec(t, "cat", "/proc/self/mountinfo"), "/var/lib/upgradectl/mnt") {
 		if time.Now().After(deadline) {
 			t.Fatalf("install did not get going:\n%s", c.MustExec(t, "cat", "/tmp/install.out"))

@@ -51,6 +51,9 @@ type Engine struct {
 	MaxResumes int
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// Notify, when set, is told of every stage transition and of the
+	// upgrade's start and end, after the state is saved (journal, metrics).
+	Notify func(Event)
 }
 
 // Options are what a command adds to a stage run.
@@ -400,7 +403,8 @@ func (e *Engine) runDo(ctx context.Context, st *State, n Name, opts Options) err
 	}
 	rec := st.Stage(n)
 	start := e.now()
-	if n == Setup && (rec.Status == NotStarted || rec.Status == Undone) {
+	fresh := n == Setup && (rec.Status == NotStarted || rec.Status == Undone)
+	if fresh {
 		// A new upgrade begins.
 		// Only the image carries over from an upgrade that was undone
 		// (setup retried without --iso); nothing else of it does.
@@ -446,6 +450,10 @@ func (e *Engine) runDo(ctx context.Context, st *State, n Name, opts Options) err
 	if err := saveState(e.StateDir, st); err != nil {
 		return err
 	}
+	if fresh {
+		e.notify(KindUpgradeStarted, st, nil, fmt.Sprintf("upgradectl: upgrade %s from version %s started", st.Upgrade, orUnknown(st.OldVersion)))
+	}
+	e.notify(KindStage, st, rec, "")
 	e.printf("%s: running (attempt %d)", n, rec.Attempt)
 	r := e.newRun(ctx, st, rec, false)
 	err = e.runHooks(r, "pre", nil)
@@ -458,6 +466,7 @@ func (e *Engine) runDo(ctx context.Context, st *State, n Name, opts Options) err
 			}
 			e.Log.Append(host.LogEntry{Action: string(n), Parent: rec.LogID, Scope: "server", Result: host.ResultSuccess,
 				Message: "rebooting; the boot hook completes the stage"})
+			e.notify(KindStage, st, rec, "")
 			e.printf("%s: rebooting; the boot hook completes the stage after the reboot", n)
 			return nil
 		}
@@ -476,6 +485,7 @@ func (e *Engine) runDo(ctx context.Context, st *State, n Name, opts Options) err
 		}
 		e.Log.Append(host.LogEntry{Action: string(n), Parent: rec.LogID, Start: start, End: end, Scope: "server",
 			Result: host.ResultFailed, Message: "UPGRADE_OPERATION_FAILED: " + rec.Error})
+		e.notifyFailed(st, rec, string(n))
 		e.printf("%s: failed: %s", n, rec.Error)
 		hint := fmt.Sprintf("fix the cause and run 'upgradectl %s' again", n)
 		if undoable(n) {
@@ -490,6 +500,7 @@ func (e *Engine) runDo(ctx context.Context, st *State, n Name, opts Options) err
 	}
 	e.Log.Append(host.LogEntry{Action: string(n), Parent: rec.LogID, Start: start, End: end, Scope: "server",
 		Result: host.ResultSuccess, Message: "done"})
+	e.notify(KindStage, st, rec, "")
 	e.printf("%s: done in %s", n, end.Sub(start).Round(time.Millisecond))
 	if n == Clean {
 		return e.archive(st)
@@ -517,6 +528,7 @@ func (e *Engine) runUndo(ctx context.Context, st *State, n Name) error {
 	if err := saveState(e.StateDir, st); err != nil {
 		return err
 	}
+	e.notify(KindStage, st, rec, "")
 	e.printf("undo %s: running", n)
 	err = h.Undo(e.newRun(ctx, st, rec, true))
 	end := e.now()
@@ -528,6 +540,7 @@ func (e *Engine) runUndo(ctx context.Context, st *State, n Name) error {
 		}
 		e.Log.Append(host.LogEntry{Action: "undo " + string(n), Parent: rec.LogID, Start: start, End: end, Scope: "server",
 			Result: host.ResultFailed, Message: "UPGRADE_OPERATION_FAILED: " + rec.Error})
+		e.notifyFailed(st, rec, "undo "+string(n))
 		e.printf("undo %s: failed: %s", n, rec.Error)
 		return failure(fmt.Sprintf("undo %s failed", n), err, fmt.Sprintf("fix the cause and run 'upgradectl undo %s' again", n))
 	}
@@ -538,6 +551,10 @@ func (e *Engine) runUndo(ctx context.Context, st *State, n Name) error {
 	}
 	e.Log.Append(host.LogEntry{Action: "undo " + string(n), Parent: rec.LogID, Start: start, End: end, Scope: "server",
 		Result: host.ResultSuccess, Message: "undone"})
+	e.notify(KindStage, st, rec, "")
+	if n == Setup {
+		e.notify(KindUpgradeUndone, st, rec, fmt.Sprintf("upgradectl: upgrade %s undone: version %s stays", st.Upgrade, orUnknown(st.OldVersion)))
+	}
 	e.printf("undo %s: done in %s", n, end.Sub(start).Round(time.Millisecond))
 	return nil
 }

@@ -246,6 +246,7 @@ func (e *Engine) archive(st *State) error {
 	if err := host.RemoveDurable(filepath.Join(e.StateDir, StateFile)); err != nil {
 		return err
 	}
+	e.notify(KindUpgradeComplete, st, nil, fmt.Sprintf("upgradectl: upgrade %s complete: version %s to %s", st.Upgrade, orUnknown(st.OldVersion), ver))
 	e.printf("upgrade complete: active version %s; log archived in %s", ver, filepath.Join(rel, host.LogFile))
 	return nil
 }
