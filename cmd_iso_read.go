@@ -315,21 +315,7 @@ func isoList(im *iso.Image, p string, rec bool) ([]isoRow, error) {
 }
 
 func isoRowOf(p string, e *iso.Entry) isoRow {
-	typ := "file"
-	switch t := e.Mode.Type(); {
-	case t == fs.ModeDir:
-		typ = "dir"
-	case t == fs.ModeSymlink:
-		typ = "symlink"
-	case t&fs.ModeCharDevice != 0:
-		typ = "char-device"
-	case t&fs.ModeDevice != 0:
-		typ = "block-device"
-	case t == fs.ModeNamedPipe:
-		typ = "fifo"
-	case t == fs.ModeSocket:
-		typ = "socket"
-	}
+	typ, _ := fileType(e.Mode)
 	mode := uint32(e.Mode.Perm())
 	for bit, m := range map[fs.FileMode]uint32{fs.ModeSetuid: 0o4000, fs.ModeSetgid: 0o2000, fs.ModeSticky: 0o1000} {
 		if e.Mode&bit != 0 {
@@ -378,24 +364,30 @@ func printISOList(e *env, rows []isoRow, long bool) error {
 	return nil
 }
 
+// fileType names the type of a mode as iso ls --json does and as ls -l
+// writes its letter.
+func fileType(m fs.FileMode) (string, byte) {
+	switch t := m.Type(); {
+	case t == fs.ModeDir:
+		return "dir", 'd'
+	case t == fs.ModeSymlink:
+		return "symlink", 'l'
+	case t&fs.ModeCharDevice != 0:
+		return "char-device", 'c'
+	case t&fs.ModeDevice != 0:
+		return "block-device", 'b'
+	case t == fs.ModeNamedPipe:
+		return "fifo", 'p'
+	case t == fs.ModeSocket:
+		return "socket", 's'
+	}
+	return "file", '-'
+}
+
 // lsMode is a mode as ls -l writes it: the type letter, then rwx for user,
 // group and others with s, S, t and T for the set-id and sticky bits.
 func lsMode(m fs.FileMode) string {
-	typ := byte('-')
-	switch t := m.Type(); {
-	case t == fs.ModeDir:
-		typ = 'd'
-	case t == fs.ModeSymlink:
-		typ = 'l'
-	case t&fs.ModeCharDevice != 0:
-		typ = 'c'
-	case t&fs.ModeDevice != 0:
-		typ = 'b'
-	case t == fs.ModeNamedPipe:
-		typ = 'p'
-	case t == fs.ModeSocket:
-		typ = 's'
-	}
+	_, typ := fileType(m)
 	b := []byte{typ}
 	for i, special := range []fs.FileMode{fs.ModeSetuid, fs.ModeSetgid, fs.ModeSticky} {
 		shift := uint(6 - 3*i)
