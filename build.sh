@@ -4,6 +4,9 @@
 #                   packages the real-component tests use, once), then gofmt,
 #                   go vet and the whole test suite
 # ./build.sh bench  the benchmarks against the standard tools
+# ./build.sh dist   dist/: the binary, its manual page and shell completions,
+#                   and a .deb and an .rpm of them with the commented default
+#                   configuration (nfpm, pinned as a Go tool in go.mod)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -11,7 +14,7 @@ cd "$(dirname "$0")"
 TEST_PACKAGES=(
 	xorriso isomd5sum chrony systemd-container debootstrap qemu-system-x86
 	linux-image-amd64 busybox-static cpio kmod btrfs-progs xfsprogs e2fsprogs
-	fuse3 acl attr libcap2-bin util-linux file genisoimage libarchive-tools
+	fuse3 acl attr libcap2-bin util-linux file genisoimage libarchive-tools zsh fish
 	prometheus-node-exporter
 )
 
@@ -63,6 +66,31 @@ checks() {
 	go vet ./...
 }
 
+# pkgversion is a package version from git: 0.N+gHASH (N commits).
+pkgversion() {
+	local n h
+	n=$(git rev-list --count HEAD 2>/dev/null || echo 0)
+	h=$(git rev-parse --short HEAD 2>/dev/null || echo dev)
+	echo "0.$n+g$h"
+}
+
+dist() {
+	build
+	rm -rf dist
+	mkdir -p dist/completions
+	cp bin/upgradectl dist/upgradectl
+	bin/upgradectl manpage | gzip -9n >dist/upgradectl.8.gz
+	for sh in bash zsh fish; do
+		bin/upgradectl completion "$sh" >"dist/completions/$sh"
+	done
+	UPGRADECTL_PKG_VERSION=$(pkgversion)
+	export UPGRADECTL_PKG_VERSION
+	for p in deb rpm; do
+		go tool nfpm pkg --config packaging/nfpm.yaml --packager "$p" --target dist/
+	done
+	ls -l dist
+}
+
 case "${1:-build}" in
 build)
 	build
@@ -74,13 +102,16 @@ test)
 	# The real-component tests use the built binary (containers, VMs).
 	UPGRADECTL_BIN="$PWD/bin/upgradectl" go test -count=1 -timeout 75m "${@:2}" ./...
 	;;
+dist)
+	dist
+	;;
 bench)
 	setup
 	build
 	UPGRADECTL_BIN="$PWD/bin/upgradectl" go test -run '^$' -bench "${2:-.}" -benchtime 1x -timeout 60m ./...
 	;;
 *)
-	echo "usage: ./build.sh [build|test|bench]" >&2
+	echo "usage: ./build.sh [build|test|bench|dist]" >&2
 	exit 2
 	;;
 esac
