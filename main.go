@@ -386,7 +386,7 @@ type errSilent struct{ code int }
 
 func (e errSilent) Error() string { return fmt.Sprintf("exit %d", e.code) }
 
-// exitCode is the one switch from errors to exit codes (see README).
+// exitCode is the one switch from errors to exit codes (see docs/cli.md).
 func exitCode(err error) int {
 	var es errSilent
 	if errors.As(err, &es) {
