@@ -3,7 +3,9 @@
 # ./build.sh test   set up a fresh machine for the tests (as root: the Debian
 #                   packages the real-component tests use, once), then gofmt,
 #                   go vet and the whole test suite
-# ./build.sh bench  the benchmarks against the standard tools
+# ./build.sh bench  the benchmarks against the standard tools, BENCH_COUNT
+#                   (5) paired runs each, and one table of their ratios:
+#                   median and min-max
 # ./build.sh dist   dist/: the binary, its manual page and shell completions,
 #                   and a .deb and an .rpm of them with the commented default
 #                   configuration (nfpm, pinned as a Go tool in go.mod)
@@ -108,7 +110,12 @@ dist)
 bench)
 	setup
 	build
-	UPGRADECTL_BIN="$PWD/bin/upgradectl" go test -run '^$' -bench "${2:-.}" -benchtime 1x -timeout 60m ./...
+	# N paired runs of each benchmark (BENCH_COUNT, 5 by default), then
+	# one table: each ratio's median and its min-max.
+	mkdir -p bin
+	go build -o bin/benchtable ./internal/benchtable
+	UPGRADECTL_BIN="$PWD/bin/upgradectl" go test -run '^$' -bench "${2:-.}" -benchtime 1x -count "${BENCH_COUNT:-5}" -timeout 60m ./... |
+		bin/benchtable
 	;;
 *)
 	echo "usage: ./build.sh [build|test|bench|dist]" >&2

@@ -35,6 +35,7 @@ import (
 var acmeFiles = []string{
 	"/opt/acme/bin/acme",
 	"/opt/acme/bin/acmectl",
+	"/opt/acme/sbin/acmectl",    // a hard link of bin/acmectl
 	"/opt/acme/bin/acme-report", // new in version 2
 	"/opt/acme/etc/acme.conf",
 	"/opt/acme/lib/libacme.so",
@@ -67,6 +68,13 @@ func writeAcme(t testing.TB, dir, v string) {
 		t.Fatal(err)
 	}
 	w("opt/acme/bin/acmectl", append(tr, []byte("\nacmectl "+v+"\n")...), 0o755)
+	// The same file under a second name: tagged, restored and installed
+	// together, the two names stay one inode.
+	os.MkdirAll(filepath.Join(dir, "opt/acme/sbin"), 0o755)
+	os.Remove(filepath.Join(dir, "opt/acme/sbin/acmectl"))
+	if err := os.Link(filepath.Join(dir, "opt/acme/bin/acmectl"), filepath.Join(dir, "opt/acme/sbin/acmectl")); err != nil {
+		t.Fatal(err)
+	}
 	if v != "1" {
 		w("opt/acme/bin/acme-report", []byte("#!/bin/sh\necho \"acme report "+v+"\"\n"), 0o755)
 	}
@@ -220,6 +228,7 @@ type fileRecord struct {
 	Mtime  int64 // not for directories (tagging adds entries to them)
 	Digest string
 	Xattrs string
+	Links  uint64 // of a regular file: a split hard link shows here
 }
 
 // snapshot records every file under root/opt/acme; with tags, the .Old..
@@ -252,6 +261,7 @@ func snapshot(t testing.TB, root string, tags bool) map[string]fileRecord {
 		case unix.S_IFREG:
 			r.Type = "file"
 			r.Size = st.Size
+			r.Links = uint64(st.Nlink)
 			r.Mtime = st.Mtim.Nano()
 			b, err := os.ReadFile(p)
 			if err != nil {

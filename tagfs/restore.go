@@ -84,19 +84,33 @@ func (t *Tags) Restore(paths []string) (*Report, error) {
 	// .Old.. name of the record is still linked to it (hard links tagged
 	// together share one copy): dropped, it would make that name look
 	// like someone else's file. The rename moved that name's change time.
-	byIno := map[uint64][]int{}
+	// The copies' inodes are looked up as they are now, not as recorded:
+	// a system copied or restored from a backup has other inode numbers.
+	type devIno struct{ dev, ino uint64 }
+	byIno := map[devIno][]int{}
+	lc := t.cursor()
 	for i, e := range rec.Files {
-		if e.Ino != 0 {
-			byIno[e.Ino] = append(byIno[e.Ino], i)
+		if e.Type == "" {
+			continue
+		}
+		dp, n := splitHost(e.Path)
+		d, err := lc.open(dp)
+		if err != nil {
+			continue
+		}
+		if st, err := lstatAt(d, TaggedName(n)); err == nil && st.Nlink > 1 {
+			k := devIno{st.Dev, st.Ino}
+			byIno[k] = append(byIno[k], i)
 		}
 	}
+	lc.close()
 	keep := func(d *dir, name string) bool {
 		st, err := lstatAt(d, name)
 		if err != nil || st.Nlink < 2 {
 			return false
 		}
 		kept := false
-		for _, j := range byIno[st.Ino] {
+		for _, j := range byIno[devIno{st.Dev, st.Ino}] {
 			o := &rec.Files[j]
 			if gone[o.Path] || o.Path == d.hostPath(name) {
 				continue
