@@ -9,6 +9,7 @@ import (
 	"path"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -167,8 +168,13 @@ func openISO(e *env, arg string) (*iso.Image, error) {
 	im, err := iso.Open(p)
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
+		// No image where the command line names one (missing, a
+		// directory, a FIFO) is a usage error, as for setup --iso.
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, host.Bad("cannot open image %s: no such file", p)
+			return nil, host.Usage("cannot open image %s: no such file", p)
+		}
+		if errors.Is(err, host.ErrNotRegular) || errors.Is(err, syscall.EISDIR) {
+			return nil, host.Usage("cannot open image %s: %v", p, pe.Err)
 		}
 		return nil, fmt.Errorf("cannot open image %s: %w", p, pe.Err)
 	}

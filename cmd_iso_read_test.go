@@ -99,7 +99,7 @@ func TestISOReadCommands(t *testing.T) {
 		{[]string{"cat", img, "sub"}, 1, "cannot read sub in " + img + ": not a regular file (dir)\n"},
 		{[]string{"cat", img}, 2, "iso cat takes ISO PATH..., not 1 argument(s)\n"},
 		{[]string{"ls", img, "../x"}, 2, "not a valid path in an image"},
-		{[]string{"info", img + ".nope"}, 1, "cannot open image " + img + ".nope: no such file\n"},
+		{[]string{"info", img + ".nope"}, 2, "cannot open image " + img + ".nope: no such file\n"},
 	} {
 		code, _, errs := isoRun(t, append([]string{"iso"}, tc.args...)...)
 		if code != tc.code || !strings.Contains(errs, tc.msg) || strings.Count(errs, "\n") != 1 {

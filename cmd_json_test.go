@@ -15,7 +15,8 @@ func TestJSONAlways(t *testing.T) {
 		args []string
 		exit int
 	}{
-		{[]string{"iso", "info", "/none.iso"}, 1},
+		{[]string{"iso", "info", "/none.iso"}, 2},
+		{[]string{"iso", "info", "/"}, 2},
 		{[]string{"iso", "ls"}, 2},
 		{[]string{"iso", "list", "extra"}, 2},
 		{[]string{"iso", "remove", "--all"}, 0},

@@ -402,7 +402,10 @@ func exitCode(err error) int {
 	switch {
 	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS),
 		errors.Is(err, syscall.EIO), errors.Is(err, syscall.ENOSPC),
-		errors.Is(err, syscall.ENOTSUP), errors.Is(err, syscall.ENODEV):
+		errors.Is(err, syscall.ENOTSUP), errors.Is(err, syscall.ENODEV),
+		// A name this filesystem cannot hold (too long, or refused as
+		// invalid): the destination cannot take it, the input is fine.
+		errors.Is(err, syscall.ENAMETOOLONG), errors.Is(err, syscall.EINVAL):
 		return int(host.KindCannotRun)
 	case errors.Is(err, fs.ErrNotExist):
 		return int(host.KindBad)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"upgradectl/host"
@@ -74,6 +75,9 @@ func TestExitCodeSwitch(t *testing.T) {
 	for err, want := range map[error]int{
 		host.Bad("x"): 1, host.Usage("x"): 2, host.CannotRun("x"): 3, host.Busy("x"): 4, host.Refused("x"): 5,
 		os.ErrPermission: 3, errSilent{1}: 1,
+		// A name the destination filesystem cannot hold, met by extract.
+		fmt.Errorf("cannot extract a to /x/a: %w", syscall.ENAMETOOLONG): 3,
+		fmt.Errorf("cannot extract a to /x/a: %w", syscall.EINVAL):       3,
 	} {
 		if got := exitCode(err); got != want {
 			t.Errorf("exitCode(%v) = %d, want %d", err, got, want)
