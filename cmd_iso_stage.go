@@ -10,6 +10,7 @@ import (
 
 	"upgradectl/host"
 	"upgradectl/iso"
+	"upgradectl/stage"
 )
 
 func init() {
@@ -132,6 +133,10 @@ func (e *env) stageOptions() (iso.StageOptions, error) {
 	if err != nil {
 		return iso.StageOptions{}, host.CannotRun("cannot use staging directory %s: %v", dir, err)
 	}
+	tr, err := stage.LoadTrust(e.Root, e.Config, false)
+	if err != nil {
+		return iso.StageOptions{}, err
+	}
 	return iso.StageOptions{StagingDir: real, HostType: e.Config.Product.Type,
-		HostVersion: e.Config.Product.Version, Log: e.Log()}, nil
+		HostVersion: e.Config.Product.Version, Log: e.Log(), Trust: tr}, nil
 }

@@ -42,6 +42,7 @@ type Report struct {
 	InProgress     bool          `json:"in_progress"`
 	Upgrade        string        `json:"upgrade,omitempty"`
 	Image          string        `json:"image,omitempty"`
+	Signer         string        `json:"signer,omitempty"` // who signed its checksum file, or "not signed"
 	OldVersion     string        `json:"old_version,omitempty"`
 	RunningVersion string        `json:"running_version"`
 	NewVersion     string        `json:"new_version"`
@@ -79,7 +80,7 @@ func (e *Engine) Status() (*Report, error) {
 		return rep, nil
 	}
 	rep.InProgress = true
-	rep.Upgrade, rep.Image = st.Upgrade, st.Vars["iso"]
+	rep.Upgrade, rep.Image, rep.Signer = st.Upgrade, st.Vars["iso"], st.Vars[VarSigner]
 	rep.OldVersion, rep.NewVersion, rep.RunningVersion = st.OldVersion, st.NewVersion, st.RunningVersion()
 	for _, r := range st.Stages {
 		ss := StageStatus{Name: r.Name, Status: r.Status, Attempt: r.Attempt, Started: r.Started, Ended: r.Ended,

@@ -134,7 +134,7 @@ func parseKeys(b []byte) (openpgp.EntityList, error) {
 // Keys lists the loaded keys, by file.
 func (k *Keyring) Keys() []Key {
 	var out []Key
-	now := k.now()
+	now := k.clock()
 	for _, e := range k.list {
 		key := Key{File: k.fileOf[e], Fingerprint: fmt.Sprintf("%X", e.PrimaryKey.Fingerprint), Revoked: e.Revoked(now)}
 		if sig, id := e.PrimarySelfSignature(); sig != nil {
@@ -151,6 +151,14 @@ func (k *Keyring) Keys() []Key {
 	return out
 }
 
+// clock is the time keys and signatures are judged at.
+func (k *Keyring) clock() time.Time {
+	if k.now == nil {
+		return time.Now()
+	}
+	return k.now()
+}
+
 // Len is the number of keys.
 func (k *Keyring) Len() int { return len(k.list) }
 
@@ -162,13 +170,18 @@ var ErrUnsigned = errors.New("not signed")
 // directory.
 var ErrUnknownKey = errors.New("signed by a key that is not in the keys directory")
 
+// IsClearsigned reports whether data is a clearsigned message.
+func IsClearsigned(data []byte) bool {
+	return bytes.HasPrefix(bytes.TrimLeft(data, "\ufeff\r\n\t "), []byte("-----BEGIN PGP SIGNED MESSAGE-----"))
+}
+
 // Verify checks the signature over data, the whole content of the file at
 // path as it was read (what is verified is what will be parsed): when data
 // is clearsigned, its signature, and the signed text is returned; else a
 // detached signature beside path. The error is ErrUnsigned, ErrUnknownKey
 // (both wrapped) or a refusal naming what is wrong.
 func (k *Keyring) Verify(path string, data []byte) (signed []byte, s *Signer, err error) {
-	if bytes.HasPrefix(bytes.TrimLeft(data, "\ufeff\r\n\t "), []byte("-----BEGIN PGP SIGNED MESSAGE-----")) {
+	if IsClearsigned(data) {
 		block, rest := clearsign.Decode(data)
 		if block == nil {
 			return nil, nil, fmt.Errorf("%s: a clearsigned message that does not parse", path)
@@ -212,7 +225,7 @@ func (k *Keyring) Verify(path string, data []byte) (signed []byte, s *Signer, er
 }
 
 func (k *Keyring) check(signed, sig interface{ Read([]byte) (int, error) }, name string) (*Signer, error) {
-	cfg := &packet.Config{Time: k.now, MinRSABits: MinKeyBits}
+	cfg := &packet.Config{Time: k.clock, MinRSABits: MinKeyBits}
 	s, ent, err := openpgp.VerifyDetachedSignature(k.list, signed, sig, cfg)
 	switch {
 	case errors.Is(err, pgperrors.ErrUnknownIssuer):
