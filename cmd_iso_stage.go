@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
@@ -97,10 +98,20 @@ func init() {
 			Name:      "remove",
 			Usage:     "delete a staged image (or every one, and unfinished copies, with --all)",
 			ArgsUsage: "NAME | --all",
-			Flags:     []cli.Flag{&cli.BoolFlag{Name: "all", Usage: "remove every image in the staging directory"}},
+			Flags: []cli.Flag{
+				&cli.BoolFlag{Name: "all", Usage: "remove every image in the staging directory"},
+				&cli.BoolFlag{Name: "force", Usage: "remove it even while the upgrade in progress uses it"},
+			},
 			Action: action(func(c *cli.Context, e *env) error {
 				if c.Bool("all") == (c.NArg() == 1) || c.NArg() > 1 {
 					return host.Usage("iso remove needs NAME or --all")
+				}
+				// The upgrade in progress installs from its staged image and
+				// checks it at every stage: removed, the next stage fails.
+				if upgrade, img, inUse := stage.ImageInUse(e.State()); inUse && !c.Bool("force") &&
+					(c.Bool("all") || img == "" || filepath.Base(img) == c.Args().First()) {
+					return host.WithHint(host.Refused("cannot remove staged images: the upgrade in progress (%s) uses %s", upgrade, orDash(filepath.Base(img))),
+						"finish the upgrade ('upgradectl continue') or undo it; --force removes it anyway")
 				}
 				o, err := e.stageOptions()
 				if err != nil {
