@@ -7,9 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"upgradectl/host"
@@ -66,7 +64,7 @@ func (e *Engine) Status() (*Report, error) {
 		return nil, err
 	}
 	rep := &Report{ActiveVersion: ActiveVersion(e.StateDir, e.Config), History: e.history()}
-	rep.Busy = lockHolder(filepath.Join(e.StateDir, "lock"))
+	rep.Busy = host.LockHolder(e.StateDir)
 	if e.Facts != nil {
 		rep.Facts = e.Facts()
 	}
@@ -142,49 +140,6 @@ func nextText(st *State) string {
 // none (there is no undo after switch).
 func undoable(n Name) bool { return index(n) < index(Switch) }
 
-// lockHolder returns the process holding the state lock at path, without
-// touching the lock: the pid LockStateDir wrote into the file, if
-// /proc/locks shows that process holding an flock on the file's inode. 0
-// when none.
-func lockHolder(path string) int {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return 0
-	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return 0
-	}
-	sys, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return 0
-	}
-	locks, err := os.ReadFile("/proc/locks")
-	if err != nil {
-		// No /proc/locks: trust a live process.
-		if syscall.Kill(pid, 0) == nil {
-			return pid
-		}
-		return 0
-	}
-	// 1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF  (a waiter has "->" after the number)
-	ino := fmt.Sprintf(":%d", sys.Ino)
-	for _, line := range strings.Split(string(locks), "\n") {
-		fs := strings.Fields(line)
-		if len(fs) > 1 && fs[1] == "->" {
-			continue
-		}
-		if len(fs) < 6 || fs[1] != "FLOCK" || fs[4] != strconv.Itoa(pid) || !strings.HasSuffix(fs[5], ino) {
-			continue
-		}
-		return pid
-	}
-	return 0
-}
 
 // HistoryDir is where finished upgrades are archived, in the state
 // directory: history/VERSION/UPGRADE/{stages.json,upgrade.log}.
