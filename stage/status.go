@@ -140,7 +140,6 @@ func nextText(st *State) string {
 // none (there is no undo after switch).
 func undoable(n Name) bool { return index(n) < index(Switch) }
 
-
 // HistoryDir is where finished upgrades are archived, in the state
 // directory: history/VERSION/UPGRADE/{stages.json,upgrade.log}.
 const HistoryDir = "history"
