@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -39,6 +40,7 @@ const (
 	VarAbsent         = "absent"          // JSON: manifest files absent at setup (the install creates them)
 	VarInstall        = "install"         // the manifest's install command, relative to the image root
 	VarSHA256         = "sha256"          // JSON: the manifest's SHA-256 of installed files, by path
+	VarNewDirs        = "new_dirs"        // JSON: directories of absent files that did not exist at setup
 	VarInstallCommand = "install_command" // JSON: the install command given on the command line
 )
 
@@ -201,6 +203,26 @@ func (a *actions) setup(r *Run) error {
 			}
 		}
 		if err := r.SetVar(VarAbsent, toJSON(absent)); err != nil {
+			return err
+		}
+		// The directories the install will have to make for them: undo
+		// install removes them again, when empty.
+		var newDirs []string
+		seen := map[string]bool{}
+		for _, f := range absent {
+			for d := path.Dir(f); d != "/" && !seen[d]; d = path.Dir(d) {
+				p, err := a.onHost(d)
+				if err != nil {
+					return err
+				}
+				if _, err := os.Lstat(p); err == nil {
+					break
+				}
+				seen[d] = true
+				newDirs = append(newDirs, d)
+			}
+		}
+		if err := r.SetVar(VarNewDirs, toJSON(newDirs)); err != nil {
 			return err
 		}
 		if err := r.SetVar(VarFiles, toJSON(present)); err != nil {
@@ -616,7 +638,23 @@ func (a *actions) undoInstall(r *Run) error {
 				return "", fmt.Errorf("cannot remove %s, which the install created: %w", f, err)
 			}
 		}
-		return fmt.Sprintf("%d files the install created removed", len(gone)), nil
+		// Then the directories it made for them, deepest first, if
+		// nothing else is in them now.
+		dirs := jsonList(r.State.Var(VarNewDirs))
+		slices.SortFunc(dirs, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
+		removed := 0
+		for _, d := range dirs {
+			p, err := a.onHost(d)
+			if err != nil {
+				return "", err
+			}
+			if err := os.Remove(p); err == nil {
+				removed++
+			} else if !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ENOTEMPTY) && !errors.Is(err, syscall.EEXIST) && !errors.Is(err, syscall.ENOTDIR) {
+				return "", fmt.Errorf("cannot remove directory %s, which the install created: %w", d, err)
+			}
+		}
+		return fmt.Sprintf("%d files and %d directories the install created removed", len(gone), removed), nil
 	}); err != nil {
 		return err
 	}

@@ -35,8 +35,9 @@ import (
 var acmeFiles = []string{
 	"/opt/acme/bin/acme",
 	"/opt/acme/bin/acmectl",
-	"/opt/acme/sbin/acmectl",    // a hard link of bin/acmectl
-	"/opt/acme/bin/acme-report", // new in version 2
+	"/opt/acme/sbin/acmectl",               // a hard link of bin/acmectl
+	"/opt/acme/bin/acme-report",            // new in version 2
+	"/opt/acme/lib/plugins/acme-plugin.so", // new in version 2, in a new directory
 	"/opt/acme/etc/acme.conf",
 	"/opt/acme/lib/libacme.so",
 	"/opt/acme/lib/libacme.so.1",
@@ -76,6 +77,7 @@ func writeAcme(t testing.TB, dir, v string) {
 		t.Fatal(err)
 	}
 	if v != "1" {
+		w("opt/acme/lib/plugins/acme-plugin.so", []byte("plugin "+v+"\n"), 0o644)
 		w("opt/acme/bin/acme-report", []byte("#!/bin/sh\necho \"acme report "+v+"\"\n"), 0o755)
 	}
 	lib := make([]byte, 300<<10)
