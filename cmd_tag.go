@@ -272,6 +272,11 @@ func tagLocked(name string, f func(*cli.Context, *env, *tagfs.Tags) (any, string
 		defer t.Close()
 		start := time.Now()
 		rep, msg, err := f(c, e, t)
+		if r, ok := rep.(*tagfs.Report); ok && r != nil {
+			for _, w := range r.Warnings {
+				fmt.Fprintf(e.Err, "upgradectl: warning: %s\n", host.OneLine(w))
+			}
+		}
 		entry := host.LogEntry{Action: "tag " + name, Start: start, Scope: "tagged files", Result: host.ResultSuccess, Message: msg}
 		if err != nil {
 			entry.Result, entry.Message = host.ResultFailed, err.Error()

@@ -148,3 +148,22 @@ func TestTagListWhileCreating(t *testing.T) {
 		t.Fatalf("with the lock held:\n%s", out)
 	}
 }
+
+// TestTagOneNameOfLinks: tagging one name of a file that has other hard
+// links warns that a restore will split them; tagging every name does not.
+func TestTagOneNameOfLinks(t *testing.T) {
+	hosttest.RequireRoot(t)
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "opt/a"), 0o755)
+	os.WriteFile(filepath.Join(root, "opt/a/f"), []byte("x"), 0o644)
+	os.Link(filepath.Join(root, "opt/a/f"), filepath.Join(root, "opt/a/g"))
+	code, _, errs := runCLI(t, "--root", root, "tag", "create", "--version", "1", "/opt/a/f")
+	if code != 0 || !strings.Contains(errs, "warning: /opt/a/f has 1 more hard link(s) that are not tagged with it") {
+		t.Fatalf("exit %d: %q", code, errs)
+	}
+	runCLI(t, "--root", root, "tag", "clean")
+	code, _, errs = runCLI(t, "--root", root, "tag", "create", "--version", "1", "/opt/a/f", "/opt/a/g")
+	if code != 0 || strings.Contains(errs, "warning") {
+		t.Fatalf("every name tagged: exit %d: %q", code, errs)
+	}
+}

@@ -269,8 +269,13 @@ func (a *actions) tag(r *Run, files []string) error {
 		if err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("%d tagged for version %s (%d already), %d cloned, %d copied, %d hard-linked", len(rep.Done), r.State.OldVersion,
-			len(rep.Already), rep.Cloned, rep.Copied, rep.Linked), nil
+		msg := fmt.Sprintf("%d tagged for version %s (%d already), %d cloned, %d copied, %d hard-linked", len(rep.Done), r.State.OldVersion,
+			len(rep.Already), rep.Cloned, rep.Copied, rep.Linked)
+		for _, w := range rep.Warnings {
+			r.Printf("warning: %s", w)
+			msg += "; warning: " + w
+		}
+		return msg, nil
 	})
 }
 

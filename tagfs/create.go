@@ -42,6 +42,8 @@ type Report struct {
 	Copied  int      `json:"copied,omitempty"`  // data copies made
 	Linked  int      `json:"linked,omitempty"`  // hard links made to a copy of another name of the same inode
 	Bytes   int64    `json:"bytes,omitempty"`   // bytes copied (not cloned)
+	// Warnings are what the caller should know but did not stop the run.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // maxVersion bounds a version: it is written in an attribute of every copy.
@@ -86,6 +88,7 @@ func (t *Tags) Create(version string, paths []string, opt CreateOptions) (*Repor
 	if err := t.prepare(items, idx, rec, version); err != nil {
 		return rep, err
 	}
+	rep.Warnings = append(rep.Warnings, splitLinks(items)...)
 	// Persist the plan before writing anything, the space probe included:
 	// a crash leaves a record that names every file this run may have
 	// touched, so a rerun or a clean finds every temporary.
@@ -171,6 +174,39 @@ func (t *Tags) prepare(items []item, idx map[string]int, rec *Record, version st
 		}
 	}
 	return probs.err("tag")
+}
+
+// splitLinks warns about a file tagged under some of its names only: its
+// other hard links are not tagged with it, so a restore puts back a file
+// of its own under the tagged names and the link between them is gone.
+func splitLinks(items []item) []string {
+	type devIno struct{ dev, ino uint64 }
+	type group struct {
+		names []string
+		nlink uint64
+	}
+	groups := map[devIno]*group{}
+	var order []devIno
+	for _, it := range items {
+		if it.st.Mode&unix.S_IFMT != unix.S_IFREG || it.st.Nlink < 2 {
+			continue
+		}
+		k := devIno{it.st.Dev, it.st.Ino}
+		if groups[k] == nil {
+			groups[k] = &group{nlink: uint64(it.st.Nlink)}
+			order = append(order, k)
+		}
+		groups[k].names = append(groups[k].names, it.path())
+	}
+	var out []string
+	for _, k := range order {
+		g := groups[k]
+		if n := uint64(len(g.names)); n < g.nlink {
+			out = append(out, fmt.Sprintf("%s has %d more hard link(s) that are not tagged with it: a restore gives it back as a file of its own (tag every name to keep them linked)",
+				strings.Join(g.names, ", "), g.nlink-n))
+		}
+	}
+	return out
 }
 
 // Tagged-name states.
