@@ -172,3 +172,13 @@ func TestJSONOnEveryCommand(t *testing.T) {
 		}
 	}
 }
+
+// help COMMAND... shows the help of every command, without running it.
+func TestHelpOfEveryCommand(t *testing.T) {
+	for name := range leafCommands() {
+		code, stdout, stderr := runCLI(t, append([]string{"help"}, strings.Fields(name)...)...)
+		if code != 0 || !strings.Contains(stdout, "upgradectl "+name+" ") || strings.Contains(stdout, "`") {
+			t.Errorf("help %s: exit %d, %q %q", name, code, stdout, stderr)
+		}
+	}
+}
