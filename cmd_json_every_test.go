@@ -182,3 +182,47 @@ func TestHelpOfEveryCommand(t *testing.T) {
 		}
 	}
 }
+
+// Every command refuses one argument too many (and one too few where it
+// needs some) with a usage error before it does anything: the count is
+// read from its synopsis, or, for a synopsis with alternatives or "--",
+// checked by the command itself.
+func TestEveryCommandChecksItsArgumentCount(t *testing.T) {
+	root := t.TempDir()
+	// The most and the fewest arguments of the synopses argRange leaves
+	// to their commands; -1: no bound.
+	own := map[string][2]int{
+		"check": {0, 1}, "iso remove": {0, 1}, "iso umount": {0, 1}, "install": {0, -1}, "tag exec": {1, -1},
+	}
+	for name, c := range leafCommands() {
+		least, most, ok := argRange(c.ArgsUsage)
+		if !ok || len(c.Subcommands) > 0 {
+			r, listed := own[name]
+			if !listed {
+				t.Errorf("%s (%q): its argument count is not checked from its synopsis; list how its command checks it", name, c.ArgsUsage)
+				continue
+			}
+			least, most = r[0], r[1]
+		}
+		var bad [][]string
+		if most >= 0 {
+			bad = append(bad, strings.Fields(strings.Repeat("x ", most+1)))
+		}
+		if least > 0 {
+			bad = append(bad, strings.Fields(strings.Repeat("x ", least-1)))
+		}
+		for _, args := range bad {
+			argv := append(append([]string{"--root", root}, strings.Fields(name)...), args...)
+			if name == "tag exec" && len(args) == 0 {
+				argv = append(argv, "--")
+			}
+			code, _, stderr := runCLI(t, argv...)
+			if code != 2 {
+				t.Errorf("%v: exit %d %q, want a usage error", argv, code, stderr)
+			}
+		}
+	}
+	if ents, _ := os.ReadDir(root); len(ents) != 0 {
+		t.Errorf("commands with a wrong argument count left %v in the root", ents)
+	}
+}
