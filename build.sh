@@ -12,12 +12,12 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# Debian packages the tests drive for real (see README, "Tests").
+# Debian packages the tests drive for real (see docs/testing.md).
 TEST_PACKAGES=(
 	xorriso isomd5sum chrony systemd-container debootstrap qemu-system-x86
 	linux-image-amd64 busybox-static cpio kmod btrfs-progs xfsprogs e2fsprogs
 	fuse3 acl attr libcap2-bin util-linux file genisoimage libarchive-tools zsh fish
-	prometheus-node-exporter
+	prometheus-node-exporter rpm gnupg debian-archive-keyring
 )
 
 version() {

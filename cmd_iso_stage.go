@@ -4,12 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
 
 	"upgradectl/host"
 	"upgradectl/iso"
+	"upgradectl/stage"
 )
 
 func init() {
@@ -96,10 +98,20 @@ func init() {
 			Name:      "remove",
 			Usage:     "delete a staged image (or every one, and unfinished copies, with --all)",
 			ArgsUsage: "NAME | --all",
-			Flags:     []cli.Flag{&cli.BoolFlag{Name: "all", Usage: "remove every image in the staging directory"}},
+			Flags: []cli.Flag{
+				&cli.BoolFlag{Name: "all", Usage: "remove every image in the staging directory"},
+				&cli.BoolFlag{Name: "force", Usage: "remove it even while the upgrade in progress uses it"},
+			},
 			Action: action(func(c *cli.Context, e *env) error {
 				if c.Bool("all") == (c.NArg() == 1) || c.NArg() > 1 {
 					return host.Usage("iso remove needs NAME or --all")
+				}
+				// The upgrade in progress installs from its staged image and
+				// checks it at every stage: removed, the next stage fails.
+				if upgrade, img, inUse := stage.ImageInUse(e.State()); inUse && !c.Bool("force") &&
+					(c.Bool("all") || img == "" || filepath.Base(img) == c.Args().First()) {
+					return host.WithHint(host.Refused("cannot remove staged images: the upgrade in progress (%s) uses %s", upgrade, orDash(filepath.Base(img))),
+						"finish the upgrade ('upgradectl continue') or undo it; --force removes it anyway")
 				}
 				o, err := e.stageOptions()
 				if err != nil {
@@ -132,6 +144,10 @@ func (e *env) stageOptions() (iso.StageOptions, error) {
 	if err != nil {
 		return iso.StageOptions{}, host.CannotRun("cannot use staging directory %s: %v", dir, err)
 	}
+	tr, err := stage.LoadTrust(e.Root, e.Config, false)
+	if err != nil {
+		return iso.StageOptions{}, err
+	}
 	return iso.StageOptions{StagingDir: real, HostType: e.Config.Product.Type,
-		HostVersion: e.Config.Product.Version, Log: e.Log()}, nil
+		HostVersion: e.Config.Product.Version, Log: e.Log(), Trust: tr}, nil
 }

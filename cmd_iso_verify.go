@@ -16,6 +16,7 @@ import (
 
 	"upgradectl/host"
 	"upgradectl/iso"
+	"upgradectl/stage"
 )
 
 // registerISO adds subcommands to the iso command.
@@ -38,12 +39,17 @@ func init() {
 			&cli.StringFlag{Name: "md5", Usage: "expected MD5 `HEX` of the one image"},
 			&cli.BoolFlag{Name: "embedded", Usage: "check the MD5 implantisomd5 embedded in each image (fails early at a bad fragment)"},
 			&cli.IntFlag{Name: "jobs", Usage: "verify `N` images at once", DefaultText: "one per CPU"},
+			&cli.BoolFlag{Name: "require-signature", Usage: "fail an image whose checksum file is not signed by a key in iso.keys_dir (as iso.require_signature does)"},
 		},
 		Action: action(func(c *cli.Context, e *env) error {
 			if c.IsSet("jobs") && c.Int("jobs") < 1 {
 				return host.Usage("iso verify: --jobs %d is not 1 or more", c.Int("jobs"))
 			}
-			opts := iso.VerifyOptions{MD5: c.String("md5"), Embedded: c.Bool("embedded"), Jobs: c.Int("jobs"), Log: e.Log()}
+			tr, err := stage.LoadTrust(e.Root, e.Config, c.Bool("require-signature"))
+			if err != nil {
+				return err
+			}
+			opts := iso.VerifyOptions{MD5: c.String("md5"), Embedded: c.Bool("embedded"), Jobs: c.Int("jobs"), Log: e.Log(), Trust: tr}
 			shown := map[string]string{} // path on this system -> as given
 			for _, a := range c.Args().Slice() {
 				p, err := hostArgPath(e, a)

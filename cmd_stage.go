@@ -238,7 +238,11 @@ func printStageStatus(e *env, rep *stage.Report) {
 	} else {
 		fmt.Fprintf(w, "upgrade %s: version %s to %s", rep.Upgrade, orDash(rep.OldVersion), orDash(rep.NewVersion))
 		if rep.Image != "" {
-			fmt.Fprintf(w, " (image %s)", rep.Image)
+			fmt.Fprintf(w, " (image %s", rep.Image)
+			if rep.Signer != "" {
+				fmt.Fprintf(w, ", %s", host.OneLine(rep.Signer))
+			}
+			fmt.Fprint(w, ")")
 		}
 		fmt.Fprintln(w)
 	}

@@ -377,7 +377,12 @@ func printRecord(e *env, rec *tagfs.Record, st *tagfs.Status) {
 		return
 	}
 	state := "complete"
-	if !rec.Complete {
+	switch {
+	case rec.Complete:
+	case st.Busy != 0:
+		// The lock says a tag create (or a stage) is at work on it now.
+		state = fmt.Sprintf("in progress (process %d is at work on it)", st.Busy)
+	default:
 		state = "INCOMPLETE (a tag create was interrupted: run it again)"
 	}
 	lookup := "off"

@@ -2,11 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"upgradectl/host"
 	"upgradectl/host/hosttest"
 	"upgradectl/tagfs"
 )
@@ -122,5 +124,27 @@ func TestTagNamesOnOneLine(t *testing.T) {
 		if !strings.HasPrefix(lines[2+i], w) {
 			t.Errorf("row %q, want it to start with %q", lines[2+i], w)
 		}
+	}
+}
+
+// TestTagListWhileCreating: an incomplete tagged set whose state lock is
+// held (a tag create at work) is "in progress", not "interrupted".
+func TestTagListWhileCreating(t *testing.T) {
+	root := t.TempDir()
+	state := filepath.Join(root, "var/lib/upgradectl")
+	os.MkdirAll(state, 0o755)
+	os.WriteFile(filepath.Join(state, "tags.json"), []byte(`{"format":1,"version":"1","complete":false,"files":[{"path":"/opt/a","uid":0,"gid":0}]}`), 0o644)
+	_, out, _ := runCLI(t, "--root", root, "tag", "list")
+	if !strings.Contains(out, "INCOMPLETE (a tag create was interrupted") {
+		t.Fatalf("without the lock held:\n%s", out)
+	}
+	lock, err := host.LockStateDir(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Unlock()
+	_, out, _ = runCLI(t, "--root", root, "tag", "list")
+	if !strings.Contains(out, fmt.Sprintf("in progress (process %d is at work on it)", os.Getpid())) {
+		t.Fatalf("with the lock held:\n%s", out)
 	}
 }

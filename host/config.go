@@ -165,6 +165,11 @@ type AuthConfig struct {
 
 type ISOConfig struct {
 	StagingDir string `toml:"staging_dir"`
+	// KeysDir holds the vendor's OpenPGP public keys (host path).
+	KeysDir string `toml:"keys_dir"`
+	// RequireSignature refuses to stage an image whose checksum file is
+	// not covered by a good signature from a key in KeysDir.
+	RequireSignature bool `toml:"require_signature"`
 }
 
 type TagConfig struct {
@@ -447,7 +452,7 @@ func (c *Config) validate() []string {
 		}
 	}
 	for _, s := range []struct{ key, val string }{
-		{"iso.staging_dir", c.ISO.StagingDir}, {"stages.hooks_dir", c.Stages.HooksDir}, {"checks.rtc.device", c.Checks.RTC.Device},
+		{"iso.staging_dir", c.ISO.StagingDir}, {"iso.keys_dir", c.ISO.KeysDir}, {"stages.hooks_dir", c.Stages.HooksDir}, {"checks.rtc.device", c.Checks.RTC.Device},
 	} {
 		text(s.key, s.val)
 		if !strings.HasPrefix(s.val, "/") || path.Clean(s.val) == "/" {

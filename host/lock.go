@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -60,4 +61,49 @@ func (l *Lock) Unlock() error {
 	err := l.f.Close() // closing drops the flock
 	l.f = nil
 	return err
+}
+
+// LockHolder returns the process holding the lock of stateDir, without
+// touching the lock: the pid LockStateDir wrote into the file, if
+// /proc/locks shows that process holding an flock on the file's inode. 0
+// when none.
+func LockHolder(stateDir string) int {
+	path := filepath.Join(stateDir, "lock")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	sys, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0
+	}
+	locks, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		// No /proc/locks: trust a live process.
+		if unix.Kill(pid, 0) == nil {
+			return pid
+		}
+		return 0
+	}
+	// 1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF  (a waiter has "->" after the number)
+	ino := fmt.Sprintf(":%d", sys.Ino)
+	for _, line := range strings.Split(string(locks), "\n") {
+		fs := strings.Fields(line)
+		if len(fs) > 1 && fs[1] == "->" {
+			continue
+		}
+		if len(fs) < 6 || fs[1] != "FLOCK" || fs[4] != strconv.Itoa(pid) || !strings.HasSuffix(fs[5], ino) {
+			continue
+		}
+		return pid
+	}
+	return 0
 }

@@ -15,6 +15,7 @@ import (
 
 	"upgradectl/checksum"
 	"upgradectl/host"
+	"upgradectl/trust"
 )
 
 // StagedIndex is the record of the staged images, in the staging directory.
@@ -43,6 +44,9 @@ type StagedImage struct {
 	MD5        checksum.Digest `json:"md5"`
 	VerifiedAt time.Time       `json:"verified_at"`
 	From       string          `json:"from,omitempty"` // where it was staged from
+	// Signer signed the checksum file its digest came from; nil: not
+	// signed (or --md5).
+	Signer *trust.Signer `json:"signer,omitempty"`
 	// State is worked out when the index is read, never stored.
 	State string `json:"state,omitempty"`
 }
@@ -68,6 +72,8 @@ type StageOptions struct {
 	Log  *host.UpgradeLog
 	// Progress, when set, follows the copy.
 	Progress ProgressSink
+	// Trust is the signature policy for the checksum file.
+	Trust Trust
 }
 
 func readStaged(dir string) ([]StagedImage, error) {
@@ -181,7 +187,7 @@ func Stage(ctx context.Context, src string, o StageOptions) (rec StagedImage, er
 	if strings.HasPrefix(name, ".") || name == StagedIndex {
 		return rec, host.Usage("cannot stage %s: a hidden name or the index name is not an image name", src)
 	}
-	want, err := expectedDigest(abs, o)
+	want, signer, err := expectedDigest(abs, o)
 	if err != nil {
 		return rec, err
 	}
@@ -189,7 +195,7 @@ func Stage(ctx context.Context, src string, o StageOptions) (rec StagedImage, er
 	if err != nil {
 		return rec, host.Bad("cannot stage %s: %v", src, err)
 	}
-	rec = StagedImage{Name: name, Identity: id, Size: fi.Size(), From: abs}
+	rec = StagedImage{Name: name, Identity: id, Size: fi.Size(), From: abs, Signer: signer}
 	if err := checkHost(src, id, o); err != nil {
 		return rec, err
 	}
@@ -321,22 +327,32 @@ func hashInPlace(ctx context.Context, path string, p ProgressSink) (checksum.Dig
 
 // expectedDigest is the image's MD5 from --md5, the named checksum file, or
 // a checksum file beside the image.
-func expectedDigest(image string, o StageOptions) (checksum.Digest, error) {
+func expectedDigest(image string, o StageOptions) (checksum.Digest, *trust.Signer, error) {
 	if o.MD5 != "" {
 		d, err := checksum.ParseDigest(o.MD5)
 		if err != nil {
-			return d, host.Usage("cannot stage %s: --md5 %v", image, err)
+			return d, nil, host.Usage("cannot stage %s: --md5 %v", image, err)
 		}
-		return d, nil
+		if o.Trust.Require {
+			return d, nil, host.WithHint(host.Bad("cannot stage %s: a signature is required, and a digest given with --md5 is not signed", image),
+				"stage it with its signed checksum file (--sums FILE, or one beside it)")
+		}
+		return d, nil, nil
 	}
-	e, _, err := ExpectedMD5(image, o.Sums)
+	e, s, signer, err := ExpectedMD5(image, o.Sums, o.Trust)
+	if err == nil && o.Trust.Require && signer == nil {
+		err = host.WithHint(host.Bad("a signature is required and %s is not signed by a key in the keys directory", s.Path), signatureHint)
+	}
 	if err != nil {
 		if host.KindOf(err) == 0 {
 			err = host.Bad("%w", err)
 		}
-		return checksum.Digest{}, host.WithHint(err, "give the checksum file with --sums FILE or the digest with --md5 HEX")
+		if host.HintOf(err) == "" {
+			err = host.WithHint(err, "give the checksum file with --sums FILE or the digest with --md5 HEX")
+		}
+		return checksum.Digest{}, nil, err
 	}
-	return e.Digest, nil
+	return e.Digest, signer, nil
 }
 
 func identityOfFile(path, name string) (Identity, error) {

@@ -16,6 +16,7 @@ import (
 
 	"upgradectl/checksum"
 	"upgradectl/host"
+	"upgradectl/trust"
 )
 
 // SumsFileNames are the checksum files looked for beside an image, after
@@ -39,6 +40,18 @@ type VerifyOptions struct {
 	Progress ProgressSink
 	// Log, when not nil, gets one entry for the run.
 	Log *host.UpgradeLog
+	// Trust says which keys sign checksum files and whether a signature
+	// is required.
+	Trust Trust
+}
+
+// Trust is the signature policy for checksum files.
+type Trust struct {
+	// Keys are the vendor's public keys; nil: none.
+	Keys *trust.Keyring
+	// Require refuses an image whose expected digest is not covered by a
+	// good signature.
+	Require bool
 }
 
 // ProgressSink follows a long run. Add is called from several goroutines.
@@ -51,11 +64,12 @@ type ProgressSink interface {
 // Verify statuses.
 const (
 	StatusOK          = "ok"
-	StatusMismatch    = "mismatch"     // the MD5 differs from the expected one
-	StatusEmbedded    = "embedded-bad" // the embedded MD5 check failed or found none
-	StatusMissing     = "missing"      // the image is not there
-	StatusNoReference = "no-reference" // no expected digest found for it
-	StatusError       = "error"        // it could not be read
+	StatusMismatch    = "mismatch"      // the MD5 differs from the expected one
+	StatusEmbedded    = "embedded-bad"  // the embedded MD5 check failed or found none
+	StatusMissing     = "missing"       // the image is not there
+	StatusNoReference = "no-reference"  // no expected digest found for it
+	StatusError       = "error"         // it could not be read
+	StatusSignature   = "bad-signature" // its checksum file is not covered by a good signature
 )
 
 // VerifyResult is the outcome for one image.
@@ -69,6 +83,7 @@ type VerifyResult struct {
 	Source   string          `json:"source,omitempty"`   // where Expected came from
 	Dialect  string          `json:"dialect,omitempty"`  // of the checksum file
 	Embedded *EmbeddedResult `json:"embedded,omitempty"`
+	Signer   *trust.Signer   `json:"signer,omitempty"`   // who signed the checksum file
 	Problems []string        `json:"problems,omitempty"` // why it is not OK
 	Notes    []string        `json:"notes,omitempty"`
 	Hint     string          `json:"hint,omitempty"` // how to fix the first problem
@@ -107,7 +122,7 @@ func Verify(ctx context.Context, opts VerifyOptions) (*VerifyReport, error) {
 		}
 		want = d
 	}
-	sums := &sumsCache{files: map[string]sumsEntry{}}
+	sums := &sumsCache{files: map[string]sumsEntry{}, trust: opts.Trust}
 	if opts.Sums != "" {
 		// A missing file, a directory or a FIFO: a usage error before any
 		// image is read (a FIFO would block the read).
@@ -245,12 +260,31 @@ func verifyOne(ctx context.Context, r *VerifyResult, opts VerifyOptions, want ch
 		switch {
 		case err == nil:
 			r.Expected, r.Source, r.Dialect = e.Digest.String(), fmt.Sprintf("%s line %d", s.Path, e.Line), string(e.Dialect)
+			signer, sigErr := sums.signature(s.Path)
+			switch {
+			case signer != nil:
+				r.Signer = signer
+			case sigErr != nil && (opts.Trust.Require || !errors.Is(sigErr, trust.ErrUnsigned) && !errors.Is(sigErr, trust.ErrUnknownKey)):
+				// A bad signature always fails; no good one fails
+				// when one is required.
+				if opts.Trust.Require {
+					fail(StatusSignature, "a signature is required: %v", sigErr)
+				} else {
+					fail(StatusSignature, "%v", sigErr)
+				}
+				r.Hint = signatureHint
+			case sigErr != nil:
+				r.Notes = append(r.Notes, sigErr.Error())
+			}
 		case optional && errors.Is(err, errNoSumsFile):
 		case optional && errors.Is(err, checksum.ErrNotListed):
 			r.Notes = append(r.Notes, err.Error()+": checked the embedded MD5 only")
 		default:
 			noReference(err)
 		}
+	}
+	if opts.Trust.Require && r.Signer == nil && r.Status == "" {
+		fail(StatusSignature, "%s: a signature is required and %s is not signed", filepath.Base(r.File), orWhat(r.Source))
 	}
 	if r.Status != "" {
 		return // nothing to compare with: do not read 1 GB for nothing
@@ -326,23 +360,44 @@ var errNoSumsFile = errors.New("no checksum file")
 // "iso verify" does. The error wraps checksum.ErrNotListed when a checksum
 // file exists but does not list the image, and carries a fix-it hint when
 // there is no checksum file at all.
-func ExpectedMD5(image, sums string) (checksum.Entry, *checksum.Sums, error) {
-	c := &sumsCache{files: map[string]sumsEntry{}}
+func ExpectedMD5(image, sums string, tr Trust) (checksum.Entry, *checksum.Sums, *trust.Signer, error) {
+	c := &sumsCache{files: map[string]sumsEntry{}, trust: tr}
+	var e checksum.Entry
+	var s *checksum.Sums
+	var err error
 	if sums != "" {
-		return c.lookup(sums, image)
+		e, s, err = c.lookup(sums, image)
+	} else {
+		e, s, err = c.beside(image)
 	}
-	return c.beside(image)
+	if err != nil {
+		return e, s, nil, err
+	}
+	signer, sigErr := c.signature(s.Path)
+	switch {
+	case signer != nil:
+		return e, s, signer, nil
+	case sigErr != nil && tr.Require:
+		return e, s, nil, host.WithHint(host.Bad("a signature is required: %v", sigErr), signatureHint)
+	case sigErr != nil && !errors.Is(sigErr, trust.ErrUnsigned) && !errors.Is(sigErr, trust.ErrUnknownKey):
+		return e, s, nil, host.WithHint(host.Bad("%v", sigErr), signatureHint)
+	}
+	return e, s, nil, nil
 }
 
 type sumsEntry struct {
-	s   *checksum.Sums
-	err error
+	s      *checksum.Sums
+	err    error
+	signer *trust.Signer
+	sigErr error
 }
 
-// sumsCache parses each checksum file once, however many images it lists.
+// sumsCache parses each checksum file once, however many images it lists,
+// and checks its signature on the bytes it parses.
 type sumsCache struct {
 	mu    sync.Mutex
 	files map[string]sumsEntry
+	trust Trust
 }
 
 func (c *sumsCache) get(p string) (*checksum.Sums, error) {
@@ -351,15 +406,51 @@ func (c *sumsCache) get(p string) (*checksum.Sums, error) {
 	if e, ok := c.files[p]; ok {
 		return e.s, e.err
 	}
-	s, err := parseSumsFile(p)
-	if err != nil {
+	e := c.parse(p)
+	if e.err != nil {
 		var pe *os.PathError
-		if errors.As(err, &pe) {
-			err = fmt.Errorf("cannot read checksum file %s: %v", p, pe.Err)
+		if errors.As(e.err, &pe) {
+			e.err = fmt.Errorf("cannot read checksum file %s: %v", p, pe.Err)
 		}
 	}
-	c.files[p] = sumsEntry{s, err}
-	return s, err
+	c.files[p] = e
+	return e.s, e.err
+}
+
+// signature is who signed the checksum file at p, or why nobody did.
+func (c *sumsCache) signature(p string) (*trust.Signer, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.files[p]
+	return e.signer, e.sigErr
+}
+
+// parse reads the checksum file at p once: a regular file of at most
+// 16 MiB (a FIFO or a device is refused; opening it does not wait). A
+// clearsigned file is verified and its signed text parsed; a detached
+// signature beside it is checked over the same bytes that are parsed.
+func (c *sumsCache) parse(p string) sumsEntry {
+	b, err := host.ReadSmallFile(p)
+	if err != nil {
+		return sumsEntry{err: err}
+	}
+	var e sumsEntry
+	keys := c.trust.Keys
+	if keys == nil {
+		keys = &trust.Keyring{}
+	}
+	signed, signer, sigErr := keys.Verify(p, b)
+	switch {
+	case sigErr == nil:
+		b, e.signer = signed, signer
+	case trust.IsClearsigned(b):
+		// Its digests are not trusted unless the signature is good.
+		return sumsEntry{err: fmt.Errorf("checksum file %w", sigErr), sigErr: sigErr}
+	default:
+		e.sigErr = sigErr
+	}
+	e.s, e.err = checksum.Parse(bytes.NewReader(b), p)
+	return e
 }
 
 func (c *sumsCache) lookup(sumsPath, image string) (checksum.Entry, *checksum.Sums, error) {
@@ -403,14 +494,17 @@ func (c *sumsCache) beside(image string) (checksum.Entry, *checksum.Sums, error)
 		"give the checksum file with --sums FILE, the digest with --md5 HEX, or check the embedded MD5 with --embedded")
 }
 
-// parseSumsFile reads the checksum file at p: a regular file of at most
-// 16 MiB (a FIFO or a device is refused; opening it does not wait).
-func parseSumsFile(p string) (*checksum.Sums, error) {
-	b, err := host.ReadSmallFile(p)
-	if err != nil {
-		return nil, err
+const signatureHint = "use the checksum file and signature the vendor delivered, with the vendor's public key in iso.keys_dir"
+
+// orWhat names where a digest came from, for messages.
+func orWhat(source string) string {
+	if source == "" {
+		return "no checksum file"
 	}
-	return checksum.Parse(bytes.NewReader(b), p)
+	if i := strings.Index(source, " line "); i > 0 {
+		return source[:i]
+	}
+	return source
 }
 
 // sumFile computes the MD5 of the image at path (a regular file or a

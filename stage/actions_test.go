@@ -314,3 +314,23 @@ func TestTagRestoreMidUpgrade(t *testing.T) {
 		t.Fatalf("after postinstall: %+v", rep)
 	}
 }
+
+// TestISORemoveMidUpgrade: iso remove --all (or of the image in use) was
+// allowed in the middle of an upgrade, whose later stages install from and
+// check the staged image. It is refused (exit 5) until the upgrade is
+// finished or undone; --force removes it anyway.
+func TestISORemoveMidUpgrade(t *testing.T) {
+	r := rootHost(t)
+	img := acmeISO(t, t.TempDir(), "2", "1")
+	r.must(t, "setup", "--iso", img)
+	wantExit(t, r, 5, "the upgrade in progress", "iso", "remove", "--all")
+	wantExit(t, r, 5, "uses acme-2-x86_64.iso", "iso", "remove", "acme-2-x86_64.iso")
+	r.must(t, "continue")
+	r.must(t, "undo", "preinstall")
+	r.must(t, "undo", "setup")
+	r.must(t, "setup", "--iso", img)
+	r.must(t, "iso", "remove", "--all", "--force")
+	if out := r.must(t, "iso", "list"); strings.Contains(out, "acme-2") {
+		t.Fatalf("still staged:\n%s", out)
+	}
+}

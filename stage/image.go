@@ -8,6 +8,7 @@ import (
 
 	"upgradectl/host"
 	"upgradectl/iso"
+	"upgradectl/trust"
 )
 
 // The image's way into the staging directory (iso.staging_dir) and out of
@@ -50,13 +51,23 @@ func (a *actions) stageImage(r *Run) (string, error) {
 	}
 	var rec iso.StagedImage
 	err = r.Step("iso stage", func() (string, error) {
-		var err error
-		rec, err = iso.Stage(r.Ctx, src, iso.StageOptions{StagingDir: dir, HostType: a.h.Config.Product.Type,
-			HostVersion: r.State.OldVersion, MD5: r.State.Var(VarMD5), Sums: r.State.Var(VarSums)})
+		tr, err := LoadTrust(a.h.Root, a.h.Config, false)
 		if err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("%s staged as %s (%s, md5 %s)", src, filepath.Join(dir, rec.Name), host.FormatSize(rec.Size), rec.MD5), nil
+		rec, err = iso.Stage(r.Ctx, src, iso.StageOptions{StagingDir: dir, HostType: a.h.Config.Product.Type,
+			HostVersion: r.State.OldVersion, MD5: r.State.Var(VarMD5), Sums: r.State.Var(VarSums), Trust: tr})
+		if err != nil {
+			return "", err
+		}
+		signed := "not signed"
+		if rec.Signer != nil {
+			signed = "signed by " + rec.Signer.String()
+		}
+		if err := r.SetVar(VarSigner, signed); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%s staged as %s (%s, md5 %s, %s)", src, filepath.Join(dir, rec.Name), host.FormatSize(rec.Size), rec.MD5, signed), nil
 	})
 	if err != nil {
 		return "", err
@@ -65,6 +76,24 @@ func (a *actions) stageImage(r *Run) (string, error) {
 		return "", err
 	}
 	return filepath.Join(dir, rec.Name), nil
+}
+
+// VarSigner says who signed the checksum file of the staged image.
+const VarSigner = "signer"
+
+// LoadTrust is the signature policy of the configuration: the keys of
+// iso.keys_dir under the root, and iso.require_signature (or require).
+func LoadTrust(root host.Root, cfg *host.Config, require bool) (iso.Trust, error) {
+	tr := iso.Trust{Require: require || cfg.ISO.RequireSignature}
+	if cfg.ISO.KeysDir == "" {
+		return tr, nil
+	}
+	dir, err := root.Resolve(cfg.ISO.KeysDir)
+	if err != nil {
+		return tr, host.CannotRun("cannot use keys directory %s: %v", cfg.ISO.KeysDir, err)
+	}
+	tr.Keys, err = trust.LoadKeys(dir)
+	return tr, err
 }
 
 // verifyImage checks the staged image against the MD5 it was staged with.

@@ -246,6 +246,20 @@ func SetupStatus(stateDir string) (Status, string, error) {
 	return st.Stage(Setup).Status, st.Upgrade, nil
 }
 
+// ImageInUse reports whether an upgrade in progress (setup neither not
+// started nor undone) holds a staged image, its id and the image's path on
+// the running system ("" when not known yet).
+func ImageInUse(stateDir string) (upgrade, image string, inUse bool) {
+	st, err := loadState(stateDir)
+	if err != nil || st == nil {
+		return "", "", false
+	}
+	if s := st.Stage(Setup).Status; s == NotStarted || s == Undone {
+		return "", "", false
+	}
+	return st.Upgrade, st.Var(VarImage), true
+}
+
 // SetActiveVersion records v as the active version, durably.
 func SetActiveVersion(stateDir, v string) error {
 	return host.WriteFileAtomic(filepath.Join(stateDir, VersionFile), []byte(v+"\n"), 0o644)

@@ -7,9 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"upgradectl/host"
@@ -42,6 +40,7 @@ type Report struct {
 	InProgress     bool          `json:"in_progress"`
 	Upgrade        string        `json:"upgrade,omitempty"`
 	Image          string        `json:"image,omitempty"`
+	Signer         string        `json:"signer,omitempty"` // who signed its checksum file, or "not signed"
 	OldVersion     string        `json:"old_version,omitempty"`
 	RunningVersion string        `json:"running_version"`
 	NewVersion     string        `json:"new_version"`
@@ -65,7 +64,7 @@ func (e *Engine) Status() (*Report, error) {
 		return nil, err
 	}
 	rep := &Report{ActiveVersion: ActiveVersion(e.StateDir, e.Config), History: e.history()}
-	rep.Busy = lockHolder(filepath.Join(e.StateDir, "lock"))
+	rep.Busy = host.LockHolder(e.StateDir)
 	if e.Facts != nil {
 		rep.Facts = e.Facts()
 	}
@@ -79,7 +78,7 @@ func (e *Engine) Status() (*Report, error) {
 		return rep, nil
 	}
 	rep.InProgress = true
-	rep.Upgrade, rep.Image = st.Upgrade, st.Vars["iso"]
+	rep.Upgrade, rep.Image, rep.Signer = st.Upgrade, st.Vars["iso"], st.Vars[VarSigner]
 	rep.OldVersion, rep.NewVersion, rep.RunningVersion = st.OldVersion, st.NewVersion, st.RunningVersion()
 	for _, r := range st.Stages {
 		ss := StageStatus{Name: r.Name, Status: r.Status, Attempt: r.Attempt, Started: r.Started, Ended: r.Ended,
@@ -140,50 +139,6 @@ func nextText(st *State) string {
 // undoable: the stages before switch have an undo; switch and clean have
 // none (there is no undo after switch).
 func undoable(n Name) bool { return index(n) < index(Switch) }
-
-// lockHolder returns the process holding the state lock at path, without
-// touching the lock: the pid LockStateDir wrote into the file, if
-// /proc/locks shows that process holding an flock on the file's inode. 0
-// when none.
-func lockHolder(path string) int {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return 0
-	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return 0
-	}
-	sys, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return 0
-	}
-	locks, err := os.ReadFile("/proc/locks")
-	if err != nil {
-		// No /proc/locks: trust a live process.
-		if syscall.Kill(pid, 0) == nil {
-			return pid
-		}
-		return 0
-	}
-	// 1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF  (a waiter has "->" after the number)
-	ino := fmt.Sprintf(":%d", sys.Ino)
-	for _, line := range strings.Split(string(locks), "\n") {
-		fs := strings.Fields(line)
-		if len(fs) > 1 && fs[1] == "->" {
-			continue
-		}
-		if len(fs) < 6 || fs[1] != "FLOCK" || fs[4] != strconv.Itoa(pid) || !strings.HasSuffix(fs[5], ino) {
-			continue
-		}
-		return pid
-	}
-	return 0
-}
 
 // HistoryDir is where finished upgrades are archived, in the state
 // directory: history/VERSION/UPGRADE/{stages.json,upgrade.log}.

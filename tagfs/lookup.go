@@ -23,6 +23,10 @@ type Status struct {
 	// Mounted counts the originals that have their tagged copy
 	// bind-mounted over them in this mount namespace.
 	Mounted int `json:"mounted"`
+	// Busy is the process holding the state lock (a tag create or a
+	// stage at work), 0 when none: an incomplete set is then being made,
+	// not interrupted.
+	Busy int `json:"busy,omitempty"`
 }
 
 // State returns the status of the tagged set and of version lookup.
@@ -32,7 +36,7 @@ func (t *Tags) State() (*Status, error) {
 		return nil, err
 	}
 	return &Status{Version: rec.Version, Files: len(rec.Files), Complete: rec.Complete, Lookup: rec.Lookup, Bind: rec.Bind,
-		Mounted: t.mounted(rec)}, nil
+		Mounted: t.mounted(rec), Busy: host.LockHolder(t.stateDir)}, nil
 }
 
 // mounted counts the originals of rec that show their tagged copy here.
