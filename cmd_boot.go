@@ -63,6 +63,9 @@ func init() {
 			Usage: "re-create /run/nologin in maintenance mode (run by upgradectl-nologin.service at boot)",
 			Action: bootAction(func(ctx context.Context, c *cli.Context, e *env, s *boot.System) error {
 				done, err := boot.Nologin(ctx, s)
+				if err == nil && e.JSON {
+					return writeJSON(e, map[string]bool{"nologin": done})
+				}
 				if err == nil && done {
 					fmt.Fprintln(e.Out, "non-root logins are refused: maintenance mode")
 				}

@@ -66,7 +66,11 @@ func init() {
 				return isoWithLock(e, func() error {
 					o := e.mountOptions("")
 					if c.Bool("all") {
-						return iso.UnmountAll(c.Bool("lazy"), o)
+						err := iso.UnmountAll(c.Bool("lazy"), o)
+						if err == nil && e.JSON {
+							return writeJSON(e, map[string]bool{"unmounted_all": true})
+						}
+						return err
 					}
 					dir, err := hostArgPath(e, c.Args().Get(0))
 					if err != nil {
@@ -75,9 +79,10 @@ func init() {
 					if err := iso.Unmount(dir, c.Bool("lazy"), o); err != nil {
 						return err
 					}
-					if !e.JSON {
-						fmt.Fprintf(e.Out, "unmounted %s\n", c.Args().Get(0))
+					if e.JSON {
+						return writeJSON(e, map[string]string{"unmounted": dir})
 					}
+					fmt.Fprintf(e.Out, "unmounted %s\n", c.Args().Get(0))
 					return nil
 				})
 			}),

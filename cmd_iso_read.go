@@ -138,6 +138,14 @@ func init() {
 				if err := iso.Extract(im, dest, c.Args().Slice()[2:], opts...); err != nil {
 					return err
 				}
+				if e.JSON {
+					return writeJSON(e, struct {
+						Dest      string `json:"dest"`
+						Entries   int64  `json:"entries"`
+						Bytes     int64  `json:"bytes"`
+						HardLinks int64  `json:"hard_links"`
+					}{dest, files, bytes, links})
+				}
 				data := host.FormatSize(bytes) + " of file data"
 				if links > 0 {
 					data += fmt.Sprintf(", %d hard link(s)", links)

@@ -78,7 +78,7 @@ func init() {
 				}
 				ctx, stop := signalContext()
 				defer stop()
-				return stageEngine(e).Do(ctx, n, opts)
+				return stageDone(e, stageEngine(e).Do(ctx, n, opts))
 			}),
 		}
 		switch n {
@@ -100,7 +100,7 @@ func init() {
 			ctx, stop := signalContext()
 			defer stop()
 			_, err := stageEngine(e).Continue(ctx, stage.Options{Force: c.Bool("force")})
-			return err
+			return stageDone(e, err)
 		}),
 	}, &cli.Command{
 		Name:      "undo",
@@ -119,7 +119,7 @@ func init() {
 			}
 			ctx, stop := signalContext()
 			defer stop()
-			return stageEngine(e).Undo(ctx, n, stage.Options{Force: force})
+			return stageDone(e, stageEngine(e).Undo(ctx, n, stage.Options{Force: force}))
 		}),
 	}, &cli.Command{
 		Name:     "status",
@@ -196,9 +196,27 @@ func setupVars(c *cli.Context, e *env, vars map[string]string) error {
 	return nil
 }
 
-// stageEngine is the stage engine on the host the global flags name.
+// stageEngine is the stage engine on the host the global flags name. Its
+// progress lines go to stderr with --json, where stdout is for JSON only.
 func stageEngine(e *env) *stage.Engine {
-	return stage.New(stageHost(e, e.Out))
+	out := e.Out
+	if e.JSON {
+		out = e.Err
+	}
+	return stage.New(stageHost(e, out))
+}
+
+// stageDone ends a stage command: with --json, a success prints the
+// status that follows it (a failure is the error's JSON).
+func stageDone(e *env, err error) error {
+	if err != nil || !e.JSON {
+		return err
+	}
+	rep, err := stageEngine(e).Status()
+	if err != nil {
+		return err
+	}
+	return writeJSON(e, rep)
 }
 
 // stageHost is the host the global flags name, for the stage package,

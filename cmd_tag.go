@@ -214,6 +214,11 @@ func init() {
 			SkipFlagParsing: true,
 			Action: action(func(c *cli.Context, e *env) error {
 				args := c.Args().Slice()
+				// Its flags are not parsed (the command's are its own):
+				// --help before "--" is the only one.
+				if len(args) > 0 && (args[0] == "--help" || args[0] == "-h") {
+					return cli.ShowSubcommandHelp(c)
+				}
 				if len(args) > 0 && args[0] == "--" {
 					args = args[1:]
 				}

@@ -1,6 +1,8 @@
 package stage_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -229,10 +231,19 @@ func TestSetupArguments(t *testing.T) {
 		}
 	}
 	// A relative path, from the image's directory: kept absolute.
-	cmd := r.cmd("setup", "--iso", filepath.Base(img))
+	// With --json, stdout is the status after the stage, the progress
+	// lines go to stderr.
+	cmd := r.cmd("setup", "--iso", filepath.Base(img), "--json")
 	cmd.Dir = filepath.Dir(img)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("setup with a relative path: %v\n%s", err, out)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("setup with a relative path: %v\n%s%s", err, out, stderr.Bytes())
+	}
+	var after stage.Report
+	if err := json.Unmarshal(out, &after); err != nil || !after.InProgress || after.Image != img {
+		t.Fatalf("setup --json printed %v %+v:\n%s", err, after, out)
 	}
 	if rep := status(t, r); rep.Image != img {
 		t.Fatalf("the image is recorded as %q, want %q", rep.Image, img)
