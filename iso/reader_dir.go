@@ -39,6 +39,8 @@ type Entry struct {
 	Rdev uint64
 
 	extents []extent // data; one for a directory
+	zf      *zfInfo  // zisofs-compressed: the extents hold rawSize bytes
+	rawSize int64
 }
 
 type extent struct{ off, n int64 } // byte offset and length in the image
@@ -370,6 +372,7 @@ type rrInfo struct {
 	rdev                              uint64
 	cl                                uint32
 	re                                bool
+	zf                                *zfInfo
 }
 
 // apply sets what the Rock Ridge entries say on e.
@@ -417,6 +420,9 @@ func (ri *rrInfo) apply(e *Entry) {
 		e.Target = string(ri.target)
 		e.Size = int64(len(e.Target))
 		e.extents = nil
+	}
+	if ri.zf != nil && e.Mode.IsRegular() {
+		e.rawSize, e.Size, e.zf = e.Size, ri.zf.size, ri.zf
 	}
 	if ri.hasPN && e.Mode&fs.ModeDevice != 0 {
 		e.Rdev = ri.rdev
@@ -554,6 +560,12 @@ func (im *Image) parseSystemUse(su []byte, ri *rrInfo, p string) error {
 				}
 			case "RE":
 				ri.re = true
+			case "ZF":
+				zf, err := parseZF(data)
+				if err != nil {
+					return err
+				}
+				ri.zf = zf
 			}
 		}
 		if next == nil {

@@ -399,6 +399,25 @@ func (x *extractor) file(c *copier, dirfd int, e *Entry, rel string) (err error)
 // copyData writes e's content to fd: in the kernel (copy_file_range,
 // else sendfile) when the image is a file, else through a buffer.
 func (x *extractor) copyData(c *copier, fd int, e *Entry, rel string) error {
+	if e.zf != nil {
+		// zisofs: decompressed through the reader.
+		r := x.im.OpenEntry(e)
+		for off := int64(0); off < e.Size; {
+			n, err := r.ReadAt(c.buf, off)
+			if n == 0 && err != nil {
+				return x.fail(rel, err)
+			}
+			for b := c.buf[:n]; len(b) > 0; {
+				w, err := unix.Write(fd, b)
+				if err != nil {
+					return x.fail(rel, err)
+				}
+				b = b[w:]
+			}
+			off += int64(n)
+		}
+		return nil
+	}
 	for _, ex := range e.extents {
 		off, end := ex.off, ex.off+ex.n
 		if x.im.f != nil && c.kernelCopy != copyNone {

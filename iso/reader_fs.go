@@ -170,6 +170,10 @@ func (im *Image) OpenEntry(e *Entry) *io.SectionReader {
 	if e.IsDir() || len(e.extents) == 0 {
 		return io.NewSectionReader(strings.NewReader(""), 0, 0)
 	}
+	if e.zf != nil {
+		raw := io.NewSectionReader(&extentReader{im: im, ext: e.extents}, 0, e.rawSize)
+		return io.NewSectionReader(newZisofsReader(raw, e.rawSize, *e.zf), 0, e.Size)
+	}
 	return io.NewSectionReader(&extentReader{im: im, ext: e.extents}, 0, e.Size)
 }
 
