@@ -407,12 +407,8 @@ func (x *extractor) copyData(c *copier, fd int, e *Entry, rel string) error {
 			if n == 0 && err != nil {
 				return x.fail(rel, err)
 			}
-			for b := c.buf[:n]; len(b) > 0; {
-				w, err := unix.Write(fd, b)
-				if err != nil {
-					return x.fail(rel, err)
-				}
-				b = b[w:]
+			if err := writeAll(fd, c.buf[:n]); err != nil {
+				return x.fail(rel, err)
 			}
 			off += int64(n)
 		}
@@ -430,15 +426,23 @@ func (x *extractor) copyData(c *copier, fd int, e *Entry, rel string) error {
 			if err := x.im.readFull(b, off); err != nil {
 				return err
 			}
-			for len(b) > 0 {
-				n, err := unix.Write(fd, b)
-				if err != nil {
-					return x.fail(rel, err)
-				}
-				b = b[n:]
-				off += int64(n)
+			if err := writeAll(fd, b); err != nil {
+				return x.fail(rel, err)
 			}
+			off += int64(len(b))
 		}
+	}
+	return nil
+}
+
+// writeAll writes all of b to fd.
+func writeAll(fd int, b []byte) error {
+	for len(b) > 0 {
+		n, err := unix.Write(fd, b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
 	}
 	return nil
 }
