@@ -21,7 +21,7 @@ func init() {
 			Usage:     "copy an image into the staging directory, verified against its checksum, refusing images of another type and a second image of one type",
 			ArgsUsage: "ISO",
 			Flags: []cli.Flag{
-				&cli.StringFlag{Name: "sums", Usage: "checksum `FILE` (default: ISO.md5, md5sum.out or MD5SUMS beside the image)"},
+				&cli.StringFlag{Name: "sums", Usage: "checksum `FILE` (default: the first beside it that lists it of ISO.md5, ISO-without-.iso.md5, md5sum.out, MD5SUMS)"},
 				&cli.StringFlag{Name: "md5", Usage: "the image's MD5 as `HEX`, instead of a checksum file"},
 			},
 			Action: action(func(c *cli.Context, e *env) error {

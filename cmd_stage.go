@@ -84,7 +84,7 @@ func init() {
 		switch n {
 		case stage.Setup:
 			cmd.Flags = append(cmd.Flags, &cli.StringFlag{Name: "iso", Usage: "the upgrade `IMAGE`"},
-				&cli.StringFlag{Name: "sums", Usage: "checksum `FILE` for the image (default: the first beside it of IMAGE.iso.md5, IMAGE.md5, md5sum.out, MD5SUMS that lists it)"},
+				&cli.StringFlag{Name: "sums", Usage: "checksum `FILE` for the image (default: the first beside it that lists it of ISO.md5, ISO-without-.iso.md5, md5sum.out, MD5SUMS)"},
 				&cli.StringFlag{Name: "md5", Usage: "the image's MD5 `HEX` digest instead of a checksum file"})
 		case stage.Install:
 			cmd.ArgsUsage = "[-- CMD ARGS...]"

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"upgradectl/host"
+	"upgradectl/iso"
 )
 
 // runCLI runs the command line in-process and returns exit code, stdout, stderr.
@@ -138,6 +139,19 @@ func TestInterspersed(t *testing.T) {
 	} {
 		if got := strings.Join(interspersed(app, strings.Fields(c.in)), " "); got != c.want {
 			t.Errorf("%q: got %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+// TestSumsHelpOrder: the help of setup and iso stage gives the checksum
+// files in the order the code looks for them (iso.SumsFileNames after the
+// image's own .md5 names).
+func TestSumsHelpOrder(t *testing.T) {
+	want := "ISO.md5, ISO-without-.iso.md5, " + strings.Join(iso.SumsFileNames, ", ")
+	for _, args := range [][]string{{"setup", "--help"}, {"iso", "stage", "--help"}} {
+		_, out, _ := runCLI(t, args...)
+		if !strings.Contains(strings.Join(strings.Fields(out), " "), want) {
+			t.Errorf("%v does not give the order %q:\n%s", args, want, out)
 		}
 	}
 }
