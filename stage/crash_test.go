@@ -28,22 +28,7 @@ import (
 // until at least UPGRADECTL_CRASH_KILLS (default 100) kills landed inside a
 // run. Without reboots: the root is a directory on this machine (--root).
 func TestCrashConsistency(t *testing.T) {
-	hosttest.RequireRoot(t)
-	hosttest.RequireCommand(t, "xorriso")
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skip("needs /dev/fuse for the image mount (this kernel has no iso9660)")
-	}
-	bin := hosttest.Bin(t)
-	want := 100
-	if s := os.Getenv("UPGRADECTL_CRASH_KILLS"); s != "" {
-		want, _ = strconv.Atoi(s)
-	}
-	seed := time.Now().UnixNano()
-	if s := os.Getenv("UPGRADECTL_CRASH_SEED"); s != "" {
-		seed, _ = strconv.ParseInt(s, 10, 64)
-	}
-	t.Logf("seed %d (UPGRADECTL_CRASH_SEED repeats it)", seed)
-	rng := rand.New(rand.NewSource(seed))
+	bin, want, rng := crashSetup(t, "UPGRADECTL_CRASH_KILLS", 100)
 
 	img := acmeISO(t, t.TempDir(), "2", "1")
 	template := filepath.Join(t.TempDir(), "host")
@@ -136,6 +121,29 @@ func TestCrashConsistency(t *testing.T) {
 	if len(cut) < 4 {
 		t.Errorf("kills cut short only %d kinds of action", len(cut))
 	}
+}
+
+// crashSetup is what a kill test needs: root, xorriso and FUSE (or it
+// skips), the built binary, how many kills must land (from the variable
+// kills names, else def), and a random source seeded from
+// UPGRADECTL_CRASH_SEED or the clock, logged so that a run can be repeated.
+func crashSetup(t *testing.T, kills string, def int) (bin string, want int, rng *rand.Rand) {
+	t.Helper()
+	hosttest.RequireRoot(t)
+	hosttest.RequireCommand(t, "xorriso")
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("needs /dev/fuse for the image mount (this kernel has no iso9660)")
+	}
+	want = def
+	if s := os.Getenv(kills); s != "" {
+		want, _ = strconv.Atoi(s)
+	}
+	seed := time.Now().UnixNano()
+	if s := os.Getenv("UPGRADECTL_CRASH_SEED"); s != "" {
+		seed, _ = strconv.ParseInt(s, 10, 64)
+	}
+	t.Logf("seed %d (UPGRADECTL_CRASH_SEED repeats it)", seed)
+	return hosttest.Bin(t), want, rand.New(rand.NewSource(seed))
 }
 
 // nextKey names an action by the stage it ran, for the duration table.

@@ -1,14 +1,10 @@
 package stage_test
 
 import (
-	"math/rand"
 	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
-
-	"upgradectl/host/hosttest"
 )
 
 // TestUndoInstallKilled kills undo install with SIGKILL at random moments
@@ -20,19 +16,7 @@ import (
 // hard-linked names. UPGRADECTL_UNDO_KILLS sets how many kills must land
 // (40 by default; 500 in a row converged when this was written).
 func TestUndoInstallKilled(t *testing.T) {
-	hosttest.RequireRoot(t)
-	hosttest.RequireCommand(t, "xorriso")
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skip("needs /dev/fuse for the image mount (this kernel has no iso9660)")
-	}
-	want := 40
-	if s := os.Getenv("UPGRADECTL_UNDO_KILLS"); s != "" {
-		want, _ = strconv.Atoi(s)
-	}
-	bin := hosttest.Bin(t)
-	seed := time.Now().UnixNano()
-	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewSource(seed))
+	bin, want, rng := crashSetup(t, "UPGRADECTL_UNDO_KILLS", 40)
 	img := acmeISO(t, t.TempDir(), "2", "1")
 	template := filepath.Join(t.TempDir(), "host")
 	setUpHost(t, template, false, false)
