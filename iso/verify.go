@@ -260,21 +260,13 @@ func verifyOne(ctx context.Context, r *VerifyResult, opts VerifyOptions, want ch
 		switch {
 		case err == nil:
 			r.Expected, r.Source, r.Dialect = e.Digest.String(), fmt.Sprintf("%s line %d", s.Path, e.Line), string(e.Dialect)
-			signer, sigErr := sums.signature(s.Path)
-			switch {
-			case signer != nil:
-				r.Signer = signer
-			case sigErr != nil && (opts.Trust.Require || !errors.Is(sigErr, trust.ErrUnsigned) && !errors.Is(sigErr, trust.ErrUnknownKey)):
-				// A bad signature always fails; no good one fails
-				// when one is required.
-				if opts.Trust.Require {
-					fail(StatusSignature, "a signature is required: %v", sigErr)
-				} else {
-					fail(StatusSignature, "%v", sigErr)
-				}
+			r.Signer = sums.signer(s.Path)
+			switch note, err := opts.Trust.judge(r.Signer, sums.sigErr(s.Path)); {
+			case err != nil:
+				fail(StatusSignature, "%v", err)
 				r.Hint = signatureHint
-			case sigErr != nil:
-				r.Notes = append(r.Notes, sigErr.Error())
+			case note != "":
+				r.Notes = append(r.Notes, note)
 			}
 		case optional && errors.Is(err, errNoSumsFile):
 		case optional && errors.Is(err, checksum.ErrNotListed):
@@ -373,16 +365,31 @@ func ExpectedMD5(image, sums string, tr Trust) (checksum.Entry, *checksum.Sums, 
 	if err != nil {
 		return e, s, nil, err
 	}
-	signer, sigErr := c.signature(s.Path)
+	signer := c.signer(s.Path)
+	if _, err := tr.judge(signer, c.sigErr(s.Path)); err != nil {
+		return e, s, nil, host.WithHint(host.Bad("%v", err), signatureHint)
+	}
+	return e, s, signer, nil
+}
+
+// judge applies the policy to a checksum file's signature: nothing when a
+// good one covers it; an error when the file must not be trusted (a bad
+// signature always, and no good one when one is required); else a note on
+// why it is not signed.
+func (tr Trust) judge(signer *trust.Signer, sigErr error) (note string, err error) {
 	switch {
 	case signer != nil:
-		return e, s, signer, nil
-	case sigErr != nil && tr.Require:
-		return e, s, nil, host.WithHint(host.Bad("a signature is required: %v", sigErr), signatureHint)
-	case sigErr != nil && !errors.Is(sigErr, trust.ErrUnsigned) && !errors.Is(sigErr, trust.ErrUnknownKey):
-		return e, s, nil, host.WithHint(host.Bad("%v", sigErr), signatureHint)
+		return "", nil
+	case sigErr == nil:
+		sigErr = trust.ErrUnsigned
 	}
-	return e, s, nil, nil
+	switch {
+	case tr.Require:
+		return "", fmt.Errorf("a signature is required: %w", sigErr)
+	case !errors.Is(sigErr, trust.ErrUnsigned) && !errors.Is(sigErr, trust.ErrUnknownKey):
+		return "", sigErr
+	}
+	return sigErr.Error(), nil
 }
 
 type sumsEntry struct {
@@ -417,12 +424,18 @@ func (c *sumsCache) get(p string) (*checksum.Sums, error) {
 	return e.s, e.err
 }
 
-// signature is who signed the checksum file at p, or why nobody did.
-func (c *sumsCache) signature(p string) (*trust.Signer, error) {
+// signer is who signed the checksum file at p; nil when nobody did.
+func (c *sumsCache) signer(p string) *trust.Signer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e := c.files[p]
-	return e.signer, e.sigErr
+	return c.files[p].signer
+}
+
+// sigErr is why the checksum file at p is not signed, when it is not.
+func (c *sumsCache) sigErr(p string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.files[p].sigErr
 }
 
 // parse reads the checksum file at p once: a regular file of at most
