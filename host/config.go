@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path"
 	"regexp"
@@ -107,6 +108,7 @@ type Config struct {
 	Maintenance MaintenanceConfig `toml:"maintenance"`
 	Stages      StagesConfig      `toml:"stages"`
 	Metrics     MetricsConfig     `toml:"metrics"`
+	Fleet       FleetConfig       `toml:"fleet"`
 
 	// Source says where the configuration came from: a path under the
 	// root, or "embedded default".
@@ -196,6 +198,29 @@ type StagesConfig struct {
 type MetricsConfig struct {
 	TextfileDir string `toml:"textfile_dir"`
 }
+
+// FleetConfig is the [fleet] section: the etcd cluster that coordinates a
+// rolling upgrade across servers. Without endpoints there is no fleet and
+// the server upgrades alone. Password is a secret: never print or log it.
+type FleetConfig struct {
+	Endpoints      []string `toml:"endpoints"`
+	CA             string   `toml:"ca"`
+	Cert           string   `toml:"cert"`
+	Key            string   `toml:"key"`
+	User           string   `toml:"user"`
+	Password       string   `toml:"password"`
+	Cluster        string   `toml:"cluster"`
+	Member         string   `toml:"member"`
+	Group          string   `toml:"group"`
+	Slots          int      `toml:"slots"`
+	Order          []string `toml:"order"`
+	DialTimeout    Duration `toml:"dial_timeout"`
+	RequestTimeout Duration `toml:"request_timeout"`
+	FleetlockURL   string   `toml:"fleetlock_url"`
+}
+
+// Enabled says whether a fleet is configured.
+func (f FleetConfig) Enabled() bool { return len(f.Endpoints) > 0 }
 
 // DefaultConfig returns the embedded default configuration.
 func DefaultConfig() *Config {
@@ -467,6 +492,70 @@ func (c *Config) validate() []string {
 	}
 	if a := c.Tag.Attribute; !strings.HasPrefix(a, "trusted.") && !strings.HasPrefix(a, "user.") {
 		p = append(p, fmt.Sprintf("tag.attribute %q is not in the trusted. or user. namespace", a))
+	}
+	return append(p, c.Fleet.validate()...)
+}
+
+// validate reports what no fleet could work with; without endpoints the
+// section is not used and only its timeouts are judged.
+func (f FleetConfig) validate() []string {
+	var p []string
+	for _, d := range []struct {
+		key string
+		val time.Duration
+	}{{"fleet.dial_timeout", f.DialTimeout.Duration}, {"fleet.request_timeout", f.RequestTimeout.Duration}} {
+		if d.val <= 0 || d.val > maxTimeout {
+			p = append(p, fmt.Sprintf("%s %s is not above zero and at most %s", d.key, d.val, maxTimeout))
+		}
+	}
+	if !f.Enabled() {
+		return p
+	}
+	for i, e := range f.Endpoints {
+		if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Port() == "" {
+			p = append(p, fmt.Sprintf("fleet.endpoints[%d] %q is not an http:// or https:// URL with a port", i, e))
+		}
+	}
+	// Names are key parts: no slash, no control character, not empty.
+	name := func(key, v string) {
+		if v == "" || strings.ContainsAny(v, "/ ") || strings.IndexFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
+			p = append(p, fmt.Sprintf("%s %q is not a name (empty, or has a slash, space or control character)", key, v))
+		}
+	}
+	name("fleet.cluster", f.Cluster)
+	name("fleet.group", f.Group)
+	if f.Member != "" {
+		name("fleet.member", f.Member)
+	}
+	seen := map[string]bool{}
+	for i, g := range f.Order {
+		name(fmt.Sprintf("fleet.order[%d]", i), g)
+		if seen[g] {
+			p = append(p, fmt.Sprintf("fleet.order lists group %q twice", g))
+		}
+		seen[g] = true
+	}
+	if len(f.Order) > 0 && !seen[f.Group] {
+		p = append(p, fmt.Sprintf("fleet.group %q is not in fleet.order", f.Group))
+	}
+	if f.Slots < 1 {
+		p = append(p, fmt.Sprintf("fleet.slots %d must be at least 1", f.Slots))
+	}
+	for _, s := range []struct{ key, val string }{{"fleet.ca", f.CA}, {"fleet.cert", f.Cert}, {"fleet.key", f.Key}} {
+		if s.val != "" && !strings.HasPrefix(s.val, "/") {
+			p = append(p, fmt.Sprintf("%s %q is not an absolute path", s.key, s.val))
+		}
+	}
+	if (f.Cert == "") != (f.Key == "") {
+		p = append(p, "fleet.cert and fleet.key go together")
+	}
+	if (f.User == "") != (f.Password == "") {
+		p = append(p, "fleet.user and fleet.password go together")
+	}
+	if f.FleetlockURL != "" {
+		if u, err := url.Parse(f.FleetlockURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			p = append(p, fmt.Sprintf("fleet.fleetlock_url %q is not an http:// or https:// URL", f.FleetlockURL))
+		}
 	}
 	return p
 }

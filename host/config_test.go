@@ -257,3 +257,43 @@ func TestDecoderFlattensParseError(t *testing.T) {
 		t.Fatalf("parseError(%v) = %+v, %v", err, got, ok)
 	}
 }
+
+func TestFleetConfig(t *testing.T) {
+	d := DefaultConfig().Fleet
+	if d.Enabled() || d.Group != "default" || d.Slots != 1 || d.Cluster == "" {
+		t.Fatalf("default fleet: %+v", d)
+	}
+	const on = "[fleet]\nendpoints = [\"http://127.0.0.1:2379\"]\n"
+	for _, c := range []struct{ toml, want string }{
+		{on + "slots = 0", "fleet.slots 0 must be at least 1"},
+		{"[fleet]\nendpoints = [\"127.0.0.1:2379\"]", `fleet.endpoints[0] "127.0.0.1:2379" is not an http:// or https:// URL with a port`},
+		{on + "cluster = \"a/b\"", `fleet.cluster "a/b" is not a name`},
+		{on + "group = \"\"", `fleet.group "" is not a name`},
+		{on + "member = \"a\\nb\"", `fleet.member "a\nb" is not a name`},
+		{on + "order = [\"standby\", \"active\"]", `fleet.group "default" is not in fleet.order`},
+		{on + "order = [\"default\", \"default\"]", `fleet.order lists group "default" twice`},
+		{on + "cert = \"/c.pem\"", "fleet.cert and fleet.key go together"},
+		{on + "ca = \"ca.pem\"", `fleet.ca "ca.pem" is not an absolute path`},
+		{on + "user = \"u\"", "fleet.user and fleet.password go together"},
+		{on + "fleetlock_url = \"ftp://x\"", `fleet.fleetlock_url "ftp://x" is not an http:// or https:// URL`},
+		{"[fleet]\nrequest_timeout = \"0s\"", "fleet.request_timeout 0s is not above zero"},
+		{"[fleet]\ndial_timeout = \"25h\"", "fleet.dial_timeout 25h0m0s is not above zero and at most 24h0m0s"},
+	} {
+		_, err := ParseConfig([]byte(c.toml), "f.toml")
+		if KindOf(err) != KindUsage || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want a usage error with %q", c.toml, err, c.want)
+		}
+	}
+	// Fleet problems are reported with every other one.
+	_, err := ParseConfig([]byte(on+"slots = 0\n[checks]\ntimeout = \"0s\""), "f.toml")
+	if err == nil || !strings.Contains(err.Error(), "fleet.slots") || !strings.Contains(err.Error(), "checks.timeout") {
+		t.Errorf("fleet problems not reported with the others: %v", err)
+	}
+	c, err := ParseConfig([]byte(on+"password = \"s3cret\"\nuser = \"u\"\ngroup = \"active\"\norder = [\"standby\", \"active\"]\nslots = 2\nfleetlock_url = \"http://127.0.0.1:3333\""), "f.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Fleet.Enabled() || c.Fleet.Slots != 2 || c.Fleet.Group != "active" {
+		t.Errorf("parsed fleet: %+v", c.Fleet)
+	}
+}
