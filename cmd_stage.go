@@ -26,6 +26,10 @@ import (
 
 var forceFlag = &cli.BoolFlag{Name: "force", Usage: "redo a done stage (repair) and act even where the host contradicts the record"}
 
+// waitFlag: in a fleet, how long a stage waits for a slot of its group or
+// for the groups before it.
+var waitFlag = &cli.DurationFlag{Name: "wait", Usage: "in a fleet, wait up to `DURATION` for a free slot or for the groups before this one (default: exit 4 at once)"}
+
 func init() {
 	// After a reboot in maintenance mode, the boot hook continues the
 	// upgrade: it completes the stage the reboot (or a crash) cut short.
@@ -50,9 +54,9 @@ func init() {
 			Name:     string(n),
 			Category: "upgrade",
 			Usage:    usage[n],
-			Flags:    []cli.Flag{forceFlag},
+			Flags:    []cli.Flag{forceFlag, waitFlag},
 			Action: action(func(c *cli.Context, e *env) error {
-				opts := stage.Options{Force: c.Bool("force"), Vars: map[string]string{}}
+				opts := stage.Options{Force: c.Bool("force"), Wait: c.Duration("wait"), Vars: map[string]string{}}
 				switch n {
 				case stage.Setup:
 					// Without --iso, a retry uses the image of the
@@ -95,11 +99,11 @@ func init() {
 		Name:     "continue",
 		Category: "upgrade",
 		Usage:    "run the next action: complete an interrupted stage, retry a failed one, or run the next stage",
-		Flags:    []cli.Flag{forceFlag},
+		Flags:    []cli.Flag{forceFlag, waitFlag},
 		Action: action(func(c *cli.Context, e *env) error {
 			ctx, stop := signalContext()
 			defer stop()
-			_, err := stageEngine(e).Continue(ctx, stage.Options{Force: c.Bool("force")})
+			_, err := stageEngine(e).Continue(ctx, stage.Options{Force: c.Bool("force"), Wait: c.Duration("wait")})
 			return stageDone(e, err)
 		}),
 	}, &cli.Command{
@@ -107,7 +111,7 @@ func init() {
 		Category:  "upgrade",
 		Usage:     "undo the latest stage (stages are undone in reverse order, never after switch)",
 		ArgsUsage: "STAGE",
-		Flags:     []cli.Flag{forceFlag},
+		Flags:     []cli.Flag{forceFlag, waitFlag},
 		Action: action(func(c *cli.Context, e *env) error {
 			args, force := c.Args().Slice(), c.Bool("force")
 			if len(args) != 1 {
@@ -119,7 +123,7 @@ func init() {
 			}
 			ctx, stop := signalContext()
 			defer stop()
-			return stageDone(e, stageEngine(e).Undo(ctx, n, stage.Options{Force: force}))
+			return stageDone(e, stageEngine(e).Undo(ctx, n, stage.Options{Force: force, Wait: c.Duration("wait")}))
 		}),
 	}, &cli.Command{
 		Name:     "status",

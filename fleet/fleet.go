@@ -16,8 +16,10 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -79,15 +81,19 @@ type Fleet struct {
 var idRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
 // Open connects to the fleet of cfg for the server at root, whose state
-// directory (on the running system) is stateDir. It does not talk to etcd:
+// directory (on the running system) is stateDir ("": to read the fleet,
+// not as a member). It does not talk to etcd:
 // the first request does, and its failure is exit 3.
 func Open(cfg host.FleetConfig, root host.Root, stateDir string) (*Fleet, error) {
 	if !cfg.Enabled() {
 		return nil, host.Usage("no fleet: [fleet] endpoints is empty in the configuration")
 	}
-	id, err := memberID(cfg, root, stateDir)
-	if err != nil {
-		return nil, err
+	id := ""
+	if stateDir != "" { // "": only to read the fleet (checks)
+		var err error
+		if id, err = memberID(cfg, root, stateDir); err != nil {
+			return nil, err
+		}
 	}
 	tlsc, err := tlsConfig(cfg, root)
 	if err != nil {
@@ -220,6 +226,46 @@ func (f *Fleet) ctx(parent context.Context) (context.Context, context.CancelFunc
 	return context.WithTimeout(parent, f.timeout)
 }
 
+// do runs op, again while it fails, for fleet.request_timeout in all. A
+// request in flight when the etcd leader dies waits in vain until it
+// times out while the new leader answers at once: each attempt gets a
+// third of the time. Every op here is safe to repeat: a put of the same
+// record, or a transaction guarded by a compare that an earlier success
+// makes fail.
+func (f *Fleet) do(ctx context.Context, op clientv3.Op) (clientv3.OpResponse, error) {
+	deadline := time.Now().Add(f.timeout)
+	per := max(f.timeout/3, 500*time.Millisecond)
+	for {
+		actx, cancel := context.WithTimeout(ctx, min(per, time.Until(deadline)))
+		resp, err := f.cli.Do(actx, op)
+		cancel()
+		if err == nil {
+			return resp, nil
+		}
+		if ctx.Err() != nil || time.Until(deadline) < 50*time.Millisecond {
+			if errors.Is(err, context.DeadlineExceeded) {
+				err = fmt.Errorf("%w (each try %s)", context.DeadlineExceeded, per)
+			}
+			return resp, f.fail(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (f *Fleet) get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+	resp, err := f.do(ctx, clientv3.OpGet(key, opts...))
+	return resp.Get(), err
+}
+
+// txn commits if cmps then ops, and says whether cmps held.
+func (f *Fleet) txn(ctx context.Context, cmps []clientv3.Cmp, ops ...clientv3.Op) (bool, error) {
+	resp, err := f.do(ctx, clientv3.OpTxn(cmps, ops, nil))
+	if err != nil {
+		return false, err
+	}
+	return resp.Txn().Succeeded, nil
+}
+
 func (f *Fleet) fail(err error) error {
 	if err == nil || host.KindOf(err) != 0 {
 		return err
@@ -246,28 +292,22 @@ func (f *Fleet) Publish(ctx context.Context, m Member) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := f.ctx(ctx)
-	defer cancel()
-	ops := []clientv3.Op{clientv3.OpPut(f.MemberKey(f.ID), string(b))}
-	_, err = f.cli.Txn(ctx).Then(ops...).Commit()
-	if err != nil {
-		return f.fail(err)
+	if _, err := f.txn(ctx, nil, clientv3.OpPut(f.MemberKey(f.ID), string(b))); err != nil {
+		return err
 	}
 	if m.Active != "" {
 		cv, _ := json.Marshal(ClusterVersion{Version: m.Active, By: f.ID, Time: m.Time})
 		vk := f.VersionKey()
-		_, err = f.cli.Txn(ctx).If(clientv3.Compare(clientv3.Version(vk), "=", 0)).Then(clientv3.OpPut(vk, string(cv))).Commit()
+		_, err = f.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.Version(vk), "=", 0)}, clientv3.OpPut(vk, string(cv)))
 	}
-	return f.fail(err)
+	return err
 }
 
 // Members are the records of every member, by id.
 func (f *Fleet) Members(ctx context.Context) ([]Member, error) {
-	ctx, cancel := f.ctx(ctx)
-	defer cancel()
-	resp, err := f.cli.Get(ctx, f.prefix()+"members/", clientv3.WithPrefix())
+	resp, err := f.get(ctx, f.prefix()+"members/", clientv3.WithPrefix())
 	if err != nil {
-		return nil, f.fail(err)
+		return nil, err
 	}
 	ms := make([]Member, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
@@ -284,11 +324,9 @@ func (f *Fleet) Members(ctx context.Context) ([]Member, error) {
 // Version is the cluster version and the revision it was read at; a
 // cluster without one yet has the zero value.
 func (f *Fleet) ClusterVersion(ctx context.Context) (ClusterVersion, int64, error) {
-	ctx, cancel := f.ctx(ctx)
-	defer cancel()
-	resp, err := f.cli.Get(ctx, f.VersionKey())
+	resp, err := f.get(ctx, f.VersionKey())
 	if err != nil {
-		return ClusterVersion{}, 0, f.fail(err)
+		return ClusterVersion{}, 0, err
 	}
 	var cv ClusterVersion
 	if len(resp.Kvs) == 0 {
@@ -332,15 +370,10 @@ func (f *Fleet) Switch(ctx context.Context, old, new string) (already bool, err 
 				"every member must run roll first; 'upgradectl fleet status' shows where each stands")
 		}
 		b, _ := json.Marshal(ClusterVersion{Version: new, Previous: old, By: f.ID, Time: time.Now().UTC()})
-		tctx, cancel := f.ctx(ctx)
-		resp, err := f.cli.Txn(tctx).If(clientv3.Compare(clientv3.ModRevision(f.VersionKey()), "=", rev)).
-			Then(clientv3.OpPut(f.VersionKey(), string(b))).Commit()
-		cancel()
-		if err != nil {
-			return false, f.fail(err)
-		}
-		if resp.Succeeded {
-			return false, nil
+		ok, err := f.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(f.VersionKey()), "=", rev)},
+			clientv3.OpPut(f.VersionKey(), string(b)))
+		if err != nil || ok {
+			return false, err
 		}
 	}
 	return false, host.Busy("cannot switch the cluster to %s: the cluster version kept changing under the switch", new)
@@ -389,20 +422,16 @@ func (f *Fleet) Remove(ctx context.Context, id string) (existed bool, err error)
 	if _, err := f.slots.release(ctx, group, id); err != nil {
 		return false, err
 	}
-	ctx, cancel := f.ctx(ctx)
-	defer cancel()
-	resp, err := f.cli.Delete(ctx, f.MemberKey(id))
+	resp, err := f.do(ctx, clientv3.OpDelete(f.MemberKey(id)))
 	if err != nil {
-		return false, f.fail(err)
+		return false, err
 	}
-	return resp.Deleted > 0, nil
+	return resp.Del().Deleted > 0, nil
 }
 
 // groupOf is the group member id published, else this member's group.
 func (f *Fleet) groupOf(ctx context.Context, id string) string {
-	ctx, cancel := f.ctx(ctx)
-	defer cancel()
-	if resp, err := f.cli.Get(ctx, f.MemberKey(id)); err == nil && len(resp.Kvs) == 1 {
+	if resp, err := f.get(ctx, f.MemberKey(id)); err == nil && len(resp.Kvs) == 1 {
 		var m Member
 		if json.Unmarshal(resp.Kvs[0].Value, &m) == nil && m.Group != "" {
 			return m.Group
@@ -411,31 +440,33 @@ func (f *Fleet) groupOf(ctx context.Context, id string) string {
 	return f.Config.Group
 }
 
-// Health says whether the etcd cluster answers and has a leader: one
-// sentence per endpoint.
+// Health says whether the etcd cluster answers and has a leader, with a
+// sentence per endpoint. The endpoints are asked at once, so that a dead
+// one costs one timeout, not one each.
 func (f *Fleet) Health(ctx context.Context) (ok bool, lines []string) {
-	leader := false
-	for _, ep := range f.Config.Endpoints {
-		cctx, cancel := f.ctx(ctx)
-		st, err := f.cli.Status(cctx, ep)
-		cancel()
-		if err != nil {
-			lines = append(lines, fmt.Sprintf("%s: no answer: %s", ep, host.OneLine(err.Error())))
-			continue
-		}
-		if st.Leader != 0 {
-			leader = true
-		}
-		lines = append(lines, fmt.Sprintf("%s: etcd %s, leader %x", ep, st.Version, st.Leader))
-	}
-	if !leader {
-		return false, lines
+	lines = make([]string, len(f.Config.Endpoints))
+	leader := make([]bool, len(f.Config.Endpoints))
+	var wg sync.WaitGroup
+	for i, ep := range f.Config.Endpoints {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := f.ctx(ctx)
+			defer cancel()
+			st, err := f.cli.Status(cctx, ep)
+			if err != nil {
+				lines[i] = fmt.Sprintf("%s: no answer: %s", ep, host.OneLine(err.Error()))
+				return
+			}
+			leader[i] = st.Leader != 0
+			lines[i] = fmt.Sprintf("%s: etcd %s, leader %x", ep, st.Version, st.Leader)
+		}()
 	}
 	// A linearizable read needs quorum.
-	cctx, cancel := f.ctx(ctx)
-	defer cancel()
-	if _, err := f.cli.Get(cctx, f.VersionKey()); err != nil {
+	_, err := f.get(ctx, f.VersionKey())
+	wg.Wait()
+	if err != nil {
 		return false, append(lines, "no quorum: "+host.OneLine(err.Error()))
 	}
-	return true, lines
+	return slices.Contains(leader, true), lines
 }

@@ -308,7 +308,7 @@ func TestUnreachableIsExit3(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("took %s with a 500ms request timeout", d)
 	}
-	if ok, lines := f.Health(context.Background()); ok || len(lines) != 1 {
+	if ok, lines := f.Health(context.Background()); ok || len(lines) != 2 || !strings.HasPrefix(lines[1], "no quorum") {
 		t.Errorf("health without etcd: %v %q", ok, lines)
 	}
 }

@@ -60,11 +60,9 @@ type semaphore struct{ f *Fleet }
 // Semaphore reads group's semaphore; a group without one has
 // fleet.slots free slots and no holders.
 func (f *Fleet) Semaphore(ctx context.Context, group string) (Semaphore, int64, error) {
-	ctx, cancel := f.ctx(ctx)
-	defer cancel()
-	resp, err := f.cli.Get(ctx, SemaphoreKey(group))
+	resp, err := f.get(ctx, SemaphoreKey(group))
 	if err != nil {
-		return Semaphore{}, 0, f.fail(err)
+		return Semaphore{}, 0, err
 	}
 	if len(resp.Kvs) == 0 {
 		return Semaphore{TotalSlots: uint64(f.Config.Slots), Holders: []string{}}, 0, nil
@@ -92,15 +90,9 @@ func (f *Fleet) swap(ctx context.Context, group string, change func(*Semaphore) 
 			return s, nil
 		}
 		b, _ := json.Marshal(s)
-		tctx, cancel := f.ctx(ctx)
-		resp, err := f.cli.Txn(tctx).If(clientv3.Compare(clientv3.Version(key), "=", version)).
-			Then(clientv3.OpPut(key, string(b))).Commit()
-		cancel()
-		if err != nil {
-			return s, f.fail(err)
-		}
-		if resp.Succeeded {
-			return s, nil
+		ok, err := f.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.Version(key), "=", version)}, clientv3.OpPut(key, string(b)))
+		if err != nil || ok {
+			return s, err
 		}
 		if err := ctx.Err(); err != nil {
 			return s, err

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"upgradectl/boot"
+	"upgradectl/fleet"
 	"upgradectl/host"
 	"upgradectl/host/check"
 	"upgradectl/iso"
@@ -73,6 +74,10 @@ func New(h Host) *Engine {
 	a := newActions(h)
 	e := &Engine{Root: h.Root, StateDir: a.state, Config: h.Config, Log: a.log, Out: h.Out,
 		Automatic: h.Mode == host.ModeAutomatic, Facts: a.facts, Notify: a.observe}
+	if a.fleetOn() {
+		e.Gate = a.gate
+		e.Notify = func(ev Event) { a.observe(ev); a.published(ev) }
+	}
 	e.Handlers = map[Name]Handler{
 		Setup:       {Do: a.setup, Undo: a.undoSetup, Verify: a.verifySetup},
 		Preinstall:  {Do: a.preinstall, Undo: a.undoPreinstall, Verify: a.verifyPreinstall},
@@ -89,6 +94,7 @@ type actions struct {
 	h     Host
 	state string // the state directory on the running system
 	log   *host.UpgradeLog
+	fleet *fleet.Fleet // connected on first use
 }
 
 func newActions(h Host) *actions {
@@ -447,6 +453,10 @@ func (a *actions) preinstall(r *Run) error {
 	if r.Get("maintenance") == "in" {
 		return r.Step("maintenance enter", func() (string, error) { return "already in maintenance mode", nil })
 	}
+	return enterMaintenance(r, sys)
+}
+
+func enterMaintenance(r *Run, sys *boot.System) error {
 	return r.Step("maintenance enter", func() (string, error) {
 		o, err := boot.Enter(r.Ctx, sys, boot.EnterOptions{Locked: true})
 		if err != nil {
@@ -499,7 +509,7 @@ func (a *actions) undoPreinstall(r *Run) error {
 }
 
 func (a *actions) verifyPreinstall(r *Run) []string {
-	if !enteredMaintenance(r.State) {
+	if !enteredMaintenance(r.State) || r.State.Stage(Roll).Data[maintenanceLeftKey] != "" {
 		return nil
 	}
 	sys := a.system()
@@ -820,6 +830,32 @@ func (a *actions) roll(r *Run) error {
 	}); err != nil {
 		return err
 	}
+	if err := a.rollReboot(r); err != nil {
+		return err
+	}
+	if !a.fleetOn() {
+		return nil
+	}
+	// In a fleet the member is back in service after its roll: the
+	// cluster's switch waits for every member to roll, and a member that
+	// stayed in maintenance mode until clean would hold its slot from the
+	// others. It leaves maintenance mode and runs the post checks; their
+	// success gives the slot back.
+	if enteredMaintenance(r.State) {
+		if err := r.Set(maintenanceLeftKey, "yes"); err != nil {
+			return err
+		}
+	}
+	if err := a.leaveMaintenance(r); err != nil {
+		return err
+	}
+	return a.runChecks(r, "post")
+}
+
+// maintenanceLeftKey marks a roll that left maintenance mode (in a fleet).
+const maintenanceLeftKey = "maintenance_left"
+
+func (a *actions) rollReboot(r *Run) error {
 	if !a.h.Config.Stages.RebootOnRoll {
 		return nil
 	}
@@ -852,6 +888,18 @@ func bootID() string {
 }
 
 func (a *actions) undoRoll(r *Run) error {
+	if r.Get(maintenanceLeftKey) != "" {
+		// Out of service again for the backout, as before the roll.
+		sys := a.system()
+		err := enterMaintenance(r, sys)
+		sys.Close()
+		if err != nil {
+			return err
+		}
+		if err := r.Set(maintenanceLeftKey, ""); err != nil {
+			return err
+		}
+	}
 	was := r.Get("lookup")
 	if was != "on" && was != "bind" {
 		return r.Step("tag enable", func() (string, error) { return "version lookup was off before roll", nil })

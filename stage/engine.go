@@ -54,6 +54,11 @@ type Engine struct {
 	// Notify, when set, is told of every stage transition and of the
 	// upgrade's start and end, after the state is saved (journal, metrics).
 	Notify func(Event)
+	// Gate, when set, is asked before a stage or its undo runs by hand
+	// (not at boot), after every local rule allowed it: the fleet's slot,
+	// group order and cluster-wide switch. Its error means nothing was
+	// changed, and is the command's.
+	Gate func(ctx context.Context, st *State, n Name, undo bool, opts Options) error
 }
 
 // Options are what a command adds to a stage run.
@@ -64,6 +69,9 @@ type Options struct {
 	// Vars are set in the shared state before the stage runs (setup's
 	// image, install's command).
 	Vars map[string]string
+	// Wait is how long to wait for a fleet slot or for the groups before
+	// this one; 0: refuse at once (busy).
+	Wait time.Duration
 }
 
 type op int
@@ -164,6 +172,9 @@ func (e *Engine) Do(ctx context.Context, n Name, opts Options) error {
 	if err := e.checkRepair(st, index(n), opts.Force); err != nil {
 		return err
 	}
+	if err := e.gate(ctx, st, n, false, opts); err != nil {
+		return err
+	}
 	return e.runDo(ctx, st, n, opts)
 }
 
@@ -181,6 +192,9 @@ func (e *Engine) Undo(ctx context.Context, n Name, opts Options) error {
 		return err
 	}
 	if err := e.checkRepair(st, index(n)-1, opts.Force); err != nil {
+		return err
+	}
+	if err := e.gate(ctx, st, n, true, opts); err != nil {
 		return err
 	}
 	return e.runUndo(ctx, st, n)
@@ -207,12 +221,18 @@ func (e *Engine) Continue(ctx context.Context, opts Options) (Name, error) {
 		if err := e.checkRepair(st, index(n)-1, opts.Force); err != nil {
 			return n, err
 		}
+		if err := e.gate(ctx, st, n, true, opts); err != nil {
+			return n, err
+		}
 		return n, e.runUndo(ctx, st, n)
 	}
 	if err := e.allowDo(st, n, opts); err != nil {
 		return n, err
 	}
 	if err := e.checkRepair(st, index(n), opts.Force); err != nil {
+		return n, err
+	}
+	if err := e.gate(ctx, st, n, false, opts); err != nil {
 		return n, err
 	}
 	return n, e.runDo(ctx, st, n, opts)
@@ -264,6 +284,13 @@ func (e *Engine) Resume(ctx context.Context) (Name, error) {
 		return n, err
 	}
 	return n, e.runDo(ctx, st, n, Options{})
+}
+
+func (e *Engine) gate(ctx context.Context, st *State, n Name, undo bool, opts Options) error {
+	if e.Gate == nil {
+		return nil
+	}
+	return e.Gate(ctx, st, n, undo, opts)
 }
 
 // next is the preferred next action on st.

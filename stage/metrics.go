@@ -53,6 +53,10 @@ func (a *actions) metricsDir() string {
 // noteChecks keeps the results of rep as the last of each check and
 // writes the metrics.
 func (a *actions) noteChecks(rep check.Report) {
+	if a.fleetOn() && os.MkdirAll(a.state, 0o755) == nil {
+		host.WriteFileAtomic(filepath.Join(a.state, lastCheckFile),
+			[]byte(fmt.Sprintf("%s %s: %s\n", rep.End.UTC().Format(time.RFC3339), rep.Profile, rep.Summary())), 0o644)
+	}
 	if a.metricsDir() == "" {
 		return
 	}

@@ -173,6 +173,23 @@ var checkers = []checker{
 	{"auth.password-hash", Inhibitor, []string{Pre}, checkPasswordHash},
 }
 
+// Extra is a check that a package above this one adds, because it needs
+// more than host (the fleet's checks need etcd).
+type Extra struct {
+	ID       string
+	Severity Severity // default severity on failure
+	Profiles []string
+	Run      func(ctx context.Context, root host.Root, cfg *host.Config) Result
+}
+
+// Register adds x after the checks of this package, at init time (before
+// any Run).
+func Register(x Extra) {
+	checkers = append(checkers, checker{x.ID, x.Severity, x.Profiles, func(ctx context.Context, e *env) Result {
+		return x.Run(ctx, e.root, e.cfg)
+	}})
+}
+
 // IDs returns every check id in report order.
 func IDs() []string {
 	ids := make([]string, len(checkers))
