@@ -278,7 +278,7 @@ func FleetLockTestHandler(t testing.TB, f *Fleet, calls *atomic.Int32) http.Hand
 		sem := &semaphore{f: f}
 		switch r.URL.Path {
 		case "/v1/pre-reboot":
-			got, _, err := sem.take(r.Context(), body.ClientParams.Group, body.ClientParams.ID)
+			got, _, _, err := sem.take(r.Context(), body.ClientParams.Group, body.ClientParams.ID)
 			if err != nil || !got {
 				http.Error(w, `{"kind":"failed_lock","value":"all slots are held"}`, http.StatusConflict)
 				return

@@ -49,8 +49,9 @@ func SemaphoreKey(group string) string {
 // server in front of it.
 type slotKeeper interface {
 	// take takes a slot for id (recursively: a holder takes it again at
-	// no cost); !got names the holders of a full group.
-	take(ctx context.Context, group, id string) (got bool, holders []string, err error)
+	// no cost); !got names the holders of a full group, as of etcd
+	// revision rev (0: not known).
+	take(ctx context.Context, group, id string) (got bool, holders []string, rev int64, err error)
 	// release gives id's slot back; a slot not held is no error.
 	release(ctx context.Context, group, id string) (was bool, err error)
 }
@@ -60,49 +61,58 @@ type semaphore struct{ f *Fleet }
 // Semaphore reads group's semaphore; a group without one has
 // fleet.slots free slots and no holders.
 func (f *Fleet) Semaphore(ctx context.Context, group string) (Semaphore, int64, error) {
+	s, version, _, err := f.semaphore(ctx, group)
+	return s, version, err
+}
+
+// semaphore is group's semaphore, its key's version and the revision
+// of etcd it was read at.
+func (f *Fleet) semaphore(ctx context.Context, group string) (Semaphore, int64, int64, error) {
 	resp, err := f.get(ctx, SemaphoreKey(group))
 	if err != nil {
-		return Semaphore{}, 0, err
+		return Semaphore{}, 0, 0, err
 	}
+	rev := resp.Header.GetRevision()
 	if len(resp.Kvs) == 0 {
-		return Semaphore{TotalSlots: uint64(f.Config.Slots), Holders: []string{}}, 0, nil
+		return Semaphore{TotalSlots: uint64(f.Config.Slots), Holders: []string{}}, 0, rev, nil
 	}
 	var s Semaphore
 	if err := json.Unmarshal(resp.Kvs[0].Value, &s); err != nil {
-		return s, 0, host.Bad("the semaphore of group %s in etcd (%s) is unreadable: %v", group, SemaphoreKey(group), err)
+		return s, 0, 0, host.Bad("the semaphore of group %s in etcd (%s) is unreadable: %v", group, SemaphoreKey(group), err)
 	}
 	if s.Holders == nil {
 		s.Holders = []string{}
 	}
-	return s, resp.Kvs[0].Version, nil
+	return s, resp.Kvs[0].Version, rev, nil
 }
 
 // swap changes group's semaphore by change, compare-and-swap on the
-// version read, again until no other writer came between.
-func (f *Fleet) swap(ctx context.Context, group string, change func(*Semaphore) bool) (Semaphore, error) {
+// version read, again until no other writer came between. It returns the
+// semaphore and the revision it was last read at.
+func (f *Fleet) swap(ctx context.Context, group string, change func(*Semaphore) bool) (Semaphore, int64, error) {
 	key := SemaphoreKey(group)
 	for {
-		s, version, err := f.Semaphore(ctx, group)
+		s, version, rev, err := f.semaphore(ctx, group)
 		if err != nil {
-			return s, err
+			return s, rev, err
 		}
 		if !change(&s) {
-			return s, nil
+			return s, rev, nil
 		}
 		b, _ := json.Marshal(s)
 		ok, err := f.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.Version(key), "=", version)}, clientv3.OpPut(key, string(b)))
 		if err != nil || ok {
-			return s, err
+			return s, rev, err
 		}
 		if err := ctx.Err(); err != nil {
-			return s, err
+			return s, rev, err
 		}
 	}
 }
 
-func (s *semaphore) take(ctx context.Context, group, id string) (bool, []string, error) {
+func (s *semaphore) take(ctx context.Context, group, id string) (bool, []string, int64, error) {
 	got := false
-	sem, err := s.f.swap(ctx, group, func(sem *Semaphore) bool {
+	sem, rev, err := s.f.swap(ctx, group, func(sem *Semaphore) bool {
 		got = false // this read's verdict, not an earlier one's
 		// This member's configuration sets the size of its group.
 		resize := sem.TotalSlots != uint64(s.f.Config.Slots)
@@ -116,12 +126,12 @@ func (s *semaphore) take(ctx context.Context, group, id string) (bool, []string,
 		}
 		return resize
 	})
-	return got, sem.Holders, err
+	return got, sem.Holders, rev, err
 }
 
 func (s *semaphore) release(ctx context.Context, group, id string) (bool, error) {
 	was := false
-	_, err := s.f.swap(ctx, group, func(sem *Semaphore) bool {
+	_, _, err := s.f.swap(ctx, group, func(sem *Semaphore) bool {
 		was = false
 		if i, held := slices.BinarySearch(sem.Holders, id); held {
 			sem.Holders = slices.Delete(sem.Holders, i, i+1)
@@ -150,7 +160,7 @@ func (f *Fleet) Take(ctx context.Context, wait time.Duration, progress func(hold
 	deadline := time.Now().Add(wait)
 	var last []string
 	for {
-		got, holders, err := f.slots.take(ctx, group, f.ID)
+		got, holders, rev, err := f.slots.take(ctx, group, f.ID)
 		if err != nil || got {
 			return err
 		}
@@ -166,22 +176,27 @@ func (f *Fleet) Take(ctx context.Context, wait time.Duration, progress func(hold
 			progress(holders)
 			last = holders
 		}
-		f.waitChange(ctx, group, time.Until(deadline))
+		f.waitChange(ctx, group, rev, time.Until(deadline))
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 	}
 }
 
-// waitChange returns when group's semaphore changes, or after d, or after
-// a few seconds (a FleetLock server is asked again).
-func (f *Fleet) waitChange(ctx context.Context, group string, d time.Duration) {
+// waitChange returns when group's semaphore changes after revision rev, or
+// after d, or after a few seconds (a FleetLock server is asked again).
+// Watching from the revision read, no change in between is missed.
+func (f *Fleet) waitChange(ctx context.Context, group string, rev int64, d time.Duration) {
 	if d > 5*time.Second {
 		d = 5 * time.Second
 	}
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
-	wc := f.cli.Watch(clientv3.WithRequireLeader(ctx), SemaphoreKey(group))
+	var opts []clientv3.OpOption
+	if rev > 0 {
+		opts = append(opts, clientv3.WithRev(rev+1))
+	}
+	wc := f.cli.Watch(clientv3.WithRequireLeader(ctx), SemaphoreKey(group), opts...)
 	select {
 	case <-wc:
 	case <-ctx.Done():
@@ -227,15 +242,15 @@ func (fl *fleetLock) post(ctx context.Context, path, group, id string) (int, str
 	return resp.StatusCode, host.OneLine(strings.TrimSpace(string(b))), nil
 }
 
-func (fl *fleetLock) take(ctx context.Context, group, id string) (bool, []string, error) {
+func (fl *fleetLock) take(ctx context.Context, group, id string) (bool, []string, int64, error) {
 	code, body, err := fl.post(ctx, "/v1/pre-reboot", group, id)
 	if err != nil {
-		return false, nil, err
+		return false, nil, 0, err
 	}
 	if code == http.StatusOK {
-		return true, nil, nil
+		return true, nil, 0, nil
 	}
-	return false, []string{fmt.Sprintf("(FleetLock server %s: %d %s)", fl.url, code, body)}, nil
+	return false, []string{fmt.Sprintf("(FleetLock server %s: %d %s)", fl.url, code, body)}, 0, nil
 }
 
 func (fl *fleetLock) release(ctx context.Context, group, id string) (bool, error) {
