@@ -166,8 +166,9 @@ func printFleetStatus(e *env, st *FleetStatus) {
 		if len(g.Holders) > 0 {
 			held = "; held by " + strings.Join(g.Holders, ", ")
 		}
-		fmt.Fprintf(w, "group %s: %d slots, %d free%s\n", g.Group, g.TotalSlots, g.Free, held)
+		fmt.Fprintf(w, "group %s: %s, %d free%s\n", g.Group, plural(int(g.TotalSlots), "slot"), g.Free, held)
 	}
+	other := false
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MEMBER\tHOST\tGROUP\tRUNNING\tACTIVE\tNEW\tSTAGE\tSTATUS\tMAINTENANCE\tSLOT\tLAST SEEN")
 	for _, m := range st.Members {
@@ -178,12 +179,17 @@ func printFleetStatus(e *env, st *FleetStatus) {
 		running := orDash(m.Running)
 		if v.Version != "" && m.Running != v.Version {
 			running += "*"
+			other = true
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", host.OneLine(m.ID), host.OneLine(orDash(m.Host)), m.Group, running,
 			orDash(m.Active), orDash(m.New), orDash(m.Stage), orDash(m.Status), orDash(m.Maintenance), slot, seen(m.Time))
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "%d members; * runs another version than the cluster's\n", len(st.Members))
+	fmt.Fprint(w, plural(len(st.Members), "member"))
+	if other {
+		fmt.Fprint(w, "; * runs another version than the cluster's")
+	}
+	fmt.Fprintln(w)
 }
 
 func seen(t time.Time) string {
@@ -191,4 +197,11 @@ func seen(t time.Time) string {
 		return "-"
 	}
 	return fmt.Sprintf("%s (%s ago)", stamp(t), time.Since(t).Round(time.Second))
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
 }

@@ -76,14 +76,51 @@ func (f *Fleet) semaphore(ctx context.Context, group string) (Semaphore, int64, 
 	if len(resp.Kvs) == 0 {
 		return Semaphore{TotalSlots: uint64(f.Config.Slots), Holders: []string{}}, 0, rev, nil
 	}
-	var s Semaphore
-	if err := json.Unmarshal(resp.Kvs[0].Value, &s); err != nil {
+	s, err := decodeSemaphore(resp.Kvs[0].Value)
+	if err != nil {
 		return s, 0, 0, host.Bad("the semaphore of group %s in etcd (%s) is unreadable: %v", group, SemaphoreKey(group), err)
 	}
+	return s, resp.Kvs[0].Version, rev, nil
+}
+
+// decodeSemaphore reads a semaphore value as another writer may have left
+// it: holders sorted and each once, as the binary searches need.
+func decodeSemaphore(b []byte) (Semaphore, error) {
+	var s Semaphore
+	if err := json.Unmarshal(b, &s); err != nil {
+		return s, err
+	}
+	slices.Sort(s.Holders)
+	s.Holders = slices.Compact(s.Holders)
 	if s.Holders == nil {
 		s.Holders = []string{}
 	}
-	return s, resp.Kvs[0].Version, rev, nil
+	return s, nil
+}
+
+// takeIn takes a slot of s for id, s sized to slots: got says whether id
+// holds one now, changed whether s must be written.
+func takeIn(s *Semaphore, id string, slots uint64) (got, changed bool) {
+	changed = s.TotalSlots != slots
+	s.TotalSlots = slots
+	i, held := slices.BinarySearch(s.Holders, id)
+	if held {
+		return true, changed
+	}
+	if len(s.Holders) < int(s.TotalSlots) {
+		s.Holders = slices.Insert(s.Holders, i, id)
+		return true, true
+	}
+	return false, changed
+}
+
+// releaseIn gives back id's slot of s, and says whether it held one.
+func releaseIn(s *Semaphore, id string) bool {
+	i, held := slices.BinarySearch(s.Holders, id)
+	if held {
+		s.Holders = slices.Delete(s.Holders, i, i+1)
+	}
+	return held
 }
 
 // swap changes group's semaphore by change, compare-and-swap on the
@@ -113,18 +150,10 @@ func (f *Fleet) swap(ctx context.Context, group string, change func(*Semaphore) 
 func (s *semaphore) take(ctx context.Context, group, id string) (bool, []string, int64, error) {
 	got := false
 	sem, rev, err := s.f.swap(ctx, group, func(sem *Semaphore) bool {
-		got = false // this read's verdict, not an earlier one's
 		// This member's configuration sets the size of its group.
-		resize := sem.TotalSlots != uint64(s.f.Config.Slots)
-		sem.TotalSlots = uint64(s.f.Config.Slots)
-		if i, held := slices.BinarySearch(sem.Holders, id); held {
-			got = true
-		} else if len(sem.Holders) < int(sem.TotalSlots) {
-			sem.Holders = slices.Insert(sem.Holders, i, id)
-			got = true
-			return true
-		}
-		return resize
+		var changed bool
+		got, changed = takeIn(sem, id, uint64(s.f.Config.Slots))
+		return changed
 	})
 	return got, sem.Holders, rev, err
 }
@@ -132,11 +161,7 @@ func (s *semaphore) take(ctx context.Context, group, id string) (bool, []string,
 func (s *semaphore) release(ctx context.Context, group, id string) (bool, error) {
 	was := false
 	_, _, err := s.f.swap(ctx, group, func(sem *Semaphore) bool {
-		was = false
-		if i, held := slices.BinarySearch(sem.Holders, id); held {
-			sem.Holders = slices.Delete(sem.Holders, i, i+1)
-			was = true
-		}
+		was = releaseIn(sem, id)
 		return was
 	})
 	return was, err

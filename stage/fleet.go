@@ -99,6 +99,8 @@ func (a *actions) record(st *State) fleet.Member {
 	return m
 }
 
+// hostname is the root's /etc/hostname; on the live system, the kernel's
+// when that file says nothing.
 func (a *actions) hostname() string {
 	if p, err := a.h.Root.Resolve("/etc/hostname"); err == nil {
 		if b, err := host.ReadSmallFile(p); err == nil {
@@ -106,6 +108,9 @@ func (a *actions) hostname() string {
 				return host.OneLine(s)
 			}
 		}
+	}
+	if !a.h.Root.IsLive() {
+		return ""
 	}
 	h, _ := os.Hostname()
 	return h
