@@ -66,9 +66,7 @@ func checkAction(profile string) func(c *cli.Context, e *env) error {
 			fmt.Fprintf(e.Err, "upgradectl: checks not recorded in the upgrade log: %v\n", err)
 		}
 		stage.NoteCheck(stageHost(e, e.Err), rep)
-		if err := stage.PublishCheck(stageHost(e, e.Err)); err != nil {
-			fmt.Fprintf(e.Err, "upgradectl: warning: fleet: %s\n", host.OneLine(err.Error()))
-		}
+		publish(e)
 		asJSON := e.JSON
 		for _, lc := range c.Lineage() {
 			asJSON = asJSON || lc.Bool("json")

@@ -12,6 +12,7 @@ import (
 
 	"upgradectl/fleet"
 	"upgradectl/host"
+	"upgradectl/stage"
 )
 
 // The fleet: one view of every member, and an operator's hand on a stuck
@@ -46,6 +47,14 @@ func init() {
 			func(ctx context.Context, f *fleet.Fleet, id string) (bool, error) { return f.Remove(ctx, id) },
 			"removed member %s from the cluster", "member %s is not in the cluster"),
 	)
+}
+
+// publish tells the fleet (if any) this server's record after a check run
+// or a change of maintenance mode; a failure is a warning.
+func publish(e *env) {
+	if err := stage.Publish(stageHost(e, e.Err)); err != nil {
+		fmt.Fprintf(e.Err, "upgradectl: warning: fleet: %s\n", host.OneLine(err.Error()))
+	}
 }
 
 func fleetAction(f func(ctx context.Context, c *cli.Context, e *env, fl *fleet.Fleet) error) cli.ActionFunc {

@@ -29,6 +29,7 @@ func init() {
 					return err
 				}
 				printOutcome(e, o, "in maintenance mode")
+				publish(e)
 				return nil
 			}),
 		},
@@ -44,6 +45,7 @@ func init() {
 					return err
 				}
 				printOutcome(e, o, "out of maintenance mode")
+				publish(e)
 				return nil
 			}),
 		},

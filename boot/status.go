@@ -129,3 +129,13 @@ func problems(r *StatusReport) []string {
 	}
 	return p
 }
+
+// InMaintenance says whether the host is in maintenance mode by the state
+// alone, without asking systemd (what the fleet publishes).
+func InMaintenance(s *System) (bool, error) {
+	st, err := loadState(s)
+	if err != nil {
+		return false, err
+	}
+	return st.In, nil
+}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"upgradectl/boot"
 	"upgradectl/fleet"
 	"upgradectl/host"
 	"upgradectl/host/check"
@@ -73,7 +74,7 @@ func stateStatus(st *State) func(Name) Status {
 // record is this member's record for the fleet, from st (nil: no upgrade
 // in progress).
 func (a *actions) record(st *State) fleet.Member {
-	m := fleet.Member{Host: a.hostname(), Active: ActiveVersion(a.state, a.h.Config), Maintenance: "out"}
+	m := fleet.Member{Host: a.hostname(), Active: ActiveVersion(a.state, a.h.Config), Maintenance: a.maintenance()}
 	m.Running = m.Active
 	if b, err := host.ReadSmallFile(filepath.Join(a.state, lastCheckFile)); err == nil {
 		m.Checks = strings.TrimSpace(string(b))
@@ -93,10 +94,19 @@ func (a *actions) record(st *State) fleet.Member {
 		}
 	}
 	m.OutOfService = outOfService(a.h.Config, stateStatus(st))
-	if p := st.Stage(Preinstall); p.Data["maintenance"] != "" && st.Stage(Roll).Data[maintenanceLeftKey] == "" && st.Stage(Clean).Status != Done {
-		m.Maintenance = "in"
-	}
 	return m
+}
+
+// maintenance is "in" or "out" by maintenance mode's state under the root.
+func (a *actions) maintenance() string {
+	sys := a.system()
+	defer sys.Close()
+	if in, err := boot.InMaintenance(sys); err != nil {
+		return "unknown"
+	} else if in {
+		return "in"
+	}
+	return "out"
 }
 
 // hostname is the root's /etc/hostname; on the live system, the kernel's
@@ -234,9 +244,10 @@ func (a *actions) published(ev Event) {
 	}
 }
 
-// PublishCheck publishes this member's record after a check run (nothing
-// without [fleet]; a failure is returned for the caller to say).
-func PublishCheck(h Host) error {
+// Publish publishes this member's record after a check run or a change of
+// maintenance mode (nothing without [fleet]; a failure is returned for the
+// caller to say).
+func Publish(h Host) error {
 	a := newActions(h)
 	if !a.fleetOn() {
 		return nil

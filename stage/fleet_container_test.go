@@ -1,6 +1,7 @@
 package stage_test
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,6 +45,16 @@ func TestFleetInContainers(t *testing.T) {
 	ua("continue") // preinstall: a takes the slot and enters maintenance mode
 	if out, code, _ := b.Exec("upgradectl", "continue"); code != 4 || !strings.Contains(out, "held by ca") {
 		t.Fatalf("b's preinstall while a holds the only slot: exit %d\n%s", code, out)
+	}
+	var fs struct {
+		Members []struct {
+			ID, Maintenance string
+			Slot            bool
+		}
+	}
+	if err := json.Unmarshal([]byte(ua("fleet", "status", "--json")), &fs); err != nil || len(fs.Members) != 2 ||
+		fs.Members[0].ID != "ca" || fs.Members[0].Maintenance != "in" || !fs.Members[0].Slot {
+		t.Errorf("fleet status does not show a in maintenance mode holding the slot: %+v %v", fs, err)
 	}
 	ua("continue") // install
 	ua("continue") // postinstall
