@@ -16,11 +16,11 @@ import (
 
 // gpgHome is a private GnuPG home with keys made by the real gpg.
 type gpgHome struct {
-	t    *testing.T
+	t    testing.TB
 	home string
 }
 
-func newGPG(t *testing.T) *gpgHome {
+func newGPG(t testing.TB) *gpgHome {
 	hosttest.RequireCommand(t, "gpg")
 	home := filepath.Join(t.TempDir(), "gnupg")
 	if err := os.Mkdir(home, 0o700); err != nil {
