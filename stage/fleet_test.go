@@ -3,14 +3,19 @@ package stage_test
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"upgradectl/fleet"
+	"upgradectl/host"
 	"upgradectl/host/hosttest"
 	"upgradectl/stage"
 )
@@ -23,6 +28,7 @@ import (
 
 type fleetOpts struct {
 	endpoints []string
+	fleetlock string // a FleetLock server's URL
 	group     string
 	slots     int
 	order     []string
@@ -35,8 +41,8 @@ func fleetConfig(o fleetOpts, id string) string {
 	if o.order == nil {
 		order = []byte("[]")
 	}
-	return fmt.Sprintf("\n[fleet]\nendpoints = %s\ncluster = \"acme\"\nmember = %q\ngroup = %q\nslots = %d\norder = %s\nrequest_timeout = \"3s\"\ndial_timeout = \"2s\"\n",
-		ends, id, o.group, o.slots, order)
+	return fmt.Sprintf("\n[fleet]\nendpoints = %s\ncluster = \"acme\"\nmember = %q\ngroup = %q\nslots = %d\norder = %s\nrequest_timeout = \"3s\"\ndial_timeout = \"2s\"\nfleetlock_url = %q\n",
+		ends, id, o.group, o.slots, order, o.fleetlock)
 }
 
 const observeHook = `#!/bin/sh
@@ -323,5 +329,51 @@ func TestNoFleetNoEtcd(t *testing.T) {
 	out := r.must(t, "check", "--only", "fleet.versions,fleet.etcd")
 	if !strings.Contains(out, "SKIP") {
 		t.Errorf("fleet checks without [fleet]:\n%s", out)
+	}
+}
+
+// TestFleetLockMembers: 4 members take their slots from a FleetLock
+// server (served here over the same etcd, as airlock does: none can be
+// installed), one at a time.
+func TestFleetLockMembers(t *testing.T) {
+	e, o := newFleet(t, 1, 1)
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		var body struct {
+			ClientParams struct{ ID, Group string } `json:"client_params"`
+		}
+		if r.Header.Get("fleet-lock-protocol") != "true" || json.NewDecoder(r.Body).Decode(&body) != nil {
+			http.Error(w, "not a FleetLock request", http.StatusBadRequest)
+			return
+		}
+		cfg := host.DefaultConfig().Fleet
+		cfg.Endpoints, cfg.Member, cfg.Group, cfg.Slots = e.Endpoints(), body.ClientParams.ID, body.ClientParams.Group, o.slots
+		f, err := fleet.Open(cfg, host.Root{}, "")
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		defer f.Close()
+		f.ID = body.ClientParams.ID
+		switch r.URL.Path {
+		case "/v1/pre-reboot":
+			err = f.Take(r.Context(), 0, nil)
+		case "/v1/steady-state":
+			_, err = f.Release(r.Context(), body.ClientParams.Group, body.ClientParams.ID)
+		}
+		if err != nil {
+			http.Error(w, `{"kind":"failed_lock","value":"`+err.Error()+`"}`, http.StatusConflict)
+		}
+	}))
+	defer srv.Close()
+	o.fleetlock = srv.URL
+	rs := fleetMembers(t, 4, o, nil)
+	rollAll(t, rs)
+	if most, events := observed(t, o.observer); most != 1 || len(events) != 8 {
+		t.Errorf("%d members out of service at once with 1 slot:\n%s", most, strings.Join(events, "\n"))
+	}
+	if calls.Load() < 8 {
+		t.Errorf("%d FleetLock requests for 4 members", calls.Load())
 	}
 }
