@@ -1007,5 +1007,8 @@ func (a *actions) facts() []Fact {
 	if len(ms) == 0 && err == nil {
 		fs = append(fs, Fact{"mounts", "none"})
 	}
+	if a.fleetOn() {
+		fs = append(fs, a.fleetFact())
+	}
 	return fs
 }

@@ -336,3 +336,16 @@ func checkFleetVersions(ctx context.Context, root host.Root, cfg *host.Config) c
 	}
 	return check.Result{Status: check.Fail, Message: fmt.Sprintf("members differ from the cluster version %s: %s", cv.Version, strings.Join(other, ", "))}
 }
+
+// fleetFact says which fleet member this is, for status, without asking
+// etcd (status works while etcd is down).
+func (a *actions) fleetFact() Fact {
+	c := a.h.Config.Fleet
+	f, err := fleet.Open(c, a.h.Root, a.state)
+	if err != nil {
+		return Fact{"fleet", "unknown: " + host.OneLine(err.Error())}
+	}
+	defer f.Close()
+	return Fact{"fleet", fmt.Sprintf("member %s of cluster %s, group %s (slots %d); 'upgradectl fleet status' shows every member",
+		f.ID, c.Cluster, c.Group, c.Slots)}
+}

@@ -298,6 +298,9 @@ func TestFleetFaults(t *testing.T) {
 	e.Kill(1)
 	before := status(t, c)
 	wantExit(t, c, 3, "unreachable or has no quorum", "preinstall")
+	if out := c.must(t, "status"); !strings.Contains(out, "fleet: member m2 of cluster acme, group default (slots 1)") {
+		t.Errorf("status without etcd does not say which member this is:\n%s", out)
+	}
 	if after := status(t, c); stageOf(after, stage.Preinstall).Status != stageOf(before, stage.Preinstall).Status {
 		t.Errorf("preinstall changed without etcd: %s", stageOf(after, stage.Preinstall).Status)
 	}
