@@ -63,7 +63,8 @@ func fleetAction(f func(ctx context.Context, c *cli.Context, e *env, fl *fleet.F
 			return host.WithHint(host.Usage("this server is in no fleet: [fleet] endpoints is empty in %s", e.Config.Source),
 				"see docs/fleet.md")
 		}
-		fl, err := fleet.Open(e.Config.Fleet, e.Root, e.State())
+		// Not as a member: these commands need no id of their own.
+		fl, err := fleet.Open(e.Config.Fleet, e.Root, "")
 		if err != nil {
 			return err
 		}
