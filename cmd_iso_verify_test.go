@@ -45,7 +45,7 @@ func TestISOVerifyCommand(t *testing.T) {
 
 	code, out, _ = runCLI(t, append(g, "--json", "iso", "verify", "/srv/iso/cmp-12.1.2-x86_64.iso")...)
 	var rep iso.VerifyReport
-	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 0 || !rep.OK || rep.Results[0].MD5 != sum {
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 0 || !rep.OK || rep.Results[0].Digest != sum {
 		t.Errorf("--json: exit %d, %v\n%s", code, err, out)
 	}
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -69,7 +68,7 @@ func TestStage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rec.Type != "cmp" || rec.Version != "12.1.2.0.0_22.1.0" || rec.Arch != "x86_64" || rec.Source != FromFileName || rec.MD5.String() != cmpSum || rec.VerifiedAt.IsZero() {
+	if rec.Type != "cmp" || rec.Version != "12.1.2.0.0_22.1.0" || rec.Arch != "x86_64" || rec.Source != FromFileName || rec.Digest.String() != cmpSum || rec.VerifiedAt.IsZero() {
 		t.Errorf("staged %+v", rec)
 	}
 	a, _ := os.ReadFile(cmp)
@@ -271,8 +270,8 @@ func TestStageDigestIsOfCopy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if hex.EncodeToString(rec.MD5[:]) != sum {
-		t.Errorf("md5 %s, want %s", rec.MD5, sum)
+	if rec.Digest.String() != sum {
+		t.Errorf("digest %s, want %s", rec.Digest, sum)
 	}
 }
 
@@ -295,7 +294,7 @@ func TestStageInPlace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rec.Type != "mpe-li" || rec.MD5.String() != sum || rec.State != StagedOK {
+	if rec.Type != "mpe-li" || rec.Digest.String() != sum || rec.State != StagedOK {
 		t.Errorf("staged in place: %+v", rec)
 	}
 	fi, _ = os.Stat(img)

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"testing"
 
+	"upgradectl/checksum"
 	"upgradectl/host"
 	"upgradectl/host/hosttest"
 )
@@ -108,7 +109,7 @@ func TestVerifySumsBeside(t *testing.T) {
 	var size int64
 	for i, r := range rep.Results {
 		size += r.Size
-		if r.Status != StatusOK || r.MD5 != sum || r.Expected != sum || r.Dialect != wantDialect[i] {
+		if r.Status != StatusOK || r.Digest != sum || r.Expected != sum || r.Dialect != wantDialect[i] {
 			t.Errorf("%s: %+v", filepath.Base(r.File), r)
 		}
 	}
@@ -153,10 +154,10 @@ func TestVerifyEmbeddedAndSums(t *testing.T) {
 		t.Fatal(err)
 	}
 	good, early, late := rep.Results[0], rep.Results[1], rep.Results[2]
-	if !good.OK || good.Embedded == nil || good.Embedded.Status != EmbeddedPass || good.MD5 == "" {
+	if !good.OK || good.Embedded == nil || good.Embedded.Status != EmbeddedPass || good.Digest == "" {
 		t.Errorf("good: %+v", good)
 	}
-	if early.OK || early.Status != StatusEmbedded || early.Embedded.Fragment == 0 || early.MD5 != "" ||
+	if early.OK || early.Status != StatusEmbedded || early.Embedded.Fragment == 0 || early.Digest != "" ||
 		early.Embedded.Checked >= early.Size/2 {
 		t.Errorf("bad early: not stopped early at a fragment: %+v %+v", early, early.Embedded)
 	}
@@ -177,7 +178,7 @@ func TestVerifyEmbeddedAndSums(t *testing.T) {
 	}
 
 	// --md5.
-	rep, err = Verify(t.Context(), VerifyOptions{Files: imgs[:1], MD5: strings.ToUpper(good.MD5)})
+	rep, err = Verify(t.Context(), VerifyOptions{Files: imgs[:1], MD5: strings.ToUpper(good.Digest)})
 	if err != nil || !rep.OK {
 		t.Errorf("--md5: %+v %v", rep, err)
 	}
@@ -191,7 +192,7 @@ func TestVerifyProblems(t *testing.T) {
 	dir := t.TempDir()
 	img := filepath.Join(dir, "cmp.iso")
 	vtWrite(t, img, "not really an image")
-	d, _, err := sumFile(t.Context(), img, nil)
+	d, _, err := sumFile(t.Context(), checksum.MD5, img, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
