@@ -2,7 +2,6 @@ package stage_test
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,39 +15,29 @@ import (
 // signed by a key not in the keys directory. Keys and signatures are made
 // by gpg.
 func TestRequireSignature(t *testing.T) {
-	hosttest.RequireCommand(t, "gpg")
-	home := filepath.Join(t.TempDir(), "gnupg")
-	os.Mkdir(home, 0o700)
-	t.Cleanup(func() { exec.Command("gpgconf", "--homedir", home, "--kill", "all").Run() })
-	gpg := func(args ...string) {
-		t.Helper()
-		out, err := exec.Command("gpg", append([]string{"--homedir", home, "--batch", "--yes", "--pinentry-mode", "loopback", "--passphrase", ""}, args...)...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("gpg %v: %v\n%s", args, err, out)
-		}
-	}
-	gpg("--quick-gen-key", "Acme Release <release@acme.example>", "ed25519", "sign", "0")
-	gpg("--quick-gen-key", "Someone Else <x@elsewhere.example>", "ed25519", "sign", "0")
+	g := hosttest.NewGPG(t)
+	g.Run("--quick-gen-key", "Acme Release <release@acme.example>", "ed25519", "sign", "0")
+	g.Run("--quick-gen-key", "Someone Else <x@elsewhere.example>", "ed25519", "sign", "0")
 
 	r := rootHost(t)
 	conf := filepath.Join(r.root, "etc/upgradectl/upgradectl.toml")
 	b, _ := os.ReadFile(conf)
 	os.WriteFile(conf, append(b, []byte("\n[iso]\nrequire_signature = true\n")...), 0o644)
 	os.MkdirAll(filepath.Join(r.root, "etc/upgradectl/keys.d"), 0o755)
-	gpg("--armor", "--output", filepath.Join(r.root, "etc/upgradectl/keys.d/acme.asc"), "--export", "release@acme.example")
+	g.Run("--armor", "--output", filepath.Join(r.root, "etc/upgradectl/keys.d/acme.asc"), "--export", "release@acme.example")
 	before := snapshot(t, r.root, true)
 
 	unsigned := acmeISO(t, t.TempDir(), "2", "1")
 	wantExit(t, r, 1, "a signature is required", "setup", "--iso", unsigned)
 	r.must(t, "undo", "setup")
 	stranger := acmeISO(t, t.TempDir(), "2", "1")
-	gpg("--local-user", "x@elsewhere.example", "--detach-sign", filepath.Join(filepath.Dir(stranger), "md5sum.out"))
+	g.Run("--local-user", "x@elsewhere.example", "--detach-sign", filepath.Join(filepath.Dir(stranger), "md5sum.out"))
 	wantExit(t, r, 1, "not in the keys directory", "setup", "--iso", stranger)
 	r.must(t, "undo", "setup")
 	sameSnapshot(t, "after the refused setups", before, snapshot(t, r.root, true))
 
 	signed := acmeISO(t, t.TempDir(), "2", "1")
-	gpg("--local-user", "release@acme.example", "--armor", "--detach-sign", filepath.Join(filepath.Dir(signed), "md5sum.out"))
+	g.Run("--local-user", "release@acme.example", "--armor", "--detach-sign", filepath.Join(filepath.Dir(signed), "md5sum.out"))
 	r.must(t, "setup", "--iso", signed)
 	if out := r.must(t, "status"); !strings.Contains(out, "signed by Acme Release <release@acme.example>") {
 		t.Fatalf("status does not name the signer:\n%s", out)
