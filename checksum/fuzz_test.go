@@ -7,7 +7,8 @@ import (
 
 // FuzzParse feeds arbitrary checksum files to Parse: it must never panic,
 // and what it accepts must hold valid entries (a digest of a known
-// algorithm and its length) with the line numbers they came from. The seeds
+// algorithm and its length) with the line numbers they came from, and
+// Lookup must give no weaker digest for a name than one the file lists. The seeds
 // cover every dialect with MD5, SHA-256 and SHA-512 digests, mixed.
 func FuzzParse(f *testing.F) {
 	for _, s := range []string{
@@ -60,8 +61,13 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("entry %+v: no algorithm, or a digest of the wrong length", e)
 			}
 			if e.Name != "" {
-				if _, err := s.Lookup(e.Name); err != nil && !strings.Contains(err.Error(), "different digests") {
+				got, err := s.Lookup(e.Name)
+				if err != nil && !strings.Contains(err.Error(), "different digests") {
 					t.Fatalf("entry %q not found by Lookup: %v", e.Name, err)
+				}
+				if err == nil && got.Digest.Algorithm() < e.Digest.Algorithm() {
+					t.Fatalf("Lookup(%q) gives the %s of line %d, not the stronger %s of line %d",
+						e.Name, got.Digest.Algorithm(), got.Line, e.Digest.Algorithm(), e.Line)
 				}
 			}
 		}

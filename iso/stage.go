@@ -180,11 +180,11 @@ func StagedImages(dir string) ([]StagedImage, error) {
 
 // Stage copies the image src into the staging directory, computing its
 // digest in the same pass (of the algorithm of the expected digest: --md5,
-// --sha256, or the strongest the checksum file gives), and puts it in place
-// under its own name only when the digest matches. It refuses an image of another product
-// type than this host's, one that does not upgrade this host's version
-// (when its manifest says what it upgrades), and a second image of a type
-// already staged. Checks that need no copying come first; free space is
+// --sha256, or the strongest the checksum file gives), and puts it in
+// place under its own name only when the digest matches. It refuses an
+// image of another product type than this host's, one that does not
+// upgrade this host's version (when its manifest says what it upgrades),
+// and a second image of a type already staged. Checks that need no copying come first; free space is
 // checked before the copy.
 func Stage(ctx context.Context, src string, o StageOptions) (rec StagedImage, err error) {
 	start := time.Now()

@@ -109,10 +109,10 @@ type VerifyReport struct {
 }
 
 // Verify checks each image against --md5 or --sha256, a checksum file
-// (the strongest digest it gives for the image) and/or its embedded MD5, several at once, reading each image once. It returns a
-// host.Usage error for a wrong request (nothing else is done then); every
-// problem with an image is in its result, and the report is OK only when
-// every image is.
+// (the strongest digest it gives for the image) and/or its embedded MD5,
+// several at once, reading each image once. It returns a host.Usage error
+// for a wrong request (nothing else is done then); every problem with an
+// image is in its result, and the report is OK only when every image is.
 func Verify(ctx context.Context, opts VerifyOptions) (*VerifyReport, error) {
 	start := time.Now()
 	want, flag, err := givenDigest(opts.MD5, opts.SHA256, opts.Digest)
