@@ -81,7 +81,8 @@ func (a Algorithm) Size() int {
 	return algorithms[a].size
 }
 
-// New returns the standard library's hash for the algorithm.
+// New returns the standard library's hash for the algorithm, which must be
+// one of Algorithms.
 func (a Algorithm) New() hash.Hash { return algorithms[a].new() }
 
 // algorithmOfHex is the algorithm whose digests have n hex digits; 0 when

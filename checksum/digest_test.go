@@ -140,3 +140,15 @@ func TestParseDigest(t *testing.T) {
 		t.Errorf("ParseDigestOf(SHA256, MD5 digest): %v", err)
 	}
 }
+
+// TestHashingAllocatesNothing: hashing a block goes straight to the
+// standard library's hash, with no copy or allocation on the way.
+func TestHashingAllocatesNothing(t *testing.T) {
+	block := make([]byte, BlockSize)
+	for _, alg := range Algorithms {
+		h := NewHasher(alg)
+		if n := testing.AllocsPerRun(10, func() { h.Write(block) }); n != 0 {
+			t.Errorf("%s: %v allocations a block", alg, n)
+		}
+	}
+}
