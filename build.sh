@@ -17,7 +17,7 @@ TEST_PACKAGES=(
 	xorriso isomd5sum chrony systemd-container debootstrap qemu-system-x86
 	linux-image-amd64 busybox-static cpio kmod btrfs-progs xfsprogs e2fsprogs
 	fuse3 acl attr libcap2-bin util-linux file genisoimage libarchive-tools zsh fish
-	prometheus-node-exporter rpm gnupg debian-archive-keyring etcd-server
+	prometheus-node-exporter rpm gnupg debian-archive-keyring etcd-server openssl
 )
 
 version() {

@@ -35,7 +35,7 @@ func init() {
 		Description: "Runs the health checks of the profile (pre by default) in parallel and prints\n" +
 			"a table (or JSON with --json). Exits 1 when a check of severity inhibitor fails\n" +
 			"and is not accepted. Every run is appended to the upgrade log.\n\n" +
-			"Checks: " + strings.Join(check.IDs(), ", "),
+			"Checks: " + strings.Join(check.IDs(stage.Checks()...), ", "),
 		Flags: flags(),
 		Subcommands: []*cli.Command{
 			profile(check.Pre, "the checks before the upgrade (the default)"),
@@ -57,7 +57,7 @@ func checkAction(profile string) func(c *cli.Context, e *env) error {
 		}
 		rep, err := check.Run(context.Background(), check.Options{
 			Root: e.Root, Config: e.Config, Profile: profile,
-			Only: idsFlag(c, "only"), Accept: idsFlag(c, "accept"),
+			Only: idsFlag(c, "only"), Accept: idsFlag(c, "accept"), Extra: stage.Checks(),
 		})
 		if err != nil {
 			return err

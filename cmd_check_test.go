@@ -221,3 +221,33 @@ func TestCheckTableOneLine(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q, want a header, one row, a blank line and the verdict:\n%s", code, stderr, out)
 	}
 }
+
+// TestCheckISOKeys: the iso.keys check is listed in check --help, runs from
+// the check command (a key file that does not parse fails it, named), and
+// its id may be accepted in the configuration.
+func TestCheckISOKeys(t *testing.T) {
+	root := imageRoot(t)
+	if _, out, _ := runCLI(t, "check", "--help"); !strings.Contains(out, "auth.password-hash, iso.keys") {
+		t.Errorf("check --help does not list iso.keys:\n%s", out)
+	}
+	code, out, _ := runCLI(t, "--root", root, "check", "--only", "iso.keys")
+	if code != 0 || !strings.Contains(out, "no keys in /etc/upgradectl/keys.d") {
+		t.Errorf("no keys: exit %d\n%s", code, out)
+	}
+	keys := filepath.Join(root, "etc/upgradectl/keys.d")
+	os.MkdirAll(keys, 0o755)
+	os.WriteFile(filepath.Join(keys, "vendor.asc"), []byte("not a key\n"), 0o644)
+	code, out, _ = runCLI(t, "--root", root, "check", "--only", "iso.keys")
+	if code != 1 || !strings.Contains(out, "vendor.asc: not OpenPGP public keys") || !strings.Contains(out, "upgrade blocked") {
+		t.Errorf("a broken key file: exit %d\n%s", code, out)
+	}
+	conf := filepath.Join(root, "etc/upgradectl/upgradectl.toml")
+	b, _ := os.ReadFile(conf)
+	os.WriteFile(conf, append(b, []byte("\n[checks]\naccept = [\"iso.keys\"]\n")...), 0o600)
+	for _, args := range [][]string{{"check", "--only", "iso.keys"}, {"check", "post"}} {
+		code, out, errs := runCLI(t, append([]string{"--root", root}, args...)...)
+		if code == 2 || strings.Contains(out+errs, "unknown check") {
+			t.Errorf("%v with iso.keys accepted: exit %d\n%s%s", args, code, out, errs)
+		}
+	}
+}

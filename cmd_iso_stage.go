@@ -21,15 +21,16 @@ func init() {
 			Usage:     "copy an image into the staging directory, verified against its checksum, refusing images of another type and a second image of one type",
 			ArgsUsage: "ISO",
 			Flags: []cli.Flag{
-				&cli.StringFlag{Name: "sums", Usage: "checksum `FILE` (default: the first beside it that lists it of ISO.md5, ISO-without-.iso.md5, md5sum.out, MD5SUMS)"},
+				&cli.StringFlag{Name: "sums", Usage: "checksum `FILE` (default: the first beside it that lists it of ISO.md5, ISO-without-.iso.md5, SHA512SUMS, SHA256SUMS, md5sum.out, MD5SUMS)"},
 				&cli.StringFlag{Name: "md5", Usage: "the image's MD5 as `HEX`, instead of a checksum file"},
+				&cli.StringFlag{Name: "sha256", Usage: "the image's SHA-256 as `HEX`, instead of a checksum file"},
 			},
 			Action: action(func(c *cli.Context, e *env) error {
 				if c.NArg() != 1 {
 					return host.Usage("iso stage needs one ISO")
 				}
-				if c.IsSet("sums") && c.IsSet("md5") {
-					return host.Usage("iso stage takes --sums or --md5, not both")
+				if err := oneDigestSource(c, "iso stage"); err != nil {
+					return err
 				}
 				src, err := hostArgPath(e, c.Args().First())
 				if err != nil {
@@ -39,7 +40,7 @@ func init() {
 				if err != nil {
 					return err
 				}
-				o.MD5 = c.String("md5")
+				o.MD5, o.SHA256 = c.String("md5"), c.String("sha256")
 				if s := c.String("sums"); s != "" {
 					if o.Sums, err = hostArgPath(e, s); err != nil {
 						return err
@@ -60,8 +61,8 @@ func init() {
 					if e.JSON {
 						return json.NewEncoder(e.Out).Encode(rec)
 					}
-					fmt.Fprintf(e.Out, "staged %s: %s %s (%s), md5 %s, in %s\n", rec.Name, rec.Type, rec.Version,
-						host.FormatSize(rec.Size), rec.MD5, o.StagingDir)
+					fmt.Fprintf(e.Out, "staged %s: %s %s (%s), %s, in %s\n", rec.Name, rec.Type, rec.Version,
+						host.FormatSize(rec.Size), iso.DigestText(rec.Digest), o.StagingDir)
 					return nil
 				})
 			}),

@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/md5"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -24,6 +25,7 @@ func TestISOStageCommands(t *testing.T) {
 	os.MkdirAll(filepath.Join(root, "etc/upgradectl"), 0o755)
 	os.WriteFile(filepath.Join(root, "etc/upgradectl/upgradectl.toml"), []byte("[product]\ntype = \"cmp\"\nversion = \"12.1.1\"\n"), 0o644)
 	var sums strings.Builder
+	sha256s := map[string]string{}
 	for _, name := range []string{"cmp-12.1.2.0.0_22.1.0-x86_64.iso", "cmp-12.1.3.0.0_22.1.0-x86_64.iso", "mpe-12.1.2.0.0_22.1.0-x86_64.iso"} {
 		src := t.TempDir()
 		os.WriteFile(filepath.Join(src, "README"), []byte(name), 0o644)
@@ -31,6 +33,7 @@ func TestISOStageCommands(t *testing.T) {
 		hosttest.Run(t, "xorriso", "-as", "mkisofs", "-quiet", "-R", "-J", "-o", img, src)
 		data, _ := os.ReadFile(img)
 		fmt.Fprintf(&sums, "%x/home/build/build/PLATFORM-70/iso/%s\n", md5.Sum(data), name)
+		sha256s[name] = fmt.Sprintf("%x", sha256.Sum256(data))
 	}
 	os.WriteFile(filepath.Join(up, "md5sum.out"), []byte(sums.String()), 0o644)
 
@@ -46,6 +49,11 @@ func TestISOStageCommands(t *testing.T) {
 		{[]string{"iso", "stage", "/var/TKLC/upgrade/cmp-12.1.2.0.0_22.1.0-x86_64.iso"}, 0, "staged cmp-12.1.2.0.0_22.1.0-x86_64.iso: cmp 12.1.2.0.0_22.1.0"},
 		{[]string{"iso", "stage", "/var/TKLC/upgrade/cmp-12.1.3.0.0_22.1.0-x86_64.iso"}, 5, "already staged"},
 		{[]string{"iso", "stage", "--md5", "00", "/var/TKLC/upgrade/cmp-12.1.3.0.0_22.1.0-x86_64.iso"}, 2, "not an MD5 digest"},
+		{[]string{"iso", "stage", "--sha256", "00", "/var/TKLC/upgrade/cmp-12.1.3.0.0_22.1.0-x86_64.iso"}, 2, "not a SHA-256 digest"},
+		{[]string{"iso", "stage", "--md5", "00", "--sha256", "00", "/var/TKLC/upgrade/cmp-12.1.3.0.0_22.1.0-x86_64.iso"}, 2, "iso stage takes --md5 or --sha256, not both"},
+		// Staged again against its SHA-256: verified and recorded with it.
+		{[]string{"iso", "stage", "--sha256", strings.ToUpper(sha256s["cmp-12.1.2.0.0_22.1.0-x86_64.iso"]), "/var/TKLC/upgrade/cmp-12.1.2.0.0_22.1.0-x86_64.iso"}, 0,
+			"), sha256 " + sha256s["cmp-12.1.2.0.0_22.1.0-x86_64.iso"] + ", in "},
 		{[]string{"iso", "stage"}, 2, "iso stage takes ISO, not 0 argument(s)"},
 		{[]string{"iso", "remove"}, 2, "needs NAME or --all"},
 		{[]string{"iso", "remove", "nope.iso"}, 1, "no such image"},

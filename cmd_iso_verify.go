@@ -27,16 +27,19 @@ func registerISO(subs ...*cli.Command) {
 func init() {
 	registerISO(&cli.Command{
 		Name:      "verify",
-		Usage:     "check images against their MD5: --md5, a checksum file, and/or the MD5 embedded by implantisomd5",
+		Usage:     "check images against their digest: --md5 or --sha256, a checksum file, and/or the MD5 embedded by implantisomd5",
 		ArgsUsage: "FILE...",
-		Description: "Each image is checked against --md5 HEX (one image), the checksum file --sums FILE, or a\n" +
-			"checksum file found beside it (IMAGE.md5, md5sum.out, MD5SUMS), in the GNU md5sum, BSD\n" +
-			"tagged or build-machine (digest directly followed by a path) form; with --embedded also\n" +
+		Description: "Each image is checked against --md5 HEX or --sha256 HEX (one image), the checksum file\n" +
+			"--sums FILE, or a checksum file found beside it (IMAGE.md5, SHA512SUMS, SHA256SUMS,\n" +
+			"md5sum.out, MD5SUMS), in the GNU md5sum/sha256sum/sha512sum, BSD tagged (openssl) or\n" +
+			"build-machine (digest directly followed by a path) form, with MD5, SHA-256 and SHA-512\n" +
+			"digests (the strongest one given for an image is checked); with --embedded also\n" +
 			"against the MD5 implantisomd5 stored in it. Images are read once, several at a time.\n" +
 			"Absolute paths are inside --root; relative ones are relative to the current directory.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "sums", Usage: "checksum `FILE` listing the images"},
 			&cli.StringFlag{Name: "md5", Usage: "expected MD5 `HEX` of the one image"},
+			&cli.StringFlag{Name: "sha256", Usage: "expected SHA-256 `HEX` of the one image"},
 			&cli.BoolFlag{Name: "embedded", Usage: "check the MD5 implantisomd5 embedded in each image (fails early at a bad fragment)"},
 			&cli.IntFlag{Name: "jobs", Usage: "verify `N` images at once", DefaultText: "one per CPU"},
 			&cli.BoolFlag{Name: "require-signature", Usage: "fail an image whose checksum file is not signed by a key in iso.keys_dir (as iso.require_signature does)"},
@@ -49,7 +52,7 @@ func init() {
 			if err != nil {
 				return err
 			}
-			opts := iso.VerifyOptions{MD5: c.String("md5"), Embedded: c.Bool("embedded"), Jobs: c.Int("jobs"), Log: e.Log(), Trust: tr}
+			opts := iso.VerifyOptions{MD5: c.String("md5"), SHA256: c.String("sha256"), Embedded: c.Bool("embedded"), Jobs: c.Int("jobs"), Log: e.Log(), Trust: tr}
 			shown := map[string]string{} // path on this system -> as given
 			for _, a := range c.Args().Slice() {
 				p, err := hostArgPath(e, a)
@@ -126,7 +129,7 @@ func isTerminal(f *os.File) bool {
 
 func printVerify(e *env, rep *iso.VerifyReport, shown map[string]string) {
 	tw := tabwriter.NewWriter(e.Out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "IMAGE\tRESULT\tMD5\tCHECKED AGAINST")
+	fmt.Fprintln(tw, "IMAGE\tRESULT\tDIGEST\tCHECKED AGAINST")
 	for _, r := range rep.Results {
 		name := shown[r.File]
 		if name == "" {
@@ -143,15 +146,15 @@ func printVerify(e *env, rep *iso.VerifyReport, shown map[string]string) {
 		if r.Embedded != nil {
 			against = append(against, "embedded MD5 "+r.Embedded.Status)
 		}
-		md5 := r.MD5
-		if md5 == "" {
-			md5 = "-"
+		digest := "-"
+		if r.Digest != "" {
+			digest = r.Algorithm + " " + r.Digest
 		}
 		result := strings.ToUpper(r.Status)
 		if r.OK {
 			result = "ok"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", host.OneLine(name), result, md5, host.OneLine(strings.Join(against, "; ")))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", host.OneLine(name), result, digest, host.OneLine(strings.Join(against, "; ")))
 	}
 	tw.Flush()
 	for _, r := range rep.Results {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/md5"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -45,7 +46,7 @@ func TestISOVerifyCommand(t *testing.T) {
 
 	code, out, _ = runCLI(t, append(g, "--json", "iso", "verify", "/srv/iso/cmp-12.1.2-x86_64.iso")...)
 	var rep iso.VerifyReport
-	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 0 || !rep.OK || rep.Results[0].MD5 != sum {
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 0 || !rep.OK || rep.Results[0].Digest != sum {
 		t.Errorf("--json: exit %d, %v\n%s", code, err, out)
 	}
 
@@ -74,5 +75,26 @@ func TestISOVerifyCommand(t *testing.T) {
 	log, err := os.ReadFile(filepath.Join(root, "var/lib/upgradectl/upgrade.log"))
 	if err != nil || strings.Count(string(log), `"action":"iso verify"`) != 4 || !strings.Contains(string(log), `"result":"failed"`) {
 		t.Errorf("upgrade log: %v\n%s", err, log)
+	}
+
+	// --sha256, and a SHA256SUMS beside the image that comes before
+	// md5sum.out; the digest column names the algorithm.
+	sha := fmt.Sprintf("%x", sha256.Sum256(data))
+	code, out, errs = verify("--sha256", strings.ToUpper(sha), "/srv/iso/cmp-12.1.2-x86_64.iso")
+	if code != 0 || !strings.Contains(out, "sha256 "+sha) || !strings.Contains(out, "--sha256") {
+		t.Errorf("--sha256: exit %d\n%s%s", code, out, errs)
+	}
+	for _, args := range [][]string{{"--sha256", sum, "/srv/iso/cmp-12.1.2-x86_64.iso"},
+		{"--sha256", sha, "--md5", sum, "/srv/iso/cmp-12.1.2-x86_64.iso"}} {
+		if code, _, errs := verify(args...); code != 2 {
+			t.Errorf("%v: exit %d, want 2: %s", args, code, errs)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "SHA256SUMS"), []byte("SHA256 (cmp-12.1.2-x86_64.iso) = "+sha+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs = verify("/srv/iso/cmp-12.1.2-x86_64.iso")
+	if code != 0 || !strings.Contains(out, "sha256 "+sha) || !strings.Contains(out, "SHA256SUMS line 1, bsd form") {
+		t.Errorf("SHA256SUMS: exit %d\n%s%s", code, out, errs)
 	}
 }

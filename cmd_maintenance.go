@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"upgradectl/boot"
+	"upgradectl/stage"
 )
 
 func init() {
@@ -71,7 +72,8 @@ func init() {
 // the global flags; ctx ends on SIGINT or SIGTERM.
 func bootAction(f func(ctx context.Context, c *cli.Context, e *env, s *boot.System) error) cli.ActionFunc {
 	return action(func(c *cli.Context, e *env) error {
-		s := &boot.System{Root: e.Root, StateDir: e.StateDir, ConfigPath: e.ConfigPath, Config: e.Config, Mode: e.Mode, Out: e.Err}
+		s := &boot.System{Root: e.Root, StateDir: e.StateDir, ConfigPath: e.ConfigPath, Config: e.Config, Mode: e.Mode, Out: e.Err,
+			Checks: stage.Checks()}
 		defer s.Close()
 		ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 		defer stop()

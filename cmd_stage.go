@@ -88,8 +88,9 @@ func init() {
 		switch n {
 		case stage.Setup:
 			cmd.Flags = append(cmd.Flags, &cli.StringFlag{Name: "iso", Usage: "the upgrade `IMAGE`"},
-				&cli.StringFlag{Name: "sums", Usage: "checksum `FILE` for the image (default: the first beside it that lists it of ISO.md5, ISO-without-.iso.md5, md5sum.out, MD5SUMS)"},
-				&cli.StringFlag{Name: "md5", Usage: "the image's MD5 `HEX` digest instead of a checksum file"})
+				&cli.StringFlag{Name: "sums", Usage: "checksum `FILE` for the image (default: the first beside it that lists it of ISO.md5, ISO-without-.iso.md5, SHA512SUMS, SHA256SUMS, md5sum.out, MD5SUMS)"},
+				&cli.StringFlag{Name: "md5", Usage: "the image's MD5 `HEX` digest instead of a checksum file"},
+				&cli.StringFlag{Name: "sha256", Usage: "the image's SHA-256 `HEX` digest instead of a checksum file"})
 		case stage.Install:
 			cmd.ArgsUsage = "[-- CMD ARGS...]"
 		}
@@ -156,8 +157,8 @@ func setupVars(c *cli.Context, e *env, vars map[string]string) error {
 	}
 	img := c.String("iso")
 	if img == "" {
-		if c.IsSet("sums") || c.IsSet("md5") {
-			return host.Usage("setup takes --sums and --md5 only with --iso IMAGE")
+		if c.IsSet("sums") || c.IsSet("md5") || c.IsSet("sha256") {
+			return host.Usage("setup takes --sums, --md5 and --sha256 only with --iso IMAGE")
 		}
 		// A retry takes the image of the setup it retries; a new upgrade
 		// needs one, said before anything is recorded.
@@ -166,12 +167,14 @@ func setupVars(c *cli.Context, e *env, vars map[string]string) error {
 		}
 		return nil
 	}
-	if c.IsSet("sums") && c.IsSet("md5") {
-		return host.Usage("setup takes --sums or --md5, not both")
+	if err := oneDigestSource(c, "setup"); err != nil {
+		return err
 	}
-	if m := c.String("md5"); m != "" {
-		if _, err := checksum.ParseDigest(m); err != nil {
-			return host.Usage("cannot use --md5 %s: %v", m, err)
+	for _, alg := range []checksum.Algorithm{checksum.MD5, checksum.SHA256} {
+		if m := c.String(alg.Flag()); m != "" {
+			if _, err := checksum.ParseDigestOf(alg, m); err != nil {
+				return host.Usage("cannot use --%s %s: %v", alg.Flag(), m, err)
+			}
 		}
 	}
 	for _, f := range []struct{ flag, what, name, v string }{
@@ -197,6 +200,24 @@ func setupVars(c *cli.Context, e *env, vars map[string]string) error {
 		vars[f.v] = abs
 	}
 	vars[stage.VarMD5] = c.String("md5")
+	vars[stage.VarSHA256Digest] = c.String("sha256")
+	return nil
+}
+
+// oneDigestSource refuses more than one of --sums, --md5 and --sha256.
+func oneDigestSource(c *cli.Context, cmd string) error {
+	var given []string
+	for _, f := range []string{"sums", "md5", "sha256"} {
+		if c.IsSet(f) {
+			given = append(given, "--"+f)
+		}
+	}
+	switch {
+	case len(given) == 2:
+		return host.Usage("%s takes %s or %s, not both", cmd, given[0], given[1])
+	case len(given) > 2:
+		return host.Usage("%s takes one of %s", cmd, strings.Join(given, ", "))
+	}
 	return nil
 }
 

@@ -59,7 +59,7 @@ func checksFirst(act ResumeAction) ResumeAction {
 // post-upgrade health checks, recorded in the upgrade log like `upgradectl
 // check post`. An inhibitor that fails fails the resume.
 func checkPost(ctx context.Context, s *System) error {
-	rep, err := check.Run(ctx, check.Options{Root: s.Root, Config: s.Config, Profile: check.Post})
+	rep, err := check.Run(ctx, check.Options{Root: s.Root, Config: s.Config, Profile: check.Post, Extra: s.Checks})
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"upgradectl/host"
+	"upgradectl/host/check"
 )
 
 // System is the host maintenance mode works on. The zero value of the
@@ -20,6 +21,9 @@ type System struct {
 	Config     *host.Config
 	Mode       string    // host.ModeManual or host.ModeAutomatic, for the upgrade log
 	Out        io.Writer // progress lines for people (the journal in a boot hook); nil discards
+	// Checks are the health checks of packages above this one, run with
+	// the post checks.
+	Checks []check.Extra
 
 	sd      systemd
 	sdErr   error

@@ -1,7 +1,8 @@
-// Package checksum computes MD5 digests of large files quickly and reads
-// checksum files in the dialects operators meet: GNU md5sum output (with its
-// backslash escapes), BSD tagged lines, bare digests and the build machine's
-// "digest directly followed by an absolute path" form.
+// Package checksum computes MD5, SHA-256 and SHA-512 digests of large files
+// quickly and reads checksum files in the dialects operators meet: GNU
+// md5sum/sha256sum/sha512sum output (with its backslash escapes), BSD and
+// OpenSSL tagged lines, bare digests and the build machine's "digest
+// directly followed by an absolute path" form.
 //
 // It uses the standard library only.
 package checksum
@@ -9,22 +10,121 @@ package checksum
 import (
 	"context"
 	"crypto/md5"
+	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/hex"
 	"fmt"
 	"hash"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
 
-// Size is the length of an MD5 digest in bytes.
-const Size = md5.Size
+// Algorithm is a digest algorithm. Their order is their strength: a larger
+// value is a stronger algorithm.
+type Algorithm uint8
 
-// Digest is an MD5 digest.
-type Digest [Size]byte
+// The algorithms read and computed.
+const (
+	MD5 Algorithm = 1 + iota
+	SHA256
+	SHA512
+)
 
-// String is the digest in lower-case hex, as md5sum prints it.
-func (d Digest) String() string { return hex.EncodeToString(d[:]) }
+// Algorithms are the algorithms known, weakest first.
+var Algorithms = []Algorithm{MD5, SHA256, SHA512}
+
+var algorithms = [...]struct {
+	tag, name string
+	size      int
+	new       func() hash.Hash
+}{
+	MD5:    {"MD5", "MD5", md5.Size, md5.New},
+	SHA256: {"SHA256", "SHA-256", sha256.Size, sha256.New},
+	SHA512: {"SHA512", "SHA-512", sha512.Size, sha512.New},
+}
+
+func (a Algorithm) known() bool { return a >= MD5 && a <= SHA512 }
+
+// String is the algorithm's name in prose: "MD5", "SHA-256", "SHA-512".
+func (a Algorithm) String() string {
+	if !a.known() {
+		return fmt.Sprintf("Algorithm(%d)", a)
+	}
+	return algorithms[a].name
+}
+
+// Tag is the name in tagged checksum lines: "MD5", "SHA256", "SHA512".
+func (a Algorithm) Tag() string {
+	if !a.known() {
+		return a.String()
+	}
+	return algorithms[a].tag
+}
+
+// Flag is the lower-case name, as in "--sha256" and "sha256sum".
+func (a Algorithm) Flag() string { return strings.ToLower(a.Tag()) }
+
+func (a Algorithm) article() string {
+	if a == MD5 {
+		return "an"
+	}
+	return "a"
+}
+
+// Size is the length of the algorithm's digest in bytes.
+func (a Algorithm) Size() int {
+	if !a.known() {
+		return 0
+	}
+	return algorithms[a].size
+}
+
+// New returns the standard library's hash for the algorithm, which must be
+// one of Algorithms.
+func (a Algorithm) New() hash.Hash { return algorithms[a].new() }
+
+// algorithmOfHex is the algorithm whose digests have n hex digits; 0 when
+// none has.
+func algorithmOfHex(n int) Algorithm {
+	for _, a := range Algorithms {
+		if 2*a.Size() == n {
+			return a
+		}
+	}
+	return 0
+}
+
+// MaxSize is the length of the longest digest in bytes.
+const MaxSize = sha512.Size
+
+// Digest is a digest with its algorithm. Digests compare with ==; digests of
+// two algorithms are never equal.
+type Digest struct {
+	alg Algorithm
+	sum [MaxSize]byte
+}
+
+// DigestOf makes a digest of the algorithm from its bytes, which must be
+// a.Size() long.
+func DigestOf(a Algorithm, b []byte) Digest {
+	if len(b) != a.Size() {
+		panic(fmt.Sprintf("checksum: %d bytes is not a %s digest", len(b), a))
+	}
+	d := Digest{alg: a}
+	copy(d.sum[:], b)
+	return d
+}
+
+// Algorithm is the digest's algorithm; 0 for the zero value.
+func (d Digest) Algorithm() Algorithm { return d.alg }
+
+// Bytes is the digest itself.
+func (d Digest) Bytes() []byte { return d.sum[:d.alg.Size()] }
+
+// String is the digest in lower-case hex, as md5sum and sha256sum print it.
+func (d Digest) String() string { return hex.EncodeToString(d.Bytes()) }
 
 // IsZero reports whether d is the zero value (no digest).
 func (d Digest) IsZero() bool { return d == Digest{} }
@@ -32,8 +132,13 @@ func (d Digest) IsZero() bool { return d == Digest{} }
 // MarshalText writes the digest in lower-case hex.
 func (d Digest) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
-// UnmarshalText reads a digest written in hex of either case.
+// UnmarshalText reads a digest written in hex of either case, its algorithm
+// known from its length; empty text is the zero value.
 func (d *Digest) UnmarshalText(b []byte) error {
+	if len(b) == 0 {
+		*d = Digest{}
+		return nil
+	}
 	v, err := ParseDigest(string(b))
 	if err != nil {
 		return err
@@ -42,31 +147,44 @@ func (d *Digest) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// ParseDigest reads 32 hex digits of either case.
-func ParseDigest(s string) (Digest, error) {
-	var d Digest
-	if len(s) != 2*Size {
-		return d, fmt.Errorf("%q is not an MD5 digest (32 hex digits)", s)
+// ParseDigest reads a digest in hex of either case: 32 digits are MD5, 64
+// SHA-256 and 128 SHA-512.
+func ParseDigest(s string) (Digest, error) { return ParseDigestOf(0, s) }
+
+// ParseDigestOf reads a digest of the algorithm a in hex of either case; a
+// of 0 goes by the length, as ParseDigest.
+func ParseDigestOf(a Algorithm, s string) (Digest, error) {
+	n := hexRun(s)
+	if a == 0 {
+		a = algorithmOfHex(len(s))
 	}
-	if _, err := hex.Decode(d[:], []byte(s)); err != nil {
-		return d, fmt.Errorf("%q is not an MD5 digest (32 hex digits)", s)
+	switch {
+	case a == 0 && n == len(s):
+		return Digest{}, fmt.Errorf("%q is not a digest: %d hex digits, an MD5 has 32, a SHA-256 64, a SHA-512 128", s, len(s))
+	case a == 0:
+		return Digest{}, fmt.Errorf("%q is not a digest (32, 64 or 128 hex digits)", s)
+	case n != len(s) || len(s) != 2*a.Size():
+		return Digest{}, fmt.Errorf("%q is not %s %s digest (%d hex digits)", s, a.article(), a, 2*a.Size())
 	}
+	d := Digest{alg: a}
+	hex.Decode(d.sum[:], []byte(s)) // cannot fail: checked above
 	return d, nil
 }
 
-// Hasher is an io.Writer that computes the MD5 of everything written to it,
-// so that a copy computes the digest in the same pass:
+// Hasher is an io.Writer that computes the digest of everything written to
+// it, so that a copy computes the digest in the same pass:
 //
-//	h := checksum.NewHasher()
+//	h := checksum.NewHasher(checksum.SHA256)
 //	io.Copy(io.MultiWriter(dst, h), src)
 //	h.Sum()
 type Hasher struct {
-	h hash.Hash
-	n int64
+	alg Algorithm
+	h   hash.Hash
+	n   int64
 }
 
-// NewHasher returns an empty Hasher.
-func NewHasher() *Hasher { return &Hasher{h: md5.New()} }
+// NewHasher returns an empty Hasher of the algorithm.
+func NewHasher(a Algorithm) *Hasher { return &Hasher{alg: a, h: a.New()} }
 
 // Write adds p to the digest; it never fails.
 func (h *Hasher) Write(p []byte) (int, error) {
@@ -77,8 +195,8 @@ func (h *Hasher) Write(p []byte) (int, error) {
 
 // Sum is the digest of everything written so far. Writing may go on after.
 func (h *Hasher) Sum() Digest {
-	var d Digest
-	h.h.Sum(d[:0])
+	d := Digest{alg: h.alg}
+	h.h.Sum(d.sum[:0])
 	return d
 }
 
@@ -183,17 +301,15 @@ read:
 	return total, nil
 }
 
-// SumReader computes the MD5 of r to its end with Stream.
-func SumReader(ctx context.Context, r io.Reader, progress func(n int)) (Digest, int64, error) {
-	h := md5.New()
+// SumReader computes the digest of r to its end with Stream.
+func SumReader(ctx context.Context, a Algorithm, r io.Reader, progress func(n int)) (Digest, int64, error) {
+	h := NewHasher(a)
 	n, err := Stream(ctx, r, progress, func(b []byte) error {
 		h.Write(b)
 		return nil
 	})
-	var d Digest
 	if err != nil {
-		return d, n, err
+		return Digest{}, n, err
 	}
-	h.Sum(d[:0])
-	return d, n, nil
+	return h.Sum(), n, nil
 }

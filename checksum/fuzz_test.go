@@ -6,8 +6,10 @@ import (
 )
 
 // FuzzParse feeds arbitrary checksum files to Parse: it must never panic,
-// and what it accepts must hold valid entries with the line numbers they
-// came from.
+// and what it accepts must hold valid entries (a digest of a known
+// algorithm and its length) with the line numbers they came from, and
+// Lookup must give no weaker digest for a name than one the file lists. The seeds
+// cover every dialect with MD5, SHA-256 and SHA-512 digests, mixed.
 func FuzzParse(f *testing.F) {
 	for _, s := range []string{
 		emptyMD5 + "  a.iso\n",
@@ -19,6 +21,15 @@ func FuzzParse(f *testing.F) {
 		seedMD5 + "/home/build/build/PLATFORM-70/iso/cmp-12.1.2.x.x.x.iso\n",
 		"\xef\xbb\xbf# c\n\n" + strings.ToUpper(emptyMD5) + "\n",
 		"SHA256 (a) = " + strings.Repeat("0", 64),
+		emptySHA256 + "  a.iso\n" + emptySHA512 + " *a.iso\n" + emptyMD5 + "  a.iso\n",
+		`\` + emptySHA256 + ` *a\\b\nc` + "\r\n",
+		"\xef\xbb\xbfSHA512 (a) = " + strings.ToUpper(emptySHA512) + "\r\n",
+		`\SHA256 (a\nb) = ` + emptySHA256,
+		"SHA2-256(a)= " + emptySHA256 + "\nSHA2-512(a)= " + emptySHA512,
+		"SHA256 (a) = " + emptyMD5,
+		"SHA1 (a) = " + strings.Repeat("ab", 20),
+		strings.Repeat("ab", 20) + "  a\n",
+		emptySHA256 + "/home/build/a.iso\n" + strings.ToUpper(emptySHA512),
 		"MD5 (a = ",
 		`\` + emptyMD5 + `  a\`,
 		"\\\n(\n)=\n",
@@ -46,9 +57,17 @@ func FuzzParse(f *testing.F) {
 			if (e.Dialect == Bare) != (e.Name == "") {
 				t.Fatalf("entry %+v: name and dialect disagree", e)
 			}
+			if a := e.Digest.Algorithm(); a.Size() == 0 || len(e.Digest.String()) != 2*a.Size() {
+				t.Fatalf("entry %+v: no algorithm, or a digest of the wrong length", e)
+			}
 			if e.Name != "" {
-				if _, err := s.Lookup(e.Name); err != nil && !strings.Contains(err.Error(), "different digests") {
+				got, err := s.Lookup(e.Name)
+				if err != nil && !strings.Contains(err.Error(), "different digests") {
 					t.Fatalf("entry %q not found by Lookup: %v", e.Name, err)
+				}
+				if err == nil && got.Digest.Algorithm() < e.Digest.Algorithm() {
+					t.Fatalf("Lookup(%q) gives the %s of line %d, not the stronger %s of line %d",
+						e.Name, got.Digest.Algorithm(), got.Line, e.Digest.Algorithm(), e.Line)
 				}
 			}
 		}

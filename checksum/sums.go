@@ -14,13 +14,15 @@ import (
 type Dialect string
 
 const (
-	// GNU is md5sum's output: "HEX  name" (text mode) or "HEX *name"
-	// (binary mode). A line starting with a backslash has a name in which
+	// GNU is the output of md5sum, sha256sum and sha512sum (and of openssl
+	// dgst -r): "HEX  name" (text mode) or "HEX *name" (binary mode). A line starting with a backslash has a name in which
 	// "\\", "\n" and "\r" stand for a backslash, a newline and a carriage
 	// return.
 	GNU Dialect = "gnu"
-	// BSD is the tagged form of BSD md5 and md5sum --tag: "MD5 (name) = HEX";
-	// OpenSSL's "MD5(name)= HEX" is read as the same.
+	// BSD is the tagged form of BSD md5, sha256 and sha512 and of
+	// coreutils --tag: "MD5 (name) = HEX", "SHA256 (name) = HEX",
+	// "SHA512 (name) = HEX"; OpenSSL's "SHA256(name)= HEX" and
+	// "SHA2-256(name)= HEX" are read as the same.
 	BSD Dialect = "bsd"
 	// Seed is the build machine's form: the digest directly followed by the
 	// absolute path of the image on the build machine, no separator
@@ -34,7 +36,7 @@ const (
 
 // Entry is one checksum line.
 type Entry struct {
-	Digest  Digest  `json:"md5"`
+	Digest  Digest  `json:"digest"`
 	Name    string  `json:"name,omitempty"` // unescaped; empty for Bare
 	Binary  bool    `json:"binary,omitempty"`
 	Dialect Dialect `json:"dialect"`
@@ -100,8 +102,10 @@ const maxErrors = 100
 
 var bom = []byte("\xef\xbb\xbf")
 
-// Parse reads a checksum file in any of the dialects, which may be mixed.
-// It tolerates a UTF-8 byte order mark, CRLF line ends, upper-case hex,
+// Parse reads a checksum file in any of the dialects, which may be mixed,
+// with MD5, SHA-256 and SHA-512 digests, which may be mixed too: the
+// algorithm is the tag's, or else the digest's length tells it (32, 64 or
+// 128 hex digits). It tolerates a UTF-8 byte order mark, CRLF line ends, upper-case hex,
 // leading white space, blank lines and comment lines starting with '#'.
 // Every line that matches no dialect is reported in a *ParseError, with its
 // line number; a file with no entry at all is an error too.
@@ -205,21 +209,20 @@ func parseLine(b []byte) (e Entry, ok bool, msg string) {
 		escaped = true
 		trimmed = trimmed[1:]
 	}
-	if rest, isTag := cutTag(trimmed); isTag {
-		return parseBSD(rest, escaped)
+	if tag, rest, isTag := cutTag(trimmed); isTag {
+		return parseBSD(tag, rest, escaped)
 	}
-	if n := hexRun(trimmed); n != 2*Size {
-		switch {
-		case n < 16:
-			return e, false, "not a checksum line (no digest, no \"MD5 (name) = digest\")"
-		case n == 40 || n == 56 || n == 64 || n == 96 || n == 128:
-			return e, false, fmt.Sprintf("a %d-digit digest is not MD5 (only MD5 is supported)", n)
-		default:
-			return e, false, fmt.Sprintf("digest has %d hex digits, an MD5 digest has 32", n)
-		}
+	n := hexRun(trimmed)
+	alg := algorithmOfHex(n)
+	switch {
+	case alg != 0:
+	case n < 16:
+		return e, false, "not a checksum line (no digest, no \"SHA256 (name) = digest\")"
+	default:
+		return e, false, fmt.Sprintf("digest has %d hex digits: an MD5 has 32, a SHA-256 64, a SHA-512 128", n)
 	}
-	d, _ := ParseDigest(trimmed[:2*Size])
-	rest := trimmed[2*Size:]
+	d, _ := ParseDigestOf(alg, trimmed[:n])
+	rest := trimmed[n:]
 	e.Digest = d
 	switch {
 	case strings.TrimRight(rest, " \t") == "":
@@ -252,36 +255,41 @@ func parseLine(b []byte) (e Entry, ok bool, msg string) {
 	return e, true, ""
 }
 
-// cutTag recognises "MD5 (" or "MD5(" (any case of the algorithm name) and
-// returns what follows.
-func cutTag(s string) (string, bool) {
+// cutTag recognises "TAG (" or "TAG(" and returns the tag and what
+// follows.
+func cutTag(s string) (tag, rest string, ok bool) {
 	i := 0
 	for i < len(s) && (isAlnum(s[i]) || s[i] == '-') {
 		i++
 	}
 	if i == 0 || hexRun(s) >= i {
 		// No name, or a digest ("HEX  (name)" is a GNU line).
-		return "", false
+		return "", "", false
 	}
 	j := i
 	for j < len(s) && s[j] == ' ' {
 		j++
 	}
 	if j >= len(s) || s[j] != '(' {
-		return "", false
+		return "", "", false
 	}
-	if !strings.EqualFold(s[:i], "MD5") {
-		// Keep the algorithm name in front so parseBSD can name it.
-		return "\x00" + s[:i] + "\x00" + s[j+1:], true
-	}
-	return s[j+1:], true
+	return s[:i], s[j+1:], true
 }
 
-// parseBSD reads "name) = HEX" (the part after "MD5 (").
-func parseBSD(rest string, escaped bool) (e Entry, ok bool, msg string) {
-	if strings.HasPrefix(rest, "\x00") {
-		algo, _, _ := strings.Cut(rest[1:], "\x00")
-		return e, false, fmt.Sprintf("%s digests are not supported (only MD5)", algo)
+// tags are the algorithm names of tagged lines, in any case: BSD md5,
+// sha256 and sha512 and coreutils --tag write "SHA256", OpenSSL 1 writes
+// the same and OpenSSL 3 "SHA2-256".
+var tags = map[string]Algorithm{
+	"MD5":    MD5,
+	"SHA256": SHA256, "SHA2-256": SHA256, "SHA-256": SHA256,
+	"SHA512": SHA512, "SHA2-512": SHA512, "SHA-512": SHA512,
+}
+
+// parseBSD reads "name) = HEX", the part after "TAG (".
+func parseBSD(tag, rest string, escaped bool) (e Entry, ok bool, msg string) {
+	alg := tags[strings.ToUpper(tag)]
+	if alg == 0 {
+		return e, false, fmt.Sprintf("%s digests are not supported (MD5, SHA256 and SHA512 are)", tag)
 	}
 	// The name ends at the last ')': the digest holds none.
 	close := strings.LastIndexByte(rest, ')')
@@ -293,7 +301,7 @@ func parseBSD(rest string, escaped bool) (e Entry, ok bool, msg string) {
 		return e, false, `tagged line without "=" after the name`
 	}
 	hexPart := strings.TrimSpace(after[1:])
-	d, err := ParseDigest(hexPart)
+	d, err := ParseDigestOf(alg, hexPart)
 	if err != nil {
 		return e, false, err.Error()
 	}
@@ -365,8 +373,10 @@ var ErrNotListed = errors.New("not listed")
 // checksum file's directory (as md5sum -c reads it) or, failing that, when
 // their base names are the same (the seed form names the file by its path
 // on the build machine). A file holding one bare digest matches any name.
-// Several matching entries with different digests are an error; Lookup
-// returns an error wrapping ErrNotListed when nothing matches.
+// When the matching entries give digests of several algorithms, the entry
+// of the strongest is returned (SHA-512, then SHA-256, then MD5). Two
+// matching entries of one algorithm with different digests are an error;
+// Lookup returns an error wrapping ErrNotListed when nothing matches.
 func (s *Sums) Lookup(name string) (Entry, error) {
 	if len(s.Entries) == 1 && s.Entries[0].Dialect == Bare {
 		return s.Entries[0], nil
@@ -398,11 +408,22 @@ func (s *Sums) Lookup(name string) (Entry, error) {
 	if len(found) == 0 {
 		return Entry{}, fmt.Errorf("%s is %w in %s", base, ErrNotListed, displayName(s.Path))
 	}
-	for _, e := range found[1:] {
-		if e.Digest != found[0].Digest {
-			return Entry{}, fmt.Errorf("%s is listed with different digests in %s (lines %d and %d)",
-				base, displayName(s.Path), found[0].Line, e.Line)
+	// One digest an algorithm; the strongest is used.
+	first := map[Algorithm]Entry{}
+	var best Entry
+	for _, e := range found {
+		a := e.Digest.Algorithm()
+		if f, ok := first[a]; ok {
+			if f.Digest != e.Digest {
+				return Entry{}, fmt.Errorf("%s is listed with different digests in %s (lines %d and %d)",
+					base, displayName(s.Path), f.Line, e.Line)
+			}
+			continue
+		}
+		first[a] = e
+		if a > best.Digest.Algorithm() {
+			best = e
 		}
 	}
-	return found[0], nil
+	return best, nil
 }

@@ -40,8 +40,12 @@ const (
 type StagedImage struct {
 	Name string `json:"name"` // file name in the staging directory
 	Identity
-	Size       int64           `json:"size"`
-	MD5        checksum.Digest `json:"md5"`
+	Size int64 `json:"size"`
+	// Digest is the image's digest as verified when staged: of the
+	// algorithm its checksum file gave (the strongest), or of --md5 or
+	// --sha256. Records written before SHA-256 was read hold an MD5 under
+	// "md5".
+	Digest     checksum.Digest `json:"digest"`
 	VerifiedAt time.Time       `json:"verified_at"`
 	From       string          `json:"from,omitempty"` // where it was staged from
 	// Signer signed the checksum file its digest came from; nil: not
@@ -64,12 +68,13 @@ type StageOptions struct {
 	// HostType and HostVersion are this host's product identity; empty
 	// when not configured (nothing is then checked against it).
 	HostType, HostVersion string
-	// MD5 is the image's expected digest in hex; when empty it comes from
-	// the checksum file Sums, or from one found beside the image
-	// (IMAGE.md5, md5sum.out, MD5SUMS).
-	MD5  string
-	Sums string
-	Log  *host.UpgradeLog
+	// MD5 or SHA256 is the image's expected digest in hex (--md5,
+	// --sha256); when both are empty it comes from the checksum file Sums,
+	// or from one found beside the image (IMAGE.md5, SHA512SUMS,
+	// SHA256SUMS, md5sum.out, MD5SUMS).
+	MD5, SHA256 string
+	Sums        string
+	Log         *host.UpgradeLog
 	// Progress, when set, follows the copy.
 	Progress ProgressSink
 	// Trust is the signature policy for the checksum file.
@@ -86,11 +91,25 @@ func readStaged(dir string) ([]StagedImage, error) {
 		return nil, host.CannotRun("cannot read %s: %v", p, unwrapPath(err))
 	}
 	var f stagedFile
+	// Records written before SHA-256 was read have their MD5 as "md5".
+	var old struct {
+		Images []struct {
+			MD5 checksum.Digest `json:"md5"`
+		} `json:"images"`
+	}
 	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, host.CannotRun("cannot read %s: %v", p, err)
+	}
+	if err := json.Unmarshal(b, &old); err != nil {
 		return nil, host.CannotRun("cannot read %s: %v", p, err)
 	}
 	if f.Format != stagedFormat {
 		return nil, host.CannotRun("cannot read %s: format %d, this upgradectl knows %d", p, f.Format, stagedFormat)
+	}
+	for i := range f.Images {
+		if f.Images[i].Digest.IsZero() && i < len(old.Images) {
+			f.Images[i].Digest = old.Images[i].MD5
+		}
 	}
 	return f.Images, nil
 }
@@ -159,18 +178,19 @@ func StagedImages(dir string) ([]StagedImage, error) {
 	return imgs, nil
 }
 
-// Stage copies the image src into the staging directory, computing its MD5
-// in the same pass, and puts it in place under its own name only when the
-// digest matches the checksum file. It refuses an image of another product
-// type than this host's, one that does not upgrade this host's version
-// (when its manifest says what it upgrades), and a second image of a type
-// already staged. Checks that need no copying come first; free space is
+// Stage copies the image src into the staging directory, computing its
+// digest in the same pass (of the algorithm of the expected digest: --md5,
+// --sha256, or the strongest the checksum file gives), and puts it in
+// place under its own name only when the digest matches. It refuses an
+// image of another product type than this host's, one that does not
+// upgrade this host's version (when its manifest says what it upgrades),
+// and a second image of a type already staged. Checks that need no copying come first; free space is
 // checked before the copy.
 func Stage(ctx context.Context, src string, o StageOptions) (rec StagedImage, err error) {
 	start := time.Now()
 	defer func() {
 		logAction(o.Log, "iso stage", filepath.Base(src), start, err,
-			fmt.Sprintf("%s %s %s, md5 %s", rec.Name, rec.Type, rec.Version, rec.MD5))
+			fmt.Sprintf("%s %s %s, %s", rec.Name, rec.Type, rec.Version, DigestText(rec.Digest)))
 	}()
 	abs, err := filepath.Abs(src)
 	if err != nil {
@@ -206,10 +226,10 @@ func Stage(ctx context.Context, src string, o StageOptions) (rec StagedImage, er
 	for _, s := range staged {
 		dst := filepath.Join(o.StagingDir, s.Name)
 		if s.Name == name {
-			if fi, err := os.Stat(dst); err == nil && fi.Size() == rec.Size && s.MD5 == want {
+			if fi, err := os.Stat(dst); err == nil && fi.Size() == rec.Size && s.Digest == want {
 				// Already staged, by the record; the copy itself is read
 				// again, as it may have been damaged since.
-				if d, _, err := sumFile(ctx, dst, nil); err == nil && d == want {
+				if d, _, err := sumFile(ctx, want.Algorithm(), dst, nil); err == nil && d == want {
 					return s, nil
 				}
 			}
@@ -233,11 +253,11 @@ func Stage(ctx context.Context, src string, o StageOptions) (rec StagedImage, er
 	if inStagingDir(abs, o.StagingDir) {
 		// Copied there by hand (as the vendor procedure does): verify it
 		// where it is and record it, no second copy.
-		if rec.MD5, err = hashInPlace(ctx, abs, o.Progress); err != nil {
+		if rec.Digest, err = hashInPlace(ctx, want.Algorithm(), abs, o.Progress); err != nil {
 			return rec, err
 		}
-		if rec.MD5 != want {
-			return rec, host.Bad("cannot stage %s: its MD5 is %s, the checksum says %s", src, rec.MD5, want)
+		if err := mismatch(src, rec.Digest, want); err != nil {
+			return rec, err
 		}
 		return rec, recordStaged(o.StagingDir, staged, &rec)
 	}
@@ -250,7 +270,7 @@ func Stage(ctx context.Context, src string, o StageOptions) (rec StagedImage, er
 		o.Progress.Start(rec.Size)
 		progress = o.Progress.Add
 	}
-	tmp, got, err := copyHashing(ctx, abs, o.StagingDir, name, progress)
+	tmp, got, err := copyHashing(ctx, want.Algorithm(), abs, o.StagingDir, name, progress)
 	if o.Progress != nil {
 		o.Progress.Done()
 	}
@@ -263,9 +283,9 @@ func Stage(ctx context.Context, src string, o StageOptions) (rec StagedImage, er
 			os.Remove(tmp)
 		}
 	}()
-	rec.MD5 = got
-	if got != want {
-		return rec, host.Bad("cannot stage %s: its MD5 is %s, the checksum says %s", src, got, want)
+	rec.Digest = got
+	if err := mismatch(src, got, want); err != nil {
+		return rec, err
 	}
 	// What is put in place is what was verified: read its identity again
 	// from the copy.
@@ -309,7 +329,23 @@ func inStagingDir(abs, dir string) bool {
 	return err1 == nil && err2 == nil && a == d
 }
 
-func hashInPlace(ctx context.Context, path string, p ProgressSink) (checksum.Digest, error) {
+// DigestText shows a digest with its algorithm: "sha256 HEX".
+func DigestText(d checksum.Digest) string {
+	if d.IsZero() {
+		return "no digest"
+	}
+	return d.Algorithm().Flag() + " " + d.String()
+}
+
+// mismatch is the error for an image whose digest got is not want.
+func mismatch(src string, got, want checksum.Digest) error {
+	if got == want {
+		return nil
+	}
+	return host.Bad("cannot stage %s: its %s is %s, the checksum says %s", src, got.Algorithm(), got, want)
+}
+
+func hashInPlace(ctx context.Context, alg checksum.Algorithm, path string, p ProgressSink) (checksum.Digest, error) {
 	var progress func(int)
 	if p != nil {
 		if fi, err := os.Stat(path); err == nil {
@@ -318,34 +354,34 @@ func hashInPlace(ctx context.Context, path string, p ProgressSink) (checksum.Dig
 		progress = p.Add
 		defer p.Done()
 	}
-	d, _, err := sumFile(ctx, path, progress)
+	d, _, err := sumFile(ctx, alg, path, progress)
 	if err != nil {
 		return d, host.CannotRun("cannot stage %s: %v", path, unwrapPath(err))
 	}
 	return d, nil
 }
 
-// expectedDigest is the image's MD5 from --md5, the named checksum file, or
-// a checksum file beside the image.
+// expectedDigest is the image's digest from --md5 or --sha256, the named
+// checksum file, or a checksum file beside the image (the strongest it
+// gives).
 func expectedDigest(image string, o StageOptions) (checksum.Digest, *trust.Signer, error) {
-	if o.MD5 != "" {
-		d, err := checksum.ParseDigest(o.MD5)
-		if err != nil {
-			return d, nil, host.Usage("cannot stage %s: --md5 %v", image, err)
-		}
-		if o.Trust.Require {
-			return d, nil, host.WithHint(host.Bad("cannot stage %s: a signature is required, and a digest given with --md5 is not signed", image),
-				"stage it with its signed checksum file (--sums FILE, or one beside it)")
-		}
+	d, flag, err := givenDigest(o.MD5, o.SHA256, checksum.Digest{})
+	switch {
+	case err != nil:
+		return d, nil, host.Usage("cannot stage %s: %v", image, err)
+	case flag != "" && o.Trust.Require:
+		return d, nil, host.WithHint(host.Bad("cannot stage %s: a signature is required, and a digest given with %s is not signed", image, flag),
+			"stage it with its signed checksum file (--sums FILE, or one beside it)")
+	case flag != "":
 		return d, nil, nil
 	}
-	e, _, signer, err := ExpectedMD5(image, o.Sums, o.Trust)
+	e, _, signer, err := ExpectedDigest(image, o.Sums, o.Trust)
 	if err != nil {
 		if host.KindOf(err) == 0 {
 			err = host.Bad("%w", err)
 		}
 		if host.HintOf(err) == "" {
-			err = host.WithHint(err, "give the checksum file with --sums FILE or the digest with --md5 HEX")
+			err = host.WithHint(err, "give the checksum file with --sums FILE or the digest with --sha256 HEX or --md5 HEX")
 		}
 		return checksum.Digest{}, nil, err
 	}
@@ -397,9 +433,10 @@ func checkFree(dir, src string, size int64) error {
 	return nil
 }
 
-// copyHashing copies src into a new hidden file in dir, computing its MD5 as
-// it goes (the image is read once), syncs it and returns its path.
-func copyHashing(ctx context.Context, src, dir, name string, progress func(int)) (string, checksum.Digest, error) {
+// copyHashing copies src into a new hidden file in dir, computing its
+// digest as it goes (the image is read once), syncs it and returns its
+// path.
+func copyHashing(ctx context.Context, alg checksum.Algorithm, src, dir, name string, progress func(int)) (string, checksum.Digest, error) {
 	in, err := host.OpenImage(src)
 	if err != nil {
 		return "", checksum.Digest{}, host.Bad("cannot stage %s: %v", src, unwrapPath(err))
@@ -418,7 +455,7 @@ func copyHashing(ctx context.Context, src, dir, name string, progress func(int))
 		}
 		return "", checksum.Digest{}, host.CannotRun("cannot stage %s: %v", src, unwrapPath(err))
 	}
-	h := checksum.NewHasher()
+	h := checksum.NewHasher(alg)
 	if _, err := checksum.Stream(ctx, in, progress,
 		func(b []byte) error { _, err := out.Write(b); return err },
 		func(b []byte) error { h.Write(b); return nil },

@@ -4,14 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
-	"encoding/hex"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 
+	"upgradectl/checksum"
 	"upgradectl/host"
 	"upgradectl/host/hosttest"
 )
@@ -69,7 +70,7 @@ func TestStage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rec.Type != "cmp" || rec.Version != "12.1.2.0.0_22.1.0" || rec.Arch != "x86_64" || rec.Source != FromFileName || rec.MD5.String() != cmpSum || rec.VerifiedAt.IsZero() {
+	if rec.Type != "cmp" || rec.Version != "12.1.2.0.0_22.1.0" || rec.Arch != "x86_64" || rec.Source != FromFileName || rec.Digest.String() != cmpSum || rec.VerifiedAt.IsZero() {
 		t.Errorf("staged %+v", rec)
 	}
 	a, _ := os.ReadFile(cmp)
@@ -271,8 +272,8 @@ func TestStageDigestIsOfCopy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if hex.EncodeToString(rec.MD5[:]) != sum {
-		t.Errorf("md5 %s, want %s", rec.MD5, sum)
+	if rec.Digest.String() != sum {
+		t.Errorf("digest %s, want %s", rec.Digest, sum)
 	}
 }
 
@@ -295,7 +296,7 @@ func TestStageInPlace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rec.Type != "mpe-li" || rec.MD5.String() != sum || rec.State != StagedOK {
+	if rec.Type != "mpe-li" || rec.Digest.String() != sum || rec.State != StagedOK {
 		t.Errorf("staged in place: %+v", rec)
 	}
 	fi, _ = os.Stat(img)
@@ -304,5 +305,66 @@ func TestStageInPlace(t *testing.T) {
 	}
 	if imgs, _ := StagedImages(dir); len(imgs) != 1 || imgs[0].State != StagedOK {
 		t.Errorf("list: %+v", imgs)
+	}
+}
+
+// TestStageSHA stages an image whose SHA256SUMS (written by the real
+// sha256sum) lies beside md5sum.out: the SHA-256 is checked and recorded,
+// and the record reads back. A record written with "md5" (before SHA-256
+// was read) still reads, and counts as staged.
+func TestStageSHA(t *testing.T) {
+	hosttest.RequireCommand(t, "xorriso", "sha256sum")
+	ctx := context.Background()
+	img, md5sum := stImage(t, "cmp-1.0-x86_64.iso", map[string]string{"a": "a"})
+	srcDir := filepath.Dir(img)
+	out, err := exec.Command("sha256sum", img).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sha256 := string(out[:64])
+	if err := os.WriteFile(filepath.Join(srcDir, "SHA256SUMS"), []byte(sha256+"  "+filepath.Base(img)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "staging")
+	o := stOptions(t, dir)
+
+	bad := o
+	bad.SHA256 = strings.Repeat("0", 64)
+	if _, err := Stage(ctx, img, bad); host.KindOf(err) != host.KindBad || !strings.Contains(err.Error(), "its SHA-256 is "+sha256+", the checksum says 0000") {
+		t.Errorf("wrong --sha256: %v", err)
+	}
+	bad.SHA256 = md5sum
+	if _, err := Stage(ctx, img, bad); host.KindOf(err) != host.KindUsage || !strings.Contains(err.Error(), "is not a SHA-256 digest") {
+		t.Errorf("--sha256 with an MD5: %v", err)
+	}
+
+	rec, err := Stage(ctx, img, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Digest.Algorithm() != checksum.SHA256 || rec.Digest.String() != sha256 {
+		t.Errorf("staged with %s %s, want SHA-256 %s", rec.Digest.Algorithm(), rec.Digest, sha256)
+	}
+	index, _ := os.ReadFile(filepath.Join(dir, StagedIndex))
+	if !strings.Contains(string(index), `"digest": "`+sha256+`"`) {
+		t.Errorf("index: %s", index)
+	}
+	imgs, err := StagedImages(dir)
+	if err != nil || len(imgs) != 1 || imgs[0].Digest != rec.Digest {
+		t.Errorf("list: %+v %v", imgs, err)
+	}
+
+	// The record as an older upgradectl wrote it.
+	old := strings.Replace(string(index), `"digest": "`+sha256+`"`, `"md5": "`+md5sum+`"`, 1)
+	if err := os.WriteFile(filepath.Join(dir, StagedIndex), []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	imgs, err = StagedImages(dir)
+	if err != nil || len(imgs) != 1 || imgs[0].Digest.Algorithm() != checksum.MD5 || imgs[0].Digest.String() != md5sum {
+		t.Fatalf("old record: %+v %v", imgs, err)
+	}
+	o.MD5 = md5sum
+	if again, err := Stage(ctx, img, o); err != nil || again.Digest != imgs[0].Digest || !again.VerifiedAt.Equal(imgs[0].VerifiedAt) {
+		t.Errorf("staged again with --md5 over an old record: %+v %v", again, err)
 	}
 }

@@ -21,17 +21,23 @@ import (
 
 // SumsFileNames are the checksum files looked for beside an image, after
 // IMAGE.md5 and IMAGE-without-.iso.md5.
-var SumsFileNames = []string{"md5sum.out", "MD5SUMS"}
+var SumsFileNames = []string{"SHA512SUMS", "SHA256SUMS", "md5sum.out", "MD5SUMS"}
 
 // VerifyOptions says what Verify checks.
 type VerifyOptions struct {
 	// Files are the images, as paths on the running system.
 	Files []string
 	// Sums is a checksum file for every image; when empty, one is looked
-	// for beside each image (IMAGE.md5, md5sum.out, MD5SUMS).
+	// for beside each image (IMAGE.md5, SHA512SUMS, SHA256SUMS,
+	// md5sum.out, MD5SUMS).
 	Sums string
-	// MD5 is the expected digest of the one image, in hex.
-	MD5 string
+	// MD5 and SHA256 are the expected digest of the one image, in hex, as
+	// --md5 or --sha256 give it (one of them at most).
+	MD5, SHA256 string
+	// Digest is the expected digest of the one image as code has it (the
+	// digest it was staged with), of any algorithm; used when MD5 and
+	// SHA256 are empty.
+	Digest checksum.Digest
 	// Embedded checks the MD5 that implantisomd5 stored in each image.
 	Embedded bool
 	// Jobs is how many images are verified at once; 0 means one per CPU.
@@ -64,7 +70,7 @@ type ProgressSink interface {
 // Verify statuses.
 const (
 	StatusOK          = "ok"
-	StatusMismatch    = "mismatch"      // the MD5 differs from the expected one
+	StatusMismatch    = "mismatch"      // the digest differs from the expected one
 	StatusEmbedded    = "embedded-bad"  // the embedded MD5 check failed or found none
 	StatusMissing     = "missing"       // the image is not there
 	StatusNoReference = "no-reference"  // no expected digest found for it
@@ -74,20 +80,23 @@ const (
 
 // VerifyResult is the outcome for one image.
 type VerifyResult struct {
-	File     string          `json:"file"`
-	Size     int64           `json:"size"`
-	Status   string          `json:"status"`
-	OK       bool            `json:"ok"`
-	MD5      string          `json:"md5,omitempty"`      // computed over the whole file
-	Expected string          `json:"expected,omitempty"` // from --md5 or a checksum file
-	Source   string          `json:"source,omitempty"`   // where Expected came from
-	Dialect  string          `json:"dialect,omitempty"`  // of the checksum file
-	Embedded *EmbeddedResult `json:"embedded,omitempty"`
-	Signer   *trust.Signer   `json:"signer,omitempty"`   // who signed the checksum file
-	Problems []string        `json:"problems,omitempty"` // why it is not OK
-	Notes    []string        `json:"notes,omitempty"`
-	Hint     string          `json:"hint,omitempty"` // how to fix the first problem
-	Seconds  float64         `json:"seconds"`
+	File   string `json:"file"`
+	Size   int64  `json:"size"`
+	Status string `json:"status"`
+	OK     bool   `json:"ok"`
+	// Algorithm is the algorithm of Expected and Digest: "md5",
+	// "sha256" or "sha512".
+	Algorithm string          `json:"algorithm,omitempty"`
+	Digest    string          `json:"digest,omitempty"`   // computed over the whole file
+	Expected  string          `json:"expected,omitempty"` // from --md5, --sha256 or a checksum file
+	Source    string          `json:"source,omitempty"`   // where Expected came from
+	Dialect   string          `json:"dialect,omitempty"`  // of the checksum file
+	Embedded  *EmbeddedResult `json:"embedded,omitempty"`
+	Signer    *trust.Signer   `json:"signer,omitempty"`   // who signed the checksum file
+	Problems  []string        `json:"problems,omitempty"` // why it is not OK
+	Notes     []string        `json:"notes,omitempty"`
+	Hint      string          `json:"hint,omitempty"` // how to fix the first problem
+	Seconds   float64         `json:"seconds"`
 }
 
 // VerifyReport is the outcome of a run.
@@ -99,28 +108,24 @@ type VerifyReport struct {
 	LogProblem string `json:"log_problem,omitempty"`
 }
 
-// Verify checks each image against --md5, a checksum file and/or its
-// embedded MD5, several at once, reading each image once. It returns a
-// host.Usage error for a wrong request (nothing else is done then); every
-// problem with an image is in its result, and the report is OK only when
-// every image is.
+// Verify checks each image against --md5 or --sha256, a checksum file
+// (the strongest digest it gives for the image) and/or its embedded MD5,
+// several at once, reading each image once. It returns a host.Usage error
+// for a wrong request (nothing else is done then); every problem with an
+// image is in its result, and the report is OK only when every image is.
 func Verify(ctx context.Context, opts VerifyOptions) (*VerifyReport, error) {
 	start := time.Now()
-	var want checksum.Digest
+	want, flag, err := givenDigest(opts.MD5, opts.SHA256, opts.Digest)
 	switch {
 	case len(opts.Files) == 0:
 		return nil, host.Usage("cannot verify: no image given")
-	case opts.MD5 != "" && opts.Sums != "":
-		return nil, host.Usage("cannot verify: give either --md5 or --sums, not both")
-	case opts.MD5 != "" && len(opts.Files) > 1:
-		return nil, host.WithHint(host.Usage("cannot verify %d images against one --md5 digest", len(opts.Files)),
-			"verify one image with --md5, or several with --sums FILE")
-	case opts.MD5 != "":
-		d, err := checksum.ParseDigest(strings.TrimSpace(opts.MD5))
-		if err != nil {
-			return nil, host.Usage("cannot verify with --md5: %v", err)
-		}
-		want = d
+	case err != nil:
+		return nil, host.Usage("cannot verify with %v", err)
+	case flag != "" && opts.Sums != "":
+		return nil, host.Usage("cannot verify: give either %s or --sums, not both", flag)
+	case flag != "" && len(opts.Files) > 1:
+		return nil, host.WithHint(host.Usage("cannot verify %d images against one %s digest", len(opts.Files), flag),
+			"verify one image with "+flag+", or several with --sums FILE")
 	}
 	sums := &sumsCache{files: map[string]sumsEntry{}, trust: opts.Trust}
 	if opts.Sums != "" {
@@ -244,8 +249,9 @@ func verifyOne(ctx context.Context, r *VerifyResult, opts VerifyOptions, want ch
 	}
 
 	// The expected digest.
-	if opts.MD5 != "" {
-		r.Expected, r.Source = want.String(), "--md5"
+	expected := want
+	if !want.IsZero() {
+		r.Source = "--" + want.Algorithm().Flag()
 	} else {
 		var e checksum.Entry
 		var s *checksum.Sums
@@ -259,7 +265,7 @@ func verifyOne(ctx context.Context, r *VerifyResult, opts VerifyOptions, want ch
 		optional := opts.Embedded && opts.Sums == ""
 		switch {
 		case err == nil:
-			r.Expected, r.Source, r.Dialect = e.Digest.String(), fmt.Sprintf("%s line %d", s.Path, e.Line), string(e.Dialect)
+			expected, r.Source, r.Dialect = e.Digest, fmt.Sprintf("%s line %d", s.Path, e.Line), string(e.Dialect)
 			r.Signer = sums.signer(s.Path)
 			switch note, err := opts.Trust.judge(r.Signer, sums.sigErr(s.Path)); {
 			case err != nil:
@@ -274,6 +280,9 @@ func verifyOne(ctx context.Context, r *VerifyResult, opts VerifyOptions, want ch
 		default:
 			noReference(err)
 		}
+	}
+	if !expected.IsZero() {
+		r.Algorithm, r.Expected = expected.Algorithm().Flag(), expected.String()
 	}
 	if opts.Trust.Require && r.Signer == nil && r.Status == "" {
 		fail(StatusSignature, "%s: a signature is required and %s is not signed", filepath.Base(r.File), orWhat(r.Source))
@@ -313,8 +322,8 @@ func verifyOne(ctx context.Context, r *VerifyResult, opts VerifyOptions, want ch
 		}
 	}
 	var h *checksum.Hasher
-	if r.Expected != "" {
-		h = checksum.NewHasher()
+	if !expected.IsZero() {
+		h = checksum.NewHasher(expected.Algorithm())
 		consumers = append(consumers, func(b []byte) error { h.Write(b); return nil })
 	}
 	if len(consumers) == 0 {
@@ -334,9 +343,10 @@ func verifyOne(ctx context.Context, r *VerifyResult, opts VerifyOptions, want ch
 		}
 	}
 	if h != nil && err == nil {
-		r.MD5 = h.Sum().String()
-		if r.MD5 != r.Expected {
-			fail(StatusMismatch, "MD5 %s, expected %s (%s)", r.MD5, r.Expected, r.Source)
+		got := h.Sum()
+		r.Digest = got.String()
+		if got != expected {
+			fail(StatusMismatch, "%s %s, expected %s (%s)", got.Algorithm(), got, expected, r.Source)
 		}
 	}
 	if r.Status == "" {
@@ -346,13 +356,13 @@ func verifyOne(ctx context.Context, r *VerifyResult, opts VerifyOptions, want ch
 
 var errNoSumsFile = errors.New("no checksum file")
 
-// ExpectedMD5 finds the expected digest of image (a path on the running
+// ExpectedDigest finds the expected digest of image (a path on the running
 // system) in the checksum file sums or, when sums is empty, in one beside
-// the image (IMAGE.md5, IMAGE-without-.iso.md5, md5sum.out, MD5SUMS), as
-// "iso verify" does. The error wraps checksum.ErrNotListed when a checksum
+// the image (IMAGE.md5, IMAGE-without-.iso.md5, then SumsFileNames), as
+// "iso verify" does: the strongest the file gives for the image. The error wraps checksum.ErrNotListed when a checksum
 // file exists but does not list the image, and carries a fix-it hint when
 // there is no checksum file at all.
-func ExpectedMD5(image, sums string, tr Trust) (checksum.Entry, *checksum.Sums, *trust.Signer, error) {
+func ExpectedDigest(image, sums string, tr Trust) (checksum.Entry, *checksum.Sums, *trust.Signer, error) {
 	c := &sumsCache{files: map[string]sumsEntry{}, trust: tr}
 	var e checksum.Entry
 	var s *checksum.Sums
@@ -504,7 +514,7 @@ func (c *sumsCache) beside(image string) (checksum.Entry, *checksum.Sums, error)
 		return checksum.Entry{}, nil, notListed
 	}
 	return checksum.Entry{}, nil, host.WithHint(fmt.Errorf("%w for %s: none of %s beside it", errNoSumsFile, base, strings.Join(names, ", ")),
-		"give the checksum file with --sums FILE, the digest with --md5 HEX, or check the embedded MD5 with --embedded")
+		"give the checksum file with --sums FILE, the digest with --sha256 HEX or --md5 HEX, or check the embedded MD5 with --embedded")
 }
 
 const signatureHint = "use the checksum file and signature the vendor delivered, with the vendor's public key in iso.keys_dir"
@@ -520,13 +530,38 @@ func orWhat(source string) string {
 	return source
 }
 
-// sumFile computes the MD5 of the image at path (a regular file or a
+// sumFile computes the digest of the image at path (a regular file or a
 // block device).
-func sumFile(ctx context.Context, path string, progress func(n int)) (checksum.Digest, int64, error) {
+func sumFile(ctx context.Context, alg checksum.Algorithm, path string, progress func(n int)) (checksum.Digest, int64, error) {
 	f, err := host.OpenImage(path)
 	if err != nil {
 		return checksum.Digest{}, 0, err
 	}
 	defer f.Close()
-	return checksum.SumReader(ctx, f, progress)
+	return checksum.SumReader(ctx, alg, f, progress)
+}
+
+// givenDigest is the digest given with --md5 or --sha256 (one of them at
+// most), else d, and the flag that gave it ("--sha256"); none is the zero
+// digest and no flag.
+func givenDigest(md5, sha256 string, d checksum.Digest) (checksum.Digest, string, error) {
+	switch {
+	case md5 != "" && sha256 != "":
+		return d, "", errors.New("--md5 and --sha256: give one of them")
+	case md5 == "" && sha256 == "":
+		if d.IsZero() {
+			return d, "", nil
+		}
+		return d, "--" + d.Algorithm().Flag(), nil
+	}
+	alg, hex := checksum.MD5, md5
+	if sha256 != "" {
+		alg, hex = checksum.SHA256, sha256
+	}
+	flag := "--" + alg.Flag()
+	d, err := checksum.ParseDigestOf(alg, strings.TrimSpace(hex))
+	if err != nil {
+		return d, flag, fmt.Errorf("%s: %w", flag, err)
+	}
+	return d, flag, nil
 }

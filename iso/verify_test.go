@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"testing"
 
+	"upgradectl/checksum"
 	"upgradectl/host"
 	"upgradectl/host/hosttest"
 )
@@ -45,12 +46,19 @@ func vtDir(t *testing.T, image string, names ...string) (string, []string) {
 
 func vtMD5sum(t *testing.T, dir string, args ...string) string {
 	t.Helper()
-	hosttest.RequireCommand(t, "md5sum")
-	cmd := exec.Command("md5sum", args...)
+	return vtTool(t, dir, "md5sum", args...)
+}
+
+// vtTool runs a checksum tool (md5sum, sha256sum, openssl...) in dir and
+// returns its output.
+func vtTool(t *testing.T, dir, tool string, args ...string) string {
+	t.Helper()
+	hosttest.RequireCommand(t, tool)
+	cmd := exec.Command(tool, args...)
 	cmd.Dir = dir
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("md5sum %v: %v", args, err)
+		t.Fatalf("%s %v: %v", tool, args, err)
 	}
 	return string(out)
 }
@@ -108,7 +116,7 @@ func TestVerifySumsBeside(t *testing.T) {
 	var size int64
 	for i, r := range rep.Results {
 		size += r.Size
-		if r.Status != StatusOK || r.MD5 != sum || r.Expected != sum || r.Dialect != wantDialect[i] {
+		if r.Status != StatusOK || r.Digest != sum || r.Expected != sum || r.Dialect != wantDialect[i] {
 			t.Errorf("%s: %+v", filepath.Base(r.File), r)
 		}
 	}
@@ -153,10 +161,10 @@ func TestVerifyEmbeddedAndSums(t *testing.T) {
 		t.Fatal(err)
 	}
 	good, early, late := rep.Results[0], rep.Results[1], rep.Results[2]
-	if !good.OK || good.Embedded == nil || good.Embedded.Status != EmbeddedPass || good.MD5 == "" {
+	if !good.OK || good.Embedded == nil || good.Embedded.Status != EmbeddedPass || good.Digest == "" {
 		t.Errorf("good: %+v", good)
 	}
-	if early.OK || early.Status != StatusEmbedded || early.Embedded.Fragment == 0 || early.MD5 != "" ||
+	if early.OK || early.Status != StatusEmbedded || early.Embedded.Fragment == 0 || early.Digest != "" ||
 		early.Embedded.Checked >= early.Size/2 {
 		t.Errorf("bad early: not stopped early at a fragment: %+v %+v", early, early.Embedded)
 	}
@@ -177,7 +185,7 @@ func TestVerifyEmbeddedAndSums(t *testing.T) {
 	}
 
 	// --md5.
-	rep, err = Verify(t.Context(), VerifyOptions{Files: imgs[:1], MD5: strings.ToUpper(good.MD5)})
+	rep, err = Verify(t.Context(), VerifyOptions{Files: imgs[:1], MD5: strings.ToUpper(good.Digest)})
 	if err != nil || !rep.OK {
 		t.Errorf("--md5: %+v %v", rep, err)
 	}
@@ -191,7 +199,7 @@ func TestVerifyProblems(t *testing.T) {
 	dir := t.TempDir()
 	img := filepath.Join(dir, "cmp.iso")
 	vtWrite(t, img, "not really an image")
-	d, _, err := sumFile(t.Context(), img, nil)
+	d, _, err := sumFile(t.Context(), checksum.MD5, img, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,5 +270,100 @@ func TestVerifyProblems(t *testing.T) {
 	}
 	if !strings.Contains(rep.LogProblem, "cannot") {
 		t.Errorf("log problem %q", rep.LogProblem)
+	}
+}
+
+// TestVerifySHA verifies images against SHA-256 and SHA-512 checksum files
+// written by the real sha256sum, sha512sum and openssl beside them, a file
+// mixing all three algorithms (the SHA-512 is checked), and --sha256.
+func TestVerifySHA(t *testing.T) {
+	implanted, _, _ := vtBuildImages(t)
+
+	aDir, a := vtDir(t, implanted, "a.iso")
+	vtWrite(t, filepath.Join(aDir, "SHA256SUMS"), vtTool(t, aDir, "sha256sum", "a.iso"))
+	bDir, b := vtDir(t, implanted, "b b.iso")
+	vtWrite(t, filepath.Join(bDir, "SHA512SUMS"), strings.ReplaceAll(vtTool(t, bDir, "sha512sum", "--tag", "b b.iso"), "\n", "\r\n"))
+	cDir, c := vtDir(t, implanted, "c.iso")
+	vtWrite(t, filepath.Join(cDir, "md5sum.out"), vtMD5sum(t, cDir, "c.iso")+
+		vtTool(t, cDir, "openssl", "dgst", "-sha256", "-r", "c.iso")+vtTool(t, cDir, "sha512sum", "-b", "c.iso"))
+	// SHA256SUMS comes before md5sum.out.
+	dDir, d := vtDir(t, implanted, "d.iso")
+	vtWrite(t, filepath.Join(dDir, "md5sum.out"), vtMD5sum(t, dDir, "d.iso"))
+	vtWrite(t, filepath.Join(dDir, "SHA256SUMS"), vtTool(t, dDir, "openssl", "dgst", "-sha256", "d.iso"))
+	// A bare digest: its length tells its algorithm.
+	eDir, e := vtDir(t, implanted, "e.iso")
+	sha256 := vtTool(t, eDir, "sha256sum", "e.iso")[:64]
+	sha512 := vtTool(t, eDir, "sha512sum", "e.iso")[:128]
+	vtWrite(t, filepath.Join(eDir, "e.iso.md5"), "\xef\xbb\xbf"+strings.ToUpper(sha256)+"\r\n")
+
+	files := []string{a[0], b[0], c[0], d[0], e[0]}
+	rep, err := Verify(t.Context(), VerifyOptions{Files: files, Jobs: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct{ alg, digest, source, dialect string }{
+		{"sha256", sha256, "SHA256SUMS line 1", "gnu"},
+		{"sha512", sha512, "SHA512SUMS line 1", "bsd"},
+		{"sha512", sha512, "md5sum.out line 3", "gnu"},
+		{"sha256", sha256, "SHA256SUMS line 1", "bsd"},
+		{"sha256", sha256, "e.iso.md5 line 1", "bare"},
+	}
+	for i, r := range rep.Results {
+		w := want[i]
+		if !r.OK || r.Algorithm != w.alg || r.Digest != w.digest || r.Expected != w.digest ||
+			filepath.Base(r.Source) != w.source || r.Dialect != w.dialect {
+			t.Errorf("%s: %+v, want %+v", filepath.Base(r.File), r, w)
+		}
+	}
+
+	// A corrupt image fails against the SHA-512 of the mixed file.
+	vtCorrupt(t, c[0], 5000)
+	rep, err = Verify(t.Context(), VerifyOptions{Files: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := rep.Results[0]; r.OK || r.Status != StatusMismatch || len(r.Problems) != 1 ||
+		!strings.HasPrefix(r.Problems[0], "SHA-512 ") || !strings.Contains(r.Problems[0], ", expected "+sha512+" (") {
+		t.Errorf("corrupt image: %+v", r)
+	}
+
+	// --sha256, in either case; a wrong one is a mismatch.
+	for _, tc := range []struct {
+		hex    string
+		status string
+	}{{strings.ToUpper(sha256), StatusOK}, {strings.Repeat("0", 64), StatusMismatch}} {
+		rep, err = Verify(t.Context(), VerifyOptions{Files: a, SHA256: tc.hex})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := rep.Results[0]; r.Status != tc.status || r.Source != "--sha256" || r.Algorithm != "sha256" {
+			t.Errorf("--sha256 %s: %+v", tc.hex, r)
+		}
+	}
+	for _, tc := range []struct {
+		o    VerifyOptions
+		want string
+	}{
+		{VerifyOptions{Files: a, SHA256: sha256[:32]}, `cannot verify with --sha256: "` + sha256[:32] + `" is not a SHA-256 digest (64 hex digits)`},
+		{VerifyOptions{Files: a, MD5: sha256}, "cannot verify with --md5: "},
+		{VerifyOptions{Files: a, MD5: sha256[:32], SHA256: sha256}, "cannot verify with --md5 and --sha256: give one of them"},
+		{VerifyOptions{Files: a, SHA256: sha256, Sums: filepath.Join(aDir, "SHA256SUMS")}, "give either --sha256 or --sums, not both"},
+		{VerifyOptions{Files: append(a, b...), SHA256: sha256}, "cannot verify 2 images against one --sha256 digest"},
+	} {
+		_, err := Verify(t.Context(), tc.o)
+		if host.KindOf(err) != host.KindUsage || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want a usage error %q", tc.o, err, tc.want)
+		}
+	}
+
+	// A wrong length in a checksum file names the file and the line.
+	vtWrite(t, filepath.Join(aDir, "SHA256SUMS"), "# sums\nSHA256 (a.iso) = "+sha512+"\n")
+	rep, err = Verify(t.Context(), VerifyOptions{Files: a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantProblem := "cannot read " + filepath.Join(aDir, "SHA256SUMS") + ": line 2: \"" + sha512 + "\" is not a SHA-256 digest (64 hex digits)"
+	if r := rep.Results[0]; r.Status != StatusNoReference || len(r.Problems) != 1 || r.Problems[0] != wantProblem {
+		t.Errorf("wrong length: %+v, want %q", r, wantProblem)
 	}
 }

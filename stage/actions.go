@@ -106,7 +106,7 @@ func (a *actions) tags() *tagfs.Tags { return tagfs.New(a.h.Root, a.h.Config, a.
 
 func (a *actions) system() *boot.System {
 	return &boot.System{Root: a.h.Root, StateDir: a.h.StateDir, ConfigPath: a.h.ConfigPath, Config: a.h.Config,
-		Mode: a.h.Mode, Out: a.h.Out}
+		Mode: a.h.Mode, Out: a.h.Out, Checks: Checks()}
 }
 
 // mountOpts leaves the log out: the stage logs each mount and unmount as
@@ -778,7 +778,7 @@ func (a *actions) undoPostinstall(r *Run) error {
 // runChecks runs a check profile as a sub-action; a failed inhibitor fails
 // the stage.
 func (a *actions) runChecks(r *Run, profile string) error {
-	rep, err := check.Run(r.Ctx, check.Options{Root: a.h.Root, Config: a.h.Config, Profile: profile})
+	rep, err := check.Run(r.Ctx, check.Options{Root: a.h.Root, Config: a.h.Config, Profile: profile, Extra: Checks()})
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -63,6 +64,43 @@ func TestSetupRefusesAnImageThatDoesNotFit(t *testing.T) {
 	os.WriteFile(filepath.Join(filepath.Dir(bad), "md5sum.out"), []byte(strings.Repeat("0", 32)+"  "+filepath.Base(bad)+"\n"), 0o644)
 	r2 := rootHost(t)
 	wantExit(t, r2, 1, "setup failed", "setup", "--iso", bad)
+}
+
+// TestSetupSHA: setup stages an image against --sha256, or against the
+// SHA512SUMS beside it (written by the real sha512sum), and preinstall
+// verifies the staged image against that digest again.
+func TestSetupSHA(t *testing.T) {
+	hosttest.RequireCommand(t, "sha256sum", "sha512sum")
+	dir := t.TempDir()
+	img := acmeISO(t, dir, "2", "1")
+	os.Remove(filepath.Join(dir, "md5sum.out"))
+	sha256 := strings.Fields(hosttest.Run(t, "sha256sum", img))[0]
+
+	r := rootHost(t)
+	wantExit(t, r, 1, "its SHA-256 is "+sha256+", the checksum says 0000", "setup", "--iso", img, "--sha256", strings.Repeat("0", 64))
+	r.must(t, "undo", "setup")
+	r.must(t, "setup", "--iso", img, "--sha256", strings.ToUpper(sha256))
+	r.must(t, "continue")
+	if log := r.must(t, "log"); !strings.Contains(log, "sha256 "+sha256+", not signed") || !strings.Contains(log, "sha256 "+sha256+" as staged") {
+		t.Errorf("setup and preinstall do not check the SHA-256:\n%s", log)
+	}
+
+	cmd := exec.Command("sha512sum", "--tag", filepath.Base(img))
+	cmd.Dir = dir
+	tagged, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "SHA512SUMS"), tagged, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sha512 := strings.Fields(hosttest.Run(t, "sha512sum", img))[0]
+	r2 := rootHost(t)
+	r2.must(t, "setup", "--iso", img)
+	r2.must(t, "continue")
+	if log := r2.must(t, "log"); !strings.Contains(log, "sha512 "+sha512+", not signed") || !strings.Contains(log, "sha512 "+sha512+" as staged") {
+		t.Errorf("setup and preinstall do not check the SHA-512 of SHA512SUMS:\n%s", log)
+	}
 }
 
 func TestManualRepairWithForce(t *testing.T) {
@@ -219,6 +257,10 @@ func TestSetupArguments(t *testing.T) {
 		{[]string{"setup", "--iso", img, "--md5", "nothex"}, "cannot use --md5 nothex"},
 		{[]string{"setup", "--iso", img, "--sums", sums + ".none"}, "cannot use checksum file " + sums + ".none (--sums): no such file or directory"},
 		{[]string{"setup", "--iso", img, "--sums", sums, "--md5", strings.Repeat("0", 32)}, "--sums or --md5, not both"},
+		{[]string{"setup", "--iso", img, "--sha256", "nothex"}, "cannot use --sha256 nothex"},
+		{[]string{"setup", "--iso", img, "--sha256", strings.Repeat("0", 32)}, "is not a SHA-256 digest (64 hex digits)"},
+		{[]string{"setup", "--iso", img, "--md5", strings.Repeat("0", 32), "--sha256", strings.Repeat("0", 64)}, "--md5 or --sha256, not both"},
+		{[]string{"setup", "--sha256", strings.Repeat("0", 64)}, "only with --iso"},
 		{[]string{"setup", "--iso", img + ".none"}, "cannot use image " + img + ".none (--iso): no such file or directory"},
 		{[]string{"setup", "--iso", filepath.Dir(img)}, "not a regular file"},
 	} {

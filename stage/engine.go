@@ -437,7 +437,7 @@ func (e *Engine) runDo(ctx context.Context, st *State, n Name, opts Options) err
 		// (setup retried without --iso); nothing else of it does.
 		fresh := newState(start)
 		if _, given := opts.Vars[VarISO]; !given {
-			for _, k := range []string{VarISO, VarSums, VarMD5} {
+			for _, k := range []string{VarISO, VarSums, VarMD5, VarSHA256Digest} {
 				if v := st.Vars[k]; v != "" {
 					fresh.Vars[k] = v
 				}

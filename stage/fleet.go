@@ -271,11 +271,6 @@ func (a *actions) closeFleet() {
 	}
 }
 
-func init() {
-	check.Register(check.Extra{ID: "fleet.etcd", Severity: check.Inhibitor, Profiles: []string{check.Pre, check.Post}, Run: checkFleetEtcd})
-	check.Register(check.Extra{ID: "fleet.versions", Severity: check.Inhibitor, Profiles: []string{check.Pre, check.Post}, Run: checkFleetVersions})
-}
-
 func openCheckFleet(root host.Root, cfg *host.Config) (*fleet.Fleet, *check.Result) {
 	if cfg == nil || !cfg.Fleet.Enabled() {
 		return nil, &check.Result{Status: check.Skip, Message: "no [fleet] configured"}

@@ -6,22 +6,26 @@ import (
 	"path/filepath"
 	"strings"
 
+	"upgradectl/checksum"
 	"upgradectl/host"
 	"upgradectl/iso"
 	"upgradectl/trust"
 )
 
 // The image's way into the staging directory (iso.staging_dir) and out of
-// it, through the iso package: staged with its MD5 checked against the
-// checksum file beside it (or --sums / --md5), verified again in
+// it, through the iso package: staged with its digest checked against the
+// checksum file beside it (or --sums / --md5 / --sha256), verified again in
 // preinstall against the digest it was staged with, removed by clean or by
 // undo of setup.
 
 // More shared values.
 const (
-	VarSums     = "sums"      // setup --sums: the checksum file
-	VarMD5      = "md5"       // setup --md5: the expected digest
-	varImageMD5 = "image_md5" // the digest the image was staged with
+	VarSums         = "sums"          // setup --sums: the checksum file
+	VarMD5          = "md5"           // setup --md5: the expected digest
+	VarSHA256Digest = "sha256_digest" // setup --sha256: the expected digest
+	// varImageDigest is the digest the image was staged with, in hex (its
+	// length gives its algorithm); its name is from when it was an MD5.
+	varImageDigest = "image_md5"
 )
 
 // stagingDir is the staging directory on the running system, resolved
@@ -56,7 +60,8 @@ func (a *actions) stageImage(r *Run) (string, error) {
 			return "", err
 		}
 		rec, err = iso.Stage(r.Ctx, src, iso.StageOptions{StagingDir: dir, HostType: a.h.Config.Product.Type,
-			HostVersion: r.State.OldVersion, MD5: r.State.Var(VarMD5), Sums: r.State.Var(VarSums), Trust: tr})
+			HostVersion: r.State.OldVersion, MD5: r.State.Var(VarMD5), SHA256: r.State.Var(VarSHA256Digest),
+			Sums: r.State.Var(VarSums), Trust: tr})
 		if err != nil {
 			return "", err
 		}
@@ -67,12 +72,12 @@ func (a *actions) stageImage(r *Run) (string, error) {
 		if err := r.SetVar(VarSigner, signed); err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("%s staged as %s (%s, md5 %s, %s)", src, filepath.Join(dir, rec.Name), host.FormatSize(rec.Size), rec.MD5, signed), nil
+		return fmt.Sprintf("%s staged as %s (%s, %s, %s)", src, filepath.Join(dir, rec.Name), host.FormatSize(rec.Size), iso.DigestText(rec.Digest), signed), nil
 	})
 	if err != nil {
 		return "", err
 	}
-	if err := r.SetVar(varImageMD5, rec.MD5.String()); err != nil {
+	if err := r.SetVar(varImageDigest, rec.Digest.String()); err != nil {
 		return "", err
 	}
 	return filepath.Join(dir, rec.Name), nil
@@ -96,11 +101,16 @@ func LoadTrust(root host.Root, cfg *host.Config, require bool) (iso.Trust, error
 	return tr, err
 }
 
-// verifyImage checks the staged image against the MD5 it was staged with.
+// verifyImage checks the staged image against the digest it was staged
+// with.
 func (a *actions) verifyImage(r *Run) error {
-	img, want := r.State.Var(VarImage), r.State.Var(varImageMD5)
+	img := r.State.Var(VarImage)
 	return r.Step("iso verify", func() (string, error) {
-		rep, err := iso.Verify(r.Ctx, iso.VerifyOptions{Files: []string{img}, MD5: want})
+		want, err := checksum.ParseDigest(r.State.Var(varImageDigest))
+		if err != nil {
+			return "", host.CannotRun("cannot verify the staged image %s: the digest it was staged with: %v", img, err)
+		}
+		rep, err := iso.Verify(r.Ctx, iso.VerifyOptions{Files: []string{img}, Digest: want})
 		if err != nil {
 			return "", err
 		}
@@ -112,7 +122,7 @@ func (a *actions) verifyImage(r *Run) error {
 			}
 			return "", host.Bad("staged image %s does not verify: %s", img, why)
 		}
-		return fmt.Sprintf("%s md5 %s as staged", img, want), nil
+		return fmt.Sprintf("%s %s as staged", img, iso.DigestText(want)), nil
 	})
 }
 
@@ -148,7 +158,7 @@ func (a *actions) removeImage(r *Run) error {
 	}); err != nil {
 		return err
 	}
-	if err := r.SetVar(varImageMD5, ""); err != nil {
+	if err := r.SetVar(varImageDigest, ""); err != nil {
 		return err
 	}
 	return r.SetVar(VarImage, "")

@@ -2,7 +2,6 @@ package stage_test
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,22 +16,22 @@ import (
 // signed by a key not in the keys directory. Keys and signatures are made
 // by gpg.
 func TestRequireSignature(t *testing.T) {
-	gpg := vendorKeys(t)
+	g := vendorKeys(t)
 	r := rootHost(t)
-	requireSignature(t, gpg, r.root)
+	requireSignature(g, r.root)
 	before := snapshot(t, r.root, true)
 
 	unsigned := acmeISO(t, t.TempDir(), "2", "1")
 	wantExit(t, r, 1, "a signature is required", "setup", "--iso", unsigned)
 	r.must(t, "undo", "setup")
 	stranger := acmeISO(t, t.TempDir(), "2", "1")
-	gpg("--local-user", "x@elsewhere.example", "--detach-sign", filepath.Join(filepath.Dir(stranger), "md5sum.out"))
+	g.Run("--local-user", "x@elsewhere.example", "--detach-sign", filepath.Join(filepath.Dir(stranger), "md5sum.out"))
 	wantExit(t, r, 1, "not in the keys directory", "setup", "--iso", stranger)
 	r.must(t, "undo", "setup")
 	sameSnapshot(t, "after the refused setups", before, snapshot(t, r.root, true))
 
 	signed := acmeISO(t, t.TempDir(), "2", "1")
-	gpg("--local-user", "release@acme.example", "--armor", "--detach-sign", filepath.Join(filepath.Dir(signed), "md5sum.out"))
+	g.Run("--local-user", "release@acme.example", "--armor", "--detach-sign", filepath.Join(filepath.Dir(signed), "md5sum.out"))
 	r.must(t, "setup", "--iso", signed)
 	if out := r.must(t, "status"); !strings.Contains(out, "signed by Acme Release <release@acme.example>") {
 		t.Fatalf("status does not name the signer:\n%s", out)
@@ -42,33 +41,22 @@ func TestRequireSignature(t *testing.T) {
 	}
 }
 
-// vendorKeys makes the vendor's signing key and a stranger's with gpg, and
-// returns gpg with that home.
-func vendorKeys(t *testing.T) func(args ...string) {
-	hosttest.RequireCommand(t, "gpg")
-	home := filepath.Join(t.TempDir(), "gnupg")
-	os.Mkdir(home, 0o700)
-	t.Cleanup(func() { exec.Command("gpgconf", "--homedir", home, "--kill", "all").Run() })
-	gpg := func(args ...string) {
-		t.Helper()
-		out, err := exec.Command("gpg", append([]string{"--homedir", home, "--batch", "--yes", "--pinentry-mode", "loopback", "--passphrase", ""}, args...)...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("gpg %v: %v\n%s", args, err, out)
-		}
-	}
-	gpg("--quick-gen-key", "Acme Release <release@acme.example>", "ed25519", "sign", "0")
-	gpg("--quick-gen-key", "Someone Else <x@elsewhere.example>", "ed25519", "sign", "0")
-	return gpg
+// vendorKeys makes the vendor's signing key and a stranger's with gpg.
+func vendorKeys(t *testing.T) *hosttest.GPG {
+	g := hosttest.NewGPG(t)
+	g.Run("--quick-gen-key", "Acme Release <release@acme.example>", "ed25519", "sign", "0")
+	g.Run("--quick-gen-key", "Someone Else <x@elsewhere.example>", "ed25519", "sign", "0")
+	return g
 }
 
 // requireSignature turns iso.require_signature on for the host at root
 // and puts the vendor's key in its keys directory.
-func requireSignature(t *testing.T, gpg func(args ...string), root string) {
+func requireSignature(g *hosttest.GPG, root string) {
 	conf := filepath.Join(root, "etc/upgradectl/upgradectl.toml")
 	b, _ := os.ReadFile(conf)
 	os.WriteFile(conf, append(b, []byte("\n[iso]\nrequire_signature = true\n")...), 0o644)
 	os.MkdirAll(filepath.Join(root, "etc/upgradectl/keys.d"), 0o755)
-	gpg("--armor", "--output", filepath.Join(root, "etc/upgradectl/keys.d/acme.asc"), "--export", "release@acme.example")
+	g.Run("--armor", "--output", filepath.Join(root, "etc/upgradectl/keys.d/acme.asc"), "--export", "release@acme.example")
 }
 
 // TestSignedUpgradeInContainer: the whole upgrade on a real systemd with
@@ -78,10 +66,10 @@ func requireSignature(t *testing.T, gpg func(args ...string), root string) {
 // to the end, and the archived log names the signer.
 func TestSignedUpgradeInContainer(t *testing.T) {
 	hosttest.RequireCommand(t, "xorriso")
-	gpg := vendorKeys(t)
+	g := vendorKeys(t)
 	c := hosttest.NewContainer(t, hosttest.ContainerOptions{Bin: hosttest.Bin(t), NspawnArgs: []string{"--bind=/dev/fuse"}})
 	setUpHost(t, c.Dir, true, true)
-	requireSignature(t, gpg, c.Dir)
+	requireSignature(g, c.Dir)
 	dir := filepath.Join(c.Dir, "root")
 	var imgs []string
 	for _, signer := range []string{"", "x@elsewhere.example", "release@acme.example"} {
@@ -89,7 +77,7 @@ func TestSignedUpgradeInContainer(t *testing.T) {
 		os.MkdirAll(sub, 0o755)
 		img := acmeISO(t, sub, "2", "1")
 		if signer != "" {
-			gpg("--local-user", signer, "--detach-sign", filepath.Join(filepath.Dir(img), "md5sum.out"))
+			g.Run("--local-user", signer, "--detach-sign", filepath.Join(filepath.Dir(img), "md5sum.out"))
 		}
 		imgs = append(imgs, strings.TrimPrefix(img, c.Dir))
 	}

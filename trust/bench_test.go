@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"upgradectl/host/hosttest"
 )
 
 // BenchmarkSignatureCost is what a signature adds to iso verify for a
@@ -12,18 +14,18 @@ import (
 // checked, for an RSA 3072 and an Ed25519 key made by gpg (goal: under
 // 10 ms).
 func BenchmarkSignatureCost(b *testing.B) {
-	g := newGPG(b)
+	g := hosttest.NewGPG(b)
 	for _, c := range []struct{ name, algo string }{{"rsa3072", "rsa3072"}, {"ed25519", "ed25519"}} {
 		b.Run(c.name, func(b *testing.B) {
 			uid := c.name + "@bench.example"
-			fpr := g.key(uid, c.algo, "0")
+			fpr := g.Key(uid, c.algo, "0")
 			dir := b.TempDir()
 			keys := filepath.Join(dir, "keys.d")
 			os.Mkdir(keys, 0o755)
-			g.export(fpr, filepath.Join(keys, "vendor.asc"), true)
+			g.Export(fpr, filepath.Join(keys, "vendor.asc"), true)
 			sums := filepath.Join(dir, "md5sum.out")
 			os.WriteFile(sums, []byte(sumsText), 0o644)
-			g.run("--local-user", uid, "--armor", "--detach-sign", sums)
+			g.Run("--local-user", uid, "--armor", "--detach-sign", sums)
 			data, _ := os.ReadFile(sums)
 			b.ResetTimer()
 			start := time.Now()

@@ -3,7 +3,6 @@ package trust
 import (
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,82 +13,34 @@ import (
 	"upgradectl/host/hosttest"
 )
 
-// gpgHome is a private GnuPG home with keys made by the real gpg.
-type gpgHome struct {
-	t    testing.TB
-	home string
-}
-
-func newGPG(t testing.TB) *gpgHome {
-	hosttest.RequireCommand(t, "gpg")
-	home := filepath.Join(t.TempDir(), "gnupg")
-	if err := os.Mkdir(home, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { exec.Command("gpgconf", "--homedir", home, "--kill", "all").Run() })
-	return &gpgHome{t, home}
-}
-
-func (g *gpgHome) run(args ...string) string {
-	g.t.Helper()
-	cmd := exec.Command("gpg", append([]string{"--homedir", g.home, "--batch", "--yes", "--pinentry-mode", "loopback", "--passphrase", ""}, args...)...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		g.t.Fatalf("gpg %v: %v\n%s", args, err, out)
-	}
-	return string(out)
-}
-
-// key makes a signing key and returns its fingerprint.
-func (g *gpgHome) key(uid, algo, expire string, extra ...string) string {
-	g.t.Helper()
-	g.run(append(extra, "--quick-gen-key", uid, algo, "sign", expire)...)
-	out := g.run("--with-colons", "--list-keys", uid)
-	for _, l := range strings.Split(out, "\n") {
-		if strings.HasPrefix(l, "fpr:") {
-			return strings.Split(l, ":")[9]
-		}
-	}
-	g.t.Fatalf("no fingerprint for %s", uid)
-	return ""
-}
-
-func (g *gpgHome) export(fpr, to string, armor bool) {
-	args := []string{"--output", to}
-	if armor {
-		args = append(args, "--armor")
-	}
-	g.run(append(args, "--export", fpr)...)
-}
-
 const sumsText = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08  cmp-12.1.2-x86_64.iso\n"
 
 // TestSignatures: keys and signatures made by gpg, each case with the
 // verdict the issue of signed images asks for.
 func TestSignatures(t *testing.T) {
-	g := newGPG(t)
+	g := hosttest.NewGPG(t)
 	dir := t.TempDir()
 	keys := filepath.Join(dir, "keys.d")
 	os.Mkdir(keys, 0o755)
-	rsa := g.key("Vendor RSA <rsa@vendor.example>", "rsa3072", "0")
-	ed := g.key("Vendor Ed <ed@vendor.example>", "ed25519", "0")
-	sub := g.key("Vendor Sub <sub@vendor.example>", "ed25519", "0")
-	g.run("--quick-add-key", sub, "rsa3072", "sign", "0")
-	old := g.key("Vendor Old <old@vendor.example>", "rsa3072", "1d", "--faked-system-time", "20200101T000000")
-	revoked := g.key("Vendor Revoked <revoked@vendor.example>", "rsa3072", "0")
-	weak := g.key("Vendor Weak <weak@vendor.example>", "rsa1024", "0")
-	stranger := g.key("Stranger <x@elsewhere.example>", "ed25519", "0")
-	g.export(rsa, filepath.Join(keys, "rsa.asc"), true)
-	g.export(ed, filepath.Join(keys, "ed.gpg"), false)
-	g.export(sub, filepath.Join(keys, "sub.asc"), true)
-	g.export(old, filepath.Join(keys, "old.asc"), true)
-	g.export(weak, filepath.Join(keys, "weak.asc"), true)
+	rsa := g.Key("Vendor RSA <rsa@vendor.example>", "rsa3072", "0")
+	ed := g.Key("Vendor Ed <ed@vendor.example>", "ed25519", "0")
+	sub := g.Key("Vendor Sub <sub@vendor.example>", "ed25519", "0")
+	g.Run("--quick-add-key", sub, "rsa3072", "sign", "0")
+	old := g.Key("Vendor Old <old@vendor.example>", "rsa3072", "1d", "--faked-system-time", "20200101T000000")
+	revoked := g.Key("Vendor Revoked <revoked@vendor.example>", "rsa3072", "0")
+	weak := g.Key("Vendor Weak <weak@vendor.example>", "rsa1024", "0")
+	stranger := g.Key("Stranger <x@elsewhere.example>", "ed25519", "0")
+	g.Export(rsa, filepath.Join(keys, "rsa.asc"), true)
+	g.Export(ed, filepath.Join(keys, "ed.gpg"), false)
+	g.Export(sub, filepath.Join(keys, "sub.asc"), true)
+	g.Export(old, filepath.Join(keys, "old.asc"), true)
+	g.Export(weak, filepath.Join(keys, "weak.asc"), true)
 	sign := func(name, signer string, args ...string) string {
 		p := filepath.Join(dir, name, "md5sum.out")
 		os.MkdirAll(filepath.Dir(p), 0o755)
 		os.WriteFile(p, []byte(sumsText), 0o644)
 		if signer != "" {
-			g.run(append(append([]string{"--local-user", signer}, args...), p)...)
+			g.Run(append(append([]string{"--local-user", signer}, args...), p)...)
 		}
 		return p
 	}
@@ -97,14 +48,14 @@ func TestSignatures(t *testing.T) {
 	revokedSums := sign("k", revoked, "--detach-sign")
 	// The revocation certificate gpg made with the key, imported: the
 	// exported key is revoked.
-	rev, err := os.ReadFile(filepath.Join(g.home, "openpgp-revocs.d", revoked+".rev"))
+	rev, err := os.ReadFile(filepath.Join(g.Home, "openpgp-revocs.d", revoked+".rev"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	revFile := filepath.Join(dir, "rev.asc")
 	os.WriteFile(revFile, []byte(strings.Replace(string(rev), ":-----BEGIN", "-----BEGIN", 1)), 0o644)
-	g.run("--import", revFile)
-	g.export(revoked, filepath.Join(keys, "revoked.asc"), true)
+	g.Run("--import", revFile)
+	g.Export(revoked, filepath.Join(keys, "revoked.asc"), true)
 
 	k, err := LoadKeys(keys)
 	if err != nil || k.Len() != 6 {
@@ -134,7 +85,7 @@ func TestSignatures(t *testing.T) {
 			other := sign("g", rsa, "--detach-sign")
 			os.Rename(other+".sig", p+".sig")
 			os.WriteFile(other, []byte("other\n"), 0o644)
-			g.run("--local-user", rsa, "--detach-sign", "--output", p+".sig", other)
+			g.Run("--local-user", rsa, "--detach-sign", "--output", p+".sig", other)
 			return p
 		}, "", "bad signature"},
 		{"truncated signature", func() string {

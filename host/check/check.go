@@ -1,6 +1,7 @@
 // Package check runs the local pre- and post-upgrade health checks: clock
 // synchronisation, NTP servers, the hardware clock, free space, backups,
-// failed systemd units and password hashes.
+// failed systemd units and password hashes, and the checks callers add
+// with Options.Extra (iso.keys, from package stage).
 //
 // Each check has a stable id, a status (pass, warn, fail, skip), a one-line
 // message, structured data, and a severity that says what a failure means:
@@ -144,6 +145,20 @@ type Options struct {
 	// Accept waives the failure of these check ids, on top of the
 	// configuration's checks.accept.
 	Accept []string
+	// Extra are checks from packages this one may not import, run after
+	// the checks of this package.
+	Extra []Extra
+}
+
+// Extra is a check that needs more than this package may import (it
+// imports only host): the caller passes it in Options.Extra, as the check
+// command and the stage engine pass stage.Checks (iso.keys, which reads
+// OpenPGP keys).
+type Extra struct {
+	ID       string
+	Severity Severity // on failure, unless checks.severity says otherwise
+	Profiles []string // Pre, Post
+	Run      func(ctx context.Context, root host.Root, cfg *host.Config) Result
 }
 
 // env is what a check gets.
@@ -173,30 +188,24 @@ var checkers = []checker{
 	{"auth.password-hash", Inhibitor, []string{Pre}, checkPasswordHash},
 }
 
-// Extra is a check that a package above this one adds, because it needs
-// more than host (the fleet's checks need etcd).
-type Extra struct {
-	ID       string
-	Severity Severity // default severity on failure
-	Profiles []string
-	Run      func(ctx context.Context, root host.Root, cfg *host.Config) Result
-}
-
-// Register adds x after the checks of this package, at init time (before
-// any Run).
-func Register(x Extra) {
-	checkers = append(checkers, checker{x.ID, x.Severity, x.Profiles, func(ctx context.Context, e *env) Result {
-		return x.Run(ctx, e.root, e.cfg)
-	}})
-}
-
-// IDs returns every check id in report order.
-func IDs() []string {
-	ids := make([]string, len(checkers))
-	for i, c := range checkers {
-		ids[i] = c.id
+// IDs returns every check id in report order, those of extra last.
+func IDs(extra ...Extra) []string {
+	var ids []string
+	for _, c := range withExtra(extra) {
+		ids = append(ids, c.id)
 	}
 	return ids
+}
+
+// withExtra is every check in report order, those of extra last.
+func withExtra(extra []Extra) []checker {
+	all := slices.Clone(checkers)
+	for _, x := range extra {
+		all = append(all, checker{x.ID, x.Severity, x.Profiles, func(ctx context.Context, e *env) Result {
+			return x.Run(ctx, e.root, e.cfg)
+		}})
+	}
+	return all
 }
 
 // grace is how long past the shared timeout Run waits for a check that
@@ -215,6 +224,10 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 	profile := opts.Profile
 	if profile == "" {
 		profile = Pre
+	}
+	all := withExtra(opts.Extra)
+	known := func(id string) bool {
+		return slices.ContainsFunc(all, func(c checker) bool { return c.id == id })
 	}
 	var problems []string
 	if profile != Pre && profile != Post {
@@ -240,11 +253,11 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 	}
 	if len(problems) > 0 {
 		return Report{}, host.WithHint(host.Usage("cannot run checks: %s", strings.Join(problems, "; ")),
-			"the checks are "+strings.Join(IDs(), ", "))
+			"the checks are "+strings.Join(IDs(opts.Extra...), ", "))
 	}
 
 	var run []checker
-	for _, c := range checkers {
+	for _, c := range all {
 		if len(opts.Only) > 0 {
 			if slices.Contains(opts.Only, c.id) {
 				run = append(run, c)
@@ -322,15 +335,6 @@ wait:
 		}
 	}
 	return rep, nil
-}
-
-func known(id string) bool {
-	for _, c := range checkers {
-		if c.id == id {
-			return true
-		}
-	}
-	return false
 }
 
 // safeRun runs one check; a panic becomes a failed result, never a crash.

@@ -42,6 +42,7 @@ var packageOf = map[string]string{
 	"mkfs.ext4": "e2fsprogs", "fusermount3": "fuse3", "setfacl": "acl", "getfacl": "acl",
 	"setcap": "libcap2-bin", "getcap": "libcap2-bin", "setfattr": "attr", "cpio": "cpio",
 	"busybox": "busybox-static", "md5sum": "coreutils", "unshare": "util-linux",
+	"sha256sum": "coreutils", "sha512sum": "coreutils", "openssl": "openssl",
 }
 
 // Run runs a command and fails the test with its output if it fails.
