@@ -114,6 +114,8 @@ bench)
 	# one table: each ratio's median and its min-max.
 	mkdir -p bin
 	go build -o bin/benchtable ./internal/benchtable
+	# The machine the table was measured on heads it.
+	echo "measured $(date -u +%Y-%m-%dT%H:%MZ) at $(version) on $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), $(free -g | awk '/^Mem:/ {print $2}') GiB, Linux $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 	UPGRADECTL_BIN="$PWD/bin/upgradectl" go test -run '^$' -bench "${2:-.}" -benchtime 1x -count "${BENCH_COUNT:-5}" -timeout 60m ./... |
 		bin/benchtable
 	;;
