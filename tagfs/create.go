@@ -140,6 +140,9 @@ func (t *Tags) prepare(items []item, idx map[string]int, rec *Record, version st
 	defer c.close()
 	for i := range items {
 		it := &items[i]
+		if it.untagged {
+			continue // stateAbsent
+		}
 		d, err := c.open(it.dir)
 		if err != nil {
 			probs.add("%s: %v", it.path(), err)

@@ -19,6 +19,10 @@ type item struct {
 	st    unix.Stat_t
 	done  bool // already tagged with this version
 	state int  // of the .Old.. name when planned: stateAbsent or stateOurs
+	// untagged: the walk's listing of the directory had no .Old.. name for
+	// it, so prepare need not look (one taken since is refused by the
+	// link that puts the copy in place).
+	untagged bool
 }
 
 func (it item) path() string { return path.Join(it.dir, it.name) }
@@ -88,19 +92,18 @@ func (t *Tags) expand(paths []string, force bool) ([]item, error) {
 		checked[d.host] = true
 		return true
 	}
-	add := func(d *dir, name string, st unix.Stat_t) {
+	// add plans name in d; locked is its immutable or append-only flag.
+	add := func(d *dir, name string, st unix.Stat_t, locked string, untagged bool) {
 		p := d.hostPath(name)
 		if seen[p] {
 			return
 		}
 		seen[p] = true
-		if st.Mode&unix.S_IFMT == unix.S_IFREG {
-			if f := lockedFlag(d.fd, name); f != "" {
-				probs.add("%s: the file is %s: the upgrade could not replace it, nor a backout put it back", p, f)
-				return
-			}
+		if st.Mode&unix.S_IFMT == unix.S_IFREG && locked != "" {
+			probs.add("%s: the file is %s: the upgrade could not replace it, nor a backout put it back", p, locked)
+			return
 		}
-		items = append(items, item{dir: d.host, name: name, st: st})
+		items = append(items, item{dir: d.host, name: name, st: st, untagged: untagged})
 	}
 	for _, p := range paths {
 		dp, name, err := t.resolve(p)
@@ -137,11 +140,11 @@ func (t *Tags) expand(paths []string, force bool) ([]item, error) {
 					probs.add("in %s: stopped there", sd.host)
 				}
 				return ok
-			}, func(sd *dir, n string, st unix.Stat_t) { add(sd, n, st) }, &probs)
+			}, add, &probs)
 			sub.close()
 		case st.Mode&unix.S_IFMT == unix.S_IFREG, st.Mode&unix.S_IFMT == unix.S_IFLNK:
 			if checkDir(d) {
-				add(d, name, st)
+				add(d, name, st, lockedFlag(d.fd, name), false)
 			}
 		default:
 			probs.add("%s: not a regular file, symlink or directory", p)
@@ -194,9 +197,11 @@ func openSubdir(d *dir, name string) (*dir, error) {
 }
 
 // walk calls file for every regular file and symlink below d (d included)
-// on device dev, in name order, skipping tagged copies and temporaries.
-// enter decides whether a directory is walked.
-func (t *Tags) walk(d *dir, dev uint64, enter func(*dir) bool, file func(*dir, string, unix.Stat_t), probs *problems) {
+// on device dev, in name order, skipping tagged copies and temporaries,
+// with its stat, its immutable or append-only flag, and whether the
+// directory has no .Old.. name for it. enter decides whether a directory
+// is walked.
+func (t *Tags) walk(d *dir, dev uint64, enter func(*dir) bool, file func(d *dir, name string, st unix.Stat_t, locked string, untagged bool), probs *problems) {
 	if !enter(d) {
 		return
 	}
@@ -206,6 +211,15 @@ func (t *Tags) walk(d *dir, dev uint64, enter func(*dir) bool, file func(*dir, s
 		return
 	}
 	sort.Strings(names)
+	var tagged map[string]bool // the .Old.. names here, usually none
+	for _, n := range names {
+		if strings.HasPrefix(n, Prefix) {
+			if tagged == nil {
+				tagged = map[string]bool{}
+			}
+			tagged[n] = true
+		}
+	}
 	for _, n := range names {
 		if strings.HasPrefix(n, Prefix) {
 			continue
@@ -214,7 +228,7 @@ func (t *Tags) walk(d *dir, dev uint64, enter func(*dir) bool, file func(*dir, s
 			probs.add("%s: the name ends in %s, kept for temporary files", d.hostPath(n), tmpSuffix)
 			continue
 		}
-		st, err := lstatAt(d, n)
+		st, locked, err := statxAt(d, n)
 		if err != nil {
 			if err != unix.ENOENT {
 				probs.add("%s: %v", d.hostPath(n), err)
@@ -223,7 +237,7 @@ func (t *Tags) walk(d *dir, dev uint64, enter func(*dir) bool, file func(*dir, s
 		}
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFREG, unix.S_IFLNK:
-			file(d, n, st)
+			file(d, n, st, locked, !tagged[TaggedName(n)])
 		case unix.S_IFDIR:
 			if st.Dev != dev || d.real+"/"+n == t.stateDir {
 				continue // another filesystem mounted here, or our own state
