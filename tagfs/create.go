@@ -347,7 +347,7 @@ func (t *Tags) createAll(items []item, rec *Record, idx map[string]int, version 
 	var next atomic.Int64
 	var failed atomic.Bool
 	var wg sync.WaitGroup
-	for w := workers(); w > 0; w-- {
+	for w := min(workers(), len(runs)); w > 0; w-- { // no more than there are directories
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
