@@ -78,18 +78,6 @@ func usedBytes(b *testing.B, dir string) int64 {
 	return int64(s.Blocks-s.Bfree) * s.Bsize
 }
 
-func syncfs(b *testing.B, dir string) {
-	b.Helper()
-	f, err := os.Open(dir)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	if err := unix.Syncfs(int(f.Fd())); err != nil {
-		b.Fatal(err)
-	}
-}
-
 // benchRun counts the paired runs of BenchmarkCreateUsr, so that every
 // other run puts the standard tool first.
 var benchRun int
@@ -134,7 +122,7 @@ func BenchmarkCreateUsr(b *testing.B) {
 				root := hosttest.LoopFS(b, fs.name, max(4<<30, 4*total))
 				usr := filepath.Join(root, "usr")
 				makeUsr(b, usr, files, total)
-				syncfs(b, root)
+				hosttest.SyncFS(b, root)
 
 				// cp's time (with the sync) and the space its copy took.
 				cp := func() (time.Duration, int64) {
@@ -144,13 +132,13 @@ func BenchmarkCreateUsr(b *testing.B) {
 					if err != nil {
 						b.Fatalf("cp: %v %s", err, out)
 					}
-					syncfs(b, root)
+					hosttest.SyncFS(b, root)
 					d := time.Since(start)
 					space := usedBytes(b, root) - used
 					if err := os.RemoveAll(filepath.Join(root, "cp-copy")); err != nil {
 						b.Fatal(err)
 					}
-					syncfs(b, root)
+					hosttest.SyncFS(b, root)
 					return d, space
 				}
 				// tag create's time (with the sync it does) and the space
@@ -173,7 +161,7 @@ func BenchmarkCreateUsr(b *testing.B) {
 					if err != nil {
 						b.Fatal(err)
 					}
-					syncfs(b, root)
+					hosttest.SyncFS(b, root)
 					if fi, err := os.Stat(filepath.Join(state, RecordFile)); err == nil {
 						recordSize = fi.Size()
 					}
@@ -183,7 +171,7 @@ func BenchmarkCreateUsr(b *testing.B) {
 					if _, err := tg.Clean(CleanOptions{}); err != nil {
 						b.Fatal(err)
 					}
-					syncfs(b, root)
+					hosttest.SyncFS(b, root)
 					return d, space
 				}
 				var tCp, tTag time.Duration

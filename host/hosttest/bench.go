@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // RandomFile writes size bytes of real random data (not a sparse file: a
@@ -103,4 +105,20 @@ func VersusTool(b *testing.B, unit string, ours func(), name string, args ...str
 	b.ReportMetric(float64(toolTime)/float64(oursTime), unit)
 	b.ReportMetric(float64(toolCPU)/float64(oursCPU), unit+"-cpu")
 	return oursTime, toolTime
+}
+
+// SyncFS writes out everything dirty on the filesystem of dir: a
+// benchmark calls it before each timed run, so that no run is slowed by
+// the writeback of what an earlier one wrote, and where the tool compared
+// against syncs.
+func SyncFS(tb testing.TB, dir string) {
+	tb.Helper()
+	f, err := os.Open(dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		tb.Fatal(err)
+	}
 }
