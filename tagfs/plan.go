@@ -69,6 +69,25 @@ func (t *Tags) resolve(p string) (dirPath, name string, err error) {
 	return path.Dir(hp), path.Base(hp), nil
 }
 
+// resolveIn is resolve that resolves each parent directory once: parents
+// maps the parents (as given) of the clean paths resolved so far to their
+// resolved host paths. The name is not looked at in resolving, so paths
+// with the same parent have the same resolved directory.
+func (t *Tags) resolveIn(p string, parents map[string]string) (dirPath, name string, err error) {
+	clean := strings.HasPrefix(p, "/") && p != "/" && path.Clean(p) == p
+	if clean {
+		parent, base := path.Split(p)
+		if dp, ok := parents[parent]; ok {
+			return dp, base, nil
+		}
+		if dirPath, name, err = t.resolve(p); err == nil && name == base {
+			parents[parent] = dirPath
+		}
+		return dirPath, name, err
+	}
+	return t.resolve(p)
+}
+
 // expand plans the files to tag for the given host paths: a directory
 // stands for the regular files and symlinks below it (on the same
 // filesystem, tagged copies and temporaries left out). Every problem is
@@ -109,8 +128,13 @@ func (t *Tags) expand(paths []string, force bool) ([]item, error) {
 		}
 		items = append(items, item{dir: dp, name: name, st: st, untagged: untagged})
 	}
+	// A list of files (--list, --iso) names many in one directory: each
+	// directory is resolved and opened once for a run of them.
+	c := t.cursor()
+	defer c.close()
+	parents := map[string]string{} // a path's parent as given -> resolved
 	for _, p := range paths {
-		dp, name, err := t.resolve(p)
+		dp, name, err := t.resolveIn(p, parents)
 		if err != nil {
 			probs.add("%v", err)
 			continue
@@ -123,7 +147,7 @@ func (t *Tags) expand(paths []string, force bool) ([]item, error) {
 			probs.add("%s: the name ends in %s, kept for temporary files", p, tmpSuffix)
 			continue
 		}
-		d, err := t.openDir(dp)
+		d, err := c.open(dp)
 		if err != nil {
 			probs.add("%s: %v", p, err)
 			continue
@@ -154,7 +178,6 @@ func (t *Tags) expand(paths []string, force bool) ([]item, error) {
 		default:
 			probs.add("%s: not a regular file, symlink or directory", p)
 		}
-		d.close()
 	}
 	if len(probs) > 0 {
 		// One line per directory refusal is enough.
