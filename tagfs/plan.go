@@ -17,6 +17,7 @@ import (
 type item struct {
 	dir   string
 	name  string
+	hp    string // dir/name, made once: every step looks items up by it
 	st    unix.Stat_t
 	done  bool // already tagged with this version
 	state int  // of the .Old.. name when planned: stateAbsent or stateOurs
@@ -26,7 +27,12 @@ type item struct {
 	untagged bool
 }
 
-func (it item) path() string { return path.Join(it.dir, it.name) }
+func (it item) path() string {
+	if it.hp != "" {
+		return it.hp
+	}
+	return path.Join(it.dir, it.name)
+}
 
 // problems collects every problem of an input before anything is done.
 type problems []string
@@ -126,7 +132,7 @@ func (t *Tags) expand(paths []string, force bool) ([]item, error) {
 			probs.add("%s: the file is %s: the upgrade could not replace it, nor a backout put it back", p, locked)
 			return
 		}
-		items = append(items, item{dir: dp, name: name, st: st, untagged: untagged})
+		items = append(items, item{dir: dp, name: name, hp: p, st: st, untagged: untagged})
 	}
 	// A list of files (--list, --iso) names many in one directory: each
 	// directory is resolved and opened once for a run of them.
