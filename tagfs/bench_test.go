@@ -113,6 +113,9 @@ func BenchmarkCreateUsr(b *testing.B) {
 	}
 	// UPGRADECTL_BENCH_DIGEST=1 measures tag create --digest.
 	digest := os.Getenv("UPGRADECTL_BENCH_DIGEST") != ""
+	// UPGRADECTL_BENCH_LIST=1 gives tag create every file of the tree, as
+	// --list and --iso do, instead of its directory.
+	list := os.Getenv("UPGRADECTL_BENCH_LIST") != ""
 	for _, fs := range []struct {
 		name string
 		cp   []string
@@ -130,6 +133,16 @@ func BenchmarkCreateUsr(b *testing.B) {
 				usr := filepath.Join(root, "usr")
 				makeUsr(b, usr, files, total)
 				hosttest.SyncFS(b, root)
+				paths := []string{"/usr"}
+				if list {
+					paths = nil
+					filepath.WalkDir(usr, func(p string, e os.DirEntry, err error) error {
+						if err == nil && !e.IsDir() {
+							paths = append(paths, strings.TrimPrefix(p, root))
+						}
+						return err
+					})
+				}
 
 				// cp's times (with the sync) and the space its copy took.
 				cp := func() (m measured) {
@@ -165,7 +178,7 @@ func BenchmarkCreateUsr(b *testing.B) {
 					b.StartTimer()
 					start, cpu := time.Now(), hosttest.SelfCPU()
 					var err error
-					rep, err = tg.Create("1", []string{"/usr"}, CreateOptions{Digest: digest})
+					rep, err = tg.Create("1", paths, CreateOptions{Digest: digest})
 					m.wall, m.cpu = time.Since(start), hosttest.SelfCPU()-cpu
 					b.StopTimer()
 					if err != nil {
