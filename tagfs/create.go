@@ -140,6 +140,9 @@ func (t *Tags) prepare(items []item, idx map[string]int, rec *Record, version st
 	defer c.close()
 	for i := range items {
 		it := &items[i]
+		if it.untagged {
+			continue // stateAbsent
+		}
 		d, err := c.open(it.dir)
 		if err != nil {
 			probs.add("%s: %v", it.path(), err)
@@ -344,7 +347,7 @@ func (t *Tags) createAll(items []item, rec *Record, idx map[string]int, version 
 	var next atomic.Int64
 	var failed atomic.Bool
 	var wg sync.WaitGroup
-	for w := workers(); w > 0; w-- {
+	for w := min(workers(), len(runs)); w > 0; w-- { // no more than there are directories
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

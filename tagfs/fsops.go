@@ -121,6 +121,10 @@ func lockedFlag(dirfd int, name string) string {
 	if unix.Statx(dirfd, name, flags, 0, &sx) != nil {
 		return ""
 	}
+	return lockedOf(&sx)
+}
+
+func lockedOf(sx *unix.Statx_t) string {
 	switch a := sx.Attributes & sx.Attributes_mask; {
 	case a&unix.STATX_ATTR_IMMUTABLE != 0:
 		return "immutable (chattr +i)"
@@ -128,6 +132,35 @@ func lockedFlag(dirfd int, name string) string {
 		return "append-only (chattr +a)"
 	}
 	return ""
+}
+
+// statxAt is lstatAt and lockedFlag in one call (the walk makes one for
+// every file of a tree).
+func statxAt(d *dir, name string) (unix.Stat_t, string, error) {
+	var sx unix.Statx_t
+	if err := unix.Statx(d.fd, name, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BASIC_STATS, &sx); err != nil {
+		return unix.Stat_t{}, "", err
+	}
+	if sx.Mask&unix.STATX_BASIC_STATS != unix.STATX_BASIC_STATS {
+		st, err := lstatAt(d, name)
+		return st, lockedOf(&sx), err
+	}
+	ts := func(t unix.StatxTimestamp) unix.Timespec { return unix.Timespec{Sec: t.Sec, Nsec: int64(t.Nsec)} }
+	return unix.Stat_t{
+		Dev:     unix.Mkdev(sx.Dev_major, sx.Dev_minor),
+		Ino:     sx.Ino,
+		Nlink:   uint64(sx.Nlink),
+		Mode:    uint32(sx.Mode),
+		Uid:     sx.Uid,
+		Gid:     sx.Gid,
+		Rdev:    unix.Mkdev(sx.Rdev_major, sx.Rdev_minor),
+		Size:    int64(sx.Size),
+		Blksize: int64(sx.Blksize),
+		Blocks:  int64(sx.Blocks),
+		Atim:    ts(sx.Atime),
+		Mtim:    ts(sx.Mtime),
+		Ctim:    ts(sx.Ctime),
+	}, lockedOf(&sx), nil
 }
 
 // getAttr returns the version attribute of name in d (not followed).

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"upgradectl/host"
 )
@@ -96,6 +97,29 @@ func FuzzNames(f *testing.F) {
 		}
 		if !reflect.DeepEqual(Entry{Path: p}.Tagged(), tagged) {
 			t.Fatal("Entry.Tagged differs")
+		}
+	})
+}
+
+// FuzzEntryJSON: the record's entries are written without reflection;
+// the bytes are the ones encoding/json writes for the same fields.
+func FuzzEntryJSON(f *testing.F) {
+	f.Add("/usr/bin/ls", "file", "xxh64:00ff", int64(3), uint32(0o100755), uint32(0), uint32(0), int64(1), uint64(7), int64(-2), true)
+	f.Add("/a", "", "", int64(0), uint32(0), uint32(1), uint32(2), int64(0), uint64(0), int64(0), false)
+	f.Add("/opt/x\xff", "symlink", "", int64(-1), uint32(0o120777), uint32(1<<31), uint32(5), int64(1<<62), uint64(1<<63), int64(9), false)
+	f.Add("/q\"\\<>&\u2028\x01\x7f/é", "file\n", "<>", int64(1), uint32(1), uint32(1), uint32(1), int64(1), uint64(1), int64(1), true)
+	f.Fuzz(func(t *testing.T, p, typ, digest string, size int64, mode, uid, gid uint32, mtime int64, ino uint64, ctime int64, cloned bool) {
+		e := Entry{Path: p, Type: typ, Digest: digest, Size: size, Mode: mode, UID: uid, GID: gid, Mtime: mtime, Ino: ino, Ctime: ctime, Cloned: cloned, Created: true}
+		v := entryJSON{entryFields: entryFields(e)}
+		if !utf8.ValidString(p) {
+			v.PathBytes = []byte(p)
+		}
+		want, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := e.appendJSON(nil); string(got) != string(want) {
+			t.Fatalf("got  %s\nwant %s", got, want)
 		}
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -16,12 +17,22 @@ import (
 type item struct {
 	dir   string
 	name  string
+	hp    string // dir/name, made once: every step looks items up by it
 	st    unix.Stat_t
 	done  bool // already tagged with this version
 	state int  // of the .Old.. name when planned: stateAbsent or stateOurs
+	// untagged: the walk's listing of the directory had no .Old.. name for
+	// it, so prepare need not look (one taken since is refused by the
+	// link that puts the copy in place).
+	untagged bool
 }
 
-func (it item) path() string { return path.Join(it.dir, it.name) }
+func (it item) path() string {
+	if it.hp != "" {
+		return it.hp
+	}
+	return path.Join(it.dir, it.name)
+}
 
 // problems collects every problem of an input before anything is done.
 type problems []string
@@ -64,6 +75,25 @@ func (t *Tags) resolve(p string) (dirPath, name string, err error) {
 	return path.Dir(hp), path.Base(hp), nil
 }
 
+// resolveIn is resolve that resolves each parent directory once: parents
+// maps the parents (as given) of the clean paths resolved so far to their
+// resolved host paths. The name is not looked at in resolving, so paths
+// with the same parent have the same resolved directory.
+func (t *Tags) resolveIn(p string, parents map[string]string) (dirPath, name string, err error) {
+	clean := strings.HasPrefix(p, "/") && p != "/" && path.Clean(p) == p
+	if clean {
+		parent, base := path.Split(p)
+		if dp, ok := parents[parent]; ok {
+			return dp, base, nil
+		}
+		if dirPath, name, err = t.resolve(p); err == nil && name == base {
+			parents[parent] = dirPath
+		}
+		return dirPath, name, err
+	}
+	return t.resolve(p)
+}
+
 // expand plans the files to tag for the given host paths: a directory
 // stands for the regular files and symlinks below it (on the same
 // filesystem, tagged copies and temporaries left out). Every problem is
@@ -73,37 +103,44 @@ func (t *Tags) expand(paths []string, force bool) ([]item, error) {
 	var items []item
 	seen := map[string]bool{}
 	checked := map[string]bool{}
-	checkDir := func(d *dir) bool {
-		if checked[d.host] {
+	// checkDir says whether copies can be made in the directory at host
+	// path dp (stat st, immutable or append-only flag locked).
+	checkDir := func(dp string, st *unix.Stat_t, locked string) bool {
+		if checked[dp] {
 			return true
 		}
-		if who := writableByOthers(&d.st); who != "" && !force {
-			probs.add("in %s: the directory is writable by %s (use --force to tag there anyway)", d.host, who)
+		if who := writableByOthers(st); who != "" && !force {
+			probs.add("in %s: the directory is writable by %s (use --force to tag there anyway)", dp, who)
 			return false
 		}
-		if f := lockedFlag(d.fd, ""); f != "" {
-			probs.add("in %s: the directory is %s: no tagged copy can be made or put back there", d.host, f)
+		if locked != "" {
+			probs.add("in %s: the directory is %s: no tagged copy can be made or put back there", dp, locked)
 			return false
 		}
-		checked[d.host] = true
+		checked[dp] = true
 		return true
 	}
-	add := func(d *dir, name string, st unix.Stat_t) {
-		p := d.hostPath(name)
+	// add plans name in the directory at host path dp; locked is its
+	// immutable or append-only flag.
+	add := func(dp, name string, st unix.Stat_t, locked string, untagged bool) {
+		p := path.Join(dp, name)
 		if seen[p] {
 			return
 		}
 		seen[p] = true
-		if st.Mode&unix.S_IFMT == unix.S_IFREG {
-			if f := lockedFlag(d.fd, name); f != "" {
-				probs.add("%s: the file is %s: the upgrade could not replace it, nor a backout put it back", p, f)
-				return
-			}
+		if st.Mode&unix.S_IFMT == unix.S_IFREG && locked != "" {
+			probs.add("%s: the file is %s: the upgrade could not replace it, nor a backout put it back", p, locked)
+			return
 		}
-		items = append(items, item{dir: d.host, name: name, st: st})
+		items = append(items, item{dir: dp, name: name, hp: p, st: st, untagged: untagged})
 	}
+	// A list of files (--list, --iso) names many in one directory: each
+	// directory is resolved and opened once for a run of them.
+	c := t.cursor()
+	defer c.close()
+	parents := map[string]string{} // a path's parent as given -> resolved
 	for _, p := range paths {
-		dp, name, err := t.resolve(p)
+		dp, name, err := t.resolveIn(p, parents)
 		if err != nil {
 			probs.add("%v", err)
 			continue
@@ -116,12 +153,12 @@ func (t *Tags) expand(paths []string, force bool) ([]item, error) {
 			probs.add("%s: the name ends in %s, kept for temporary files", p, tmpSuffix)
 			continue
 		}
-		d, err := t.openDir(dp)
+		d, err := c.open(dp)
 		if err != nil {
 			probs.add("%s: %v", p, err)
 			continue
 		}
-		st, err := lstatAt(d, name)
+		st, locked, err := statxAt(d, name)
 		switch {
 		case err != nil:
 			probs.add("%s: %v", p, err)
@@ -131,22 +168,22 @@ func (t *Tags) expand(paths []string, force bool) ([]item, error) {
 				probs.add("%s: %v", p, err)
 				break
 			}
-			t.walk(sub, st.Dev, func(sd *dir) bool {
-				ok := checkDir(sd)
+			tree := t.readTree(sub, st.Dev, make(chan struct{}, workers()-1))
+			sub.close()
+			tree.walk(func(w *walked) bool {
+				ok := checkDir(w.host, &w.st, w.locked)
 				if !ok {
-					probs.add("in %s: stopped there", sd.host)
+					probs.add("in %s: stopped there", w.host)
 				}
 				return ok
-			}, func(sd *dir, n string, st unix.Stat_t) { add(sd, n, st) }, &probs)
-			sub.close()
+			}, add, &probs)
 		case st.Mode&unix.S_IFMT == unix.S_IFREG, st.Mode&unix.S_IFMT == unix.S_IFLNK:
-			if checkDir(d) {
-				add(d, name, st)
+			if checked[d.host] || checkDir(d.host, &d.st, lockedFlag(d.fd, "")) {
+				add(d.host, name, st, locked, false)
 			}
 		default:
 			probs.add("%s: not a regular file, symlink or directory", p)
 		}
-		d.close()
 	}
 	if len(probs) > 0 {
 		// One line per directory refusal is enough.
@@ -193,48 +230,113 @@ func openSubdir(d *dir, name string) (*dir, error) {
 	return sd, nil
 }
 
-// walk calls file for every regular file and symlink below d (d included)
-// on device dev, in name order, skipping tagged copies and temporaries.
-// enter decides whether a directory is walked.
-func (t *Tags) walk(d *dir, dev uint64, enter func(*dir) bool, file func(*dir, string, unix.Stat_t), probs *problems) {
-	if !enter(d) {
-		return
+// walked is a directory read by readTree, what the walk needs of it.
+type walked struct {
+	host    string
+	st      unix.Stat_t
+	locked  string // its immutable or append-only flag
+	entries []walkedEntry
+}
+
+// walkedEntry is a regular file or symlink in a walked directory, a
+// directory below it, or a problem found there.
+type walkedEntry struct {
+	name     string
+	st       unix.Stat_t
+	locked   string
+	untagged bool    // the directory has no .Old.. name for it
+	sub      *walked // a directory below
+	prob     string
+}
+
+// readTree reads d and the directories below it on device dev (not the
+// state directory), in name order, skipping tagged copies and
+// temporaries. Directories below are read on up to cap(sem) more
+// goroutines (a walk is one statx a file, work that runs in parallel).
+func (t *Tags) readTree(d *dir, dev uint64, sem chan struct{}) *walked {
+	w := &walked{host: d.host, st: d.st, locked: lockedFlag(d.fd, "")}
+	prob := func(format string, args ...any) {
+		w.entries = append(w.entries, walkedEntry{prob: fmt.Sprintf(format, args...)})
 	}
 	names, err := d.f.Readdirnames(-1)
 	if err != nil {
-		probs.add("%s: %v", d.host, errors.Unwrap(err))
-		return
+		prob("%s: %v", d.host, errors.Unwrap(err))
+		return w
 	}
 	sort.Strings(names)
+	var tagged map[string]bool // the .Old.. names here, usually none
+	for _, n := range names {
+		if strings.HasPrefix(n, Prefix) {
+			if tagged == nil {
+				tagged = map[string]bool{}
+			}
+			tagged[n] = true
+		}
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for _, n := range names {
 		if strings.HasPrefix(n, Prefix) {
 			continue
 		}
 		if strings.HasSuffix(n, tmpSuffix) {
-			probs.add("%s: the name ends in %s, kept for temporary files", d.hostPath(n), tmpSuffix)
+			prob("%s: the name ends in %s, kept for temporary files", d.hostPath(n), tmpSuffix)
 			continue
 		}
-		st, err := lstatAt(d, n)
+		st, locked, err := statxAt(d, n)
 		if err != nil {
 			if err != unix.ENOENT {
-				probs.add("%s: %v", d.hostPath(n), err)
+				prob("%s: %v", d.hostPath(n), err)
 			}
 			continue
 		}
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFREG, unix.S_IFLNK:
-			file(d, n, st)
+			w.entries = append(w.entries, walkedEntry{name: n, st: st, locked: locked, untagged: !tagged[TaggedName(n)]})
 		case unix.S_IFDIR:
 			if st.Dev != dev || d.real+"/"+n == t.stateDir {
 				continue // another filesystem mounted here, or our own state
 			}
 			sd, err := openSubdir(d, n)
 			if err != nil {
-				probs.add("%s: %v", d.hostPath(n), err)
+				prob("%s: %v", d.hostPath(n), err)
 				continue
 			}
-			t.walk(sd, dev, enter, file, probs)
-			sd.close()
+			sub := new(walked)
+			w.entries = append(w.entries, walkedEntry{sub: sub})
+			select {
+			case sem <- struct{}{}:
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					*sub = *t.readTree(sd, dev, sem)
+					sd.close()
+					<-sem
+				}()
+			default:
+				*sub = *t.readTree(sd, dev, sem)
+				sd.close()
+			}
+		}
+	}
+	return w
+}
+
+// walk calls file for every regular file and symlink of the tree read, in
+// name order, and adds the problems found reading it. enter decides
+// whether a directory is walked.
+func (w *walked) walk(enter func(*walked) bool, file func(dir, name string, st unix.Stat_t, locked string, untagged bool), probs *problems) {
+	if !enter(w) {
+		return
+	}
+	for _, e := range w.entries {
+		switch {
+		case e.prob != "":
+			*probs = append(*probs, e.prob)
+		case e.sub != nil:
+			e.sub.walk(enter, file, probs)
+		default:
+			file(w.host, e.name, e.st, e.locked, e.untagged)
 		}
 	}
 }

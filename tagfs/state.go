@@ -2,12 +2,15 @@ package tagfs
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -65,11 +68,63 @@ type entryFields Entry // Entry's fields without its JSON methods
 
 // MarshalJSON writes the entry, its path byte for byte.
 func (e Entry) MarshalJSON() ([]byte, error) {
-	v := entryJSON{entryFields: entryFields(e)}
-	if !utf8.ValidString(e.Path) {
-		v.PathBytes = []byte(e.Path)
+	return e.appendJSON(nil), nil
+}
+
+// appendJSON appends the entry as encoding/json writes an entryJSON (the
+// same fields, order and escaping), without reflection: the record of a
+// large set is written twice by every create.
+func (e Entry) appendJSON(b []byte) []byte {
+	b = append(b, `{"path":`...)
+	b = appendJSONString(b, e.Path)
+	if e.Type != "" {
+		b = append(b, `,"type":`...)
+		b = appendJSONString(b, e.Type)
 	}
-	return json.Marshal(v)
+	if e.Size != 0 {
+		b = strconv.AppendInt(append(b, `,"size":`...), e.Size, 10)
+	}
+	if e.Mode != 0 {
+		b = strconv.AppendUint(append(b, `,"mode":`...), uint64(e.Mode), 10)
+	}
+	b = strconv.AppendUint(append(b, `,"uid":`...), uint64(e.UID), 10)
+	b = strconv.AppendUint(append(b, `,"gid":`...), uint64(e.GID), 10)
+	if e.Mtime != 0 {
+		b = strconv.AppendInt(append(b, `,"mtime_ns":`...), e.Mtime, 10)
+	}
+	if e.Digest != "" {
+		b = append(b, `,"digest":`...)
+		b = appendJSONString(b, e.Digest)
+	}
+	if e.Ino != 0 {
+		b = strconv.AppendUint(append(b, `,"ino":`...), e.Ino, 10)
+	}
+	if e.Ctime != 0 {
+		b = strconv.AppendInt(append(b, `,"ctime_ns":`...), e.Ctime, 10)
+	}
+	if e.Cloned {
+		b = append(b, `,"cloned":true`...)
+	}
+	if !utf8.ValidString(e.Path) {
+		b = append(b, `,"path_bytes":"`...)
+		b = base64.StdEncoding.AppendEncode(b, []byte(e.Path))
+		b = append(b, '"')
+	}
+	return append(b, '}')
+}
+
+// appendJSONString appends s quoted as encoding/json quotes it: printable
+// ASCII that needs no escape as it is, anything else through the encoder.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // UnmarshalJSON reads an entry, taking the path from path_bytes if there.
@@ -195,17 +250,13 @@ func marshalRecord(r *Record) ([]byte, error) {
 	}
 	// Replace the trailing "files":null} with the list.
 	b = bytes.TrimSuffix(b, []byte(`"files":null}`))
+	b = slices.Grow(b, 16+len(files)*192) // an entry with a digest is about 170 bytes
 	b = append(b, `"files":[`...)
 	for i, e := range files {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, "\n "...)
-		eb, err := json.Marshal(e)
-		if err != nil {
-			return nil, err
-		}
-		b = append(b, eb...)
+		b = e.appendJSON(append(b, "\n "...))
 	}
 	return append(b, "\n]}"...), nil
 }

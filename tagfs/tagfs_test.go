@@ -596,3 +596,32 @@ func TestCommandThroughSymlinks(t *testing.T) {
 		}
 	}
 }
+
+// TestResolveIn: paths of one parent are resolved once, to what each
+// alone resolves to, through a symlinked directory and an absolute link
+// inside the root; unclean paths are resolved on their own.
+func TestResolveIn(t *testing.T) {
+	root := t.TempDir()
+	writeFile(t, filepath.Join(root, "usr/bin/a"), []byte("a"), 0o644)
+	writeFile(t, filepath.Join(root, "usr/bin/b"), []byte("b"), 0o644)
+	if err := os.Symlink("usr/bin", filepath.Join(root, "bin")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/usr", filepath.Join(root, "abs")); err != nil {
+		t.Fatal(err)
+	}
+	tg := newTestTags(t, root)
+	parents := map[string]string{}
+	for _, p := range []string{"/bin/a", "/bin/b", "/bin/missing", "/abs/bin/a", "/usr/bin/a", "/bin/../bin/b", "/bin/", "/bin", "/"} {
+		wd, wn, werr := tg.resolve(p)
+		for range 2 { // resolved, then from parents
+			d, n, err := tg.resolveIn(p, parents)
+			if d != wd || n != wn || (err == nil) != (werr == nil) {
+				t.Errorf("resolveIn(%q) = %q %q %v; resolve: %q %q %v", p, d, n, err, wd, wn, werr)
+			}
+		}
+	}
+	if parents["/bin/"] != "/usr/bin" || len(parents) != 4 {
+		t.Errorf("parents = %v", parents)
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // RandomFile writes size bytes of real random data (not a sparse file: a
@@ -47,13 +49,13 @@ func BenchSize(full, short int64) int64 {
 // Timed runs a standard tool for a benchmark that compares against it and
 // returns how long it took; the tool must succeed.
 func Timed(tb testing.TB, name string, args ...string) time.Duration {
-	d, _ := timedCPU(tb, name, args...)
+	d, _ := TimedCPU(tb, name, args...)
 	return d
 }
 
-// timedCPU is Timed that also returns the CPU time (user and system) the
+// TimedCPU is Timed that also returns the CPU time (user and system) the
 // tool used.
-func timedCPU(tb testing.TB, name string, args ...string) (wall, cpu time.Duration) {
+func TimedCPU(tb testing.TB, name string, args ...string) (wall, cpu time.Duration) {
 	tb.Helper()
 	RequireCommand(tb, name)
 	start := time.Now()
@@ -66,12 +68,18 @@ func timedCPU(tb testing.TB, name string, args ...string) (wall, cpu time.Durati
 	return wall, cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 }
 
-// selfCPU is the CPU time this process has used so far.
-func selfCPU() time.Duration {
+// SelfCPU is the CPU time this process has used so far (all its threads,
+// user and system).
+func SelfCPU() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// versusRuns counts the runs of VersusTool in this process, so that the
+// tool goes first every other run also when each benchmark runs once
+// (-benchtime 1x -count N).
+var versusRuns int
 
 // VersusTool runs ours and the standard tool (name args...) b.N times each,
 // alternating which goes first, and reports the ratio of the tool's wall
@@ -83,24 +91,42 @@ func VersusTool(b *testing.B, unit string, ours func(), name string, args ...str
 	RequireCommand(b, name)
 	var oursCPU, toolCPU time.Duration
 	tool := func() {
-		w, c := timedCPU(b, name, args...)
+		w, c := TimedCPU(b, name, args...)
 		toolTime += w
 		toolCPU += c
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if i%2 == 0 {
+		toolFirst := versusRuns%2 == 0
+		versusRuns++
+		if toolFirst {
 			tool()
 		}
-		start, cpu := time.Now(), selfCPU()
+		start, cpu := time.Now(), SelfCPU()
 		ours()
 		oursTime += time.Since(start)
-		oursCPU += selfCPU() - cpu
-		if i%2 == 1 {
+		oursCPU += SelfCPU() - cpu
+		if !toolFirst {
 			tool()
 		}
 	}
 	b.ReportMetric(float64(toolTime)/float64(oursTime), unit)
 	b.ReportMetric(float64(toolCPU)/float64(oursCPU), unit+"-cpu")
 	return oursTime, toolTime
+}
+
+// SyncFS writes out everything dirty on the filesystem of dir: a
+// benchmark calls it before each timed run, so that no run is slowed by
+// the writeback of what an earlier one wrote, and where the tool compared
+// against syncs.
+func SyncFS(tb testing.TB, dir string) {
+	tb.Helper()
+	f, err := os.Open(dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		tb.Fatal(err)
+	}
 }
