@@ -108,6 +108,10 @@ func Open(cfg host.FleetConfig, root host.Root, stateDir string) (*Fleet, error)
 		Logger:      zap.NewNop(),
 	})
 	if err != nil {
+		// With a user, the client signs in at once: a dial that timed out.
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("no answer within fleet.dial_timeout %s", cfg.DialTimeout.Duration)
+		}
 		return nil, unreachable(cfg, err)
 	}
 	f := &Fleet{Config: cfg, ID: id, cli: cli, timeout: cfg.RequestTimeout.Duration}
@@ -215,6 +219,10 @@ func tlsConfig(cfg host.FleetConfig, root host.Root) (*tls.Config, error) {
 // unreachable is the error of a fleet that cannot coordinate: exit 3.
 func unreachable(cfg host.FleetConfig, err error) error {
 	msg := err.Error()
+	if strings.Contains(msg, "authentication failed") || strings.Contains(msg, "permission denied") {
+		return host.WithHint(host.CannotRun("etcd (%s) refused user %q: %s", strings.Join(cfg.Endpoints, ", "), cfg.User, host.OneLine(msg)),
+			"nothing was changed; check fleet.user and fleet.password, and that the user's role may read and write upgradectl/ and com.coreos.airlock/")
+	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		msg = "no answer within fleet.request_timeout " + cfg.RequestTimeout.Duration.String()
 	}

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"upgradectl/host"
 	"upgradectl/host/hosttest"
 )
@@ -308,6 +310,14 @@ func TestUnreachableIsExit3(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("took %s with a 500ms request timeout", d)
 	}
+	// With a user the client signs in when it is made: the same error,
+	// without the password.
+	cfg.User, cfg.Password = "upgradectl", "s3cret-pass"
+	root, _ := host.NewRoot(t.TempDir())
+	if _, err := Open(cfg, root, t.TempDir()); host.KindOf(err) != host.KindCannotRun || strings.Contains(err.Error(), "s3cret") ||
+		!strings.Contains(err.Error(), "fleet.dial_timeout") {
+		t.Errorf("signing in without etcd: %v", err)
+	}
 	if ok, lines := f.Health(context.Background()); ok || len(lines) != 2 || !strings.HasPrefix(lines[1], "no quorum") {
 		t.Errorf("health without etcd: %v %q", ok, lines)
 	}
@@ -374,5 +384,99 @@ func TestQuorumLost(t *testing.T) {
 	}
 	if held, err := f.Holds(ctx, "default", "m"); !held || err != nil {
 		t.Errorf("the slot taken before the outage is gone: %v", err)
+	}
+}
+
+// TestTLS: an etcd that serves clients over TLS only and requires a
+// client certificate, with the CA, certificate and key read under the
+// root as fleet.ca, fleet.cert and fleet.key.
+func TestTLS(t *testing.T) {
+	e := hosttest.NewEtcdTLS(t)
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "etc/upgradectl/tls"), 0o755)
+	for _, f := range []string{"ca.pem", "client.pem", "client.key"} {
+		b, err := os.ReadFile(filepath.Join(e.TLSDir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, "etc/upgradectl/tls", f), b, 0o600)
+	}
+	root, _ := host.NewRoot(dir)
+	cfg := testConfig(e.Endpoints(), "m", "default", 1)
+	cfg.RequestTimeout.Duration = 2 * time.Second
+	cfg.CA, cfg.Cert, cfg.Key = "/etc/upgradectl/tls/ca.pem", "/etc/upgradectl/tls/client.pem", "/etc/upgradectl/tls/client.key"
+	publish := func(cfg host.FleetConfig) error {
+		f, err := Open(cfg, root, t.TempDir())
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return f.Publish(context.Background(), Member{Active: "1"})
+	}
+	if err := publish(cfg); err != nil {
+		t.Fatalf("over TLS with a client certificate: %v", err)
+	}
+	noCert := cfg
+	noCert.Cert, noCert.Key = "", ""
+	if err := publish(noCert); host.KindOf(err) != host.KindCannotRun {
+		t.Errorf("without a client certificate: %v, want exit 3", err)
+	}
+	noCA := cfg
+	noCA.CA = ""
+	if err := publish(noCA); host.KindOf(err) != host.KindCannotRun {
+		t.Errorf("without the CA: %v, want exit 3", err)
+	}
+	missing := cfg
+	missing.CA = "/etc/upgradectl/tls/none.pem"
+	if err := publish(missing); err == nil || !strings.Contains(err.Error(), "cannot read fleet.ca /etc/upgradectl/tls/none.pem") {
+		t.Errorf("a missing CA file: %v", err)
+	}
+}
+
+// TestAuth: an etcd with authentication on and a user whose role may
+// write the fleet's keys only. The password signs in and is never shown;
+// a wrong one is refused (exit 3).
+func TestAuth(t *testing.T) {
+	e := hosttest.NewEtcd(t, 1)
+	ctx := context.Background()
+	admin, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints(), DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	for _, step := range []func() error{
+		func() error { _, err := admin.UserAdd(ctx, "root", "root-pass"); return err },
+		func() error { _, err := admin.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := admin.RoleAdd(ctx, "fleet"); return err },
+		func() error {
+			_, err := admin.RoleGrantPermission(ctx, "fleet", "upgradectl/", clientv3.GetPrefixRangeEnd("upgradectl/"), clientv3.PermissionType(clientv3.PermReadWrite))
+			return err
+		},
+		func() error {
+			_, err := admin.RoleGrantPermission(ctx, "fleet", "com.coreos.airlock/", clientv3.GetPrefixRangeEnd("com.coreos.airlock/"), clientv3.PermissionType(clientv3.PermReadWrite))
+			return err
+		},
+		func() error { _, err := admin.UserAdd(ctx, "upgradectl", "s3cret-pass"); return err },
+		func() error { _, err := admin.UserGrantRole(ctx, "upgradectl", "fleet"); return err },
+		func() error { _, err := admin.AuthEnable(ctx); return err },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := testConfig(e.Endpoints(), "m", "default", 1)
+	cfg.User, cfg.Password = "upgradectl", "s3cret-pass"
+	f := open(t, cfg)
+	if err := f.Publish(ctx, Member{Active: "1"}); err != nil {
+		t.Fatalf("publish as a fleet user: %v", err)
+	}
+	if err := f.Take(ctx, 0, nil); err != nil {
+		t.Fatalf("take a slot as a fleet user: %v", err)
+	}
+	cfg.Password = "wrong-pass"
+	root, _ := host.NewRoot(t.TempDir())
+	_, err = Open(cfg, root, t.TempDir())
+	if host.KindOf(err) != host.KindCannotRun || strings.Contains(err.Error(), "wrong-pass") || !strings.Contains(err.Error(), `refused user "upgradectl"`) {
+		t.Errorf("a wrong password: %v", err)
 	}
 }

@@ -1,7 +1,15 @@
 package hosttest
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -19,6 +27,10 @@ type Etcd struct {
 	t     testing.TB
 	dir   string
 	nodes []*etcdNode
+	// TLSDir, for a cluster made by NewEtcdTLS, holds ca.pem, client.pem
+	// and client.key.
+	TLSDir string
+	client *http.Client
 }
 
 type etcdNode struct {
@@ -31,11 +43,28 @@ type etcdNode struct {
 // It skips the test where etcd is not installed.
 func NewEtcd(t testing.TB, n int) *Etcd {
 	t.Helper()
+	return newEtcd(t, n, false)
+}
+
+// NewEtcdTLS starts a 1-node etcd that serves clients over TLS only and
+// requires a client certificate, both signed by a CA made for the test.
+func NewEtcdTLS(t testing.TB) *Etcd {
+	t.Helper()
+	return newEtcd(t, 1, true)
+}
+
+func newEtcd(t testing.TB, n int, secure bool) *Etcd {
 	RequireCommand(t, "etcd")
-	c := &Etcd{t: t, dir: t.TempDir()}
+	c := &Etcd{t: t, dir: t.TempDir(), client: http.DefaultClient}
+	scheme := "http://"
+	if secure {
+		scheme = "https://"
+		c.TLSDir = filepath.Join(c.dir, "tls")
+		c.client = &http.Client{Transport: &http.Transport{TLSClientConfig: makeCerts(t, c.TLSDir)}}
+	}
 	var initial []string
 	for i := 0; i < n; i++ {
-		nd := &etcdNode{name: fmt.Sprintf("n%d", i), client: "http://" + freePort(t), peer: "http://" + freePort(t)}
+		nd := &etcdNode{name: fmt.Sprintf("n%d", i), client: scheme + freePort(t), peer: "http://" + freePort(t)}
 		c.nodes = append(c.nodes, nd)
 		initial = append(initial, nd.name+"="+nd.peer)
 	}
@@ -75,6 +104,10 @@ func (c *Etcd) start(i int, initial string) {
 		"--listen-peer-urls", nd.peer, "--initial-advertise-peer-urls", nd.peer,
 		"--initial-cluster", initial, "--initial-cluster-state", "new", "--initial-cluster-token", filepath.Base(c.dir),
 		"--heartbeat-interval", "50", "--election-timeout", "500", "--logger", "zap", "--log-outputs", "stderr")
+	if c.TLSDir != "" {
+		nd.cmd.Args = append(nd.cmd.Args, "--cert-file", filepath.Join(c.TLSDir, "server.pem"), "--key-file", filepath.Join(c.TLSDir, "server.key"),
+			"--trusted-ca-file", filepath.Join(c.TLSDir, "ca.pem"), "--client-cert-auth")
+	}
 	nd.cmd.Stdout, nd.cmd.Stderr = logf, logf
 	nd.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := nd.cmd.Start(); err != nil {
@@ -118,7 +151,7 @@ func (c *Etcd) WaitHealthy(timeout time.Duration) {
 			continue
 		}
 		for {
-			resp, err := http.Get(nd.client + "/health")
+			resp, err := c.client.Get(nd.client + "/health")
 			ok := false
 			if err == nil {
 				var b [256]byte
@@ -142,4 +175,47 @@ func (c *Etcd) stopAll() {
 	for i := range c.nodes {
 		c.Kill(i)
 	}
+}
+
+// makeCerts writes a CA, a server certificate for 127.0.0.1 and a client
+// certificate into dir, and returns the client's TLS configuration.
+func makeCerts(t testing.TB, dir string) *tls.Config {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test etcd CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	write := func(name, typ string, der []byte) {
+		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("ca.pem", "CERTIFICATE", caDER)
+	var pair tls.Certificate
+	for i, who := range []string{"server", "client"} {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(int64(i + 2)), Subject: pkix.Name{CommonName: who},
+			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+			IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kder, _ := x509.MarshalECPrivateKey(key)
+		write(who+".pem", "CERTIFICATE", der)
+		write(who+".key", "EC PRIVATE KEY", kder)
+		pair = tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}}
 }
