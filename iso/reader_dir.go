@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"path"
 	"slices"
 	"strings"
 	"time"
@@ -39,7 +40,11 @@ type Entry struct {
 	Rdev uint64
 
 	extents []extent // data; one for a directory
-	zf      *zfInfo  // zisofs-compressed: the extents hold rawSize bytes
+	// dir is the path in the image of the directory listing this entry
+	// ("" for the root), so that a warning about its own entries names
+	// the whole path.
+	dir     string
+	zf      *zfInfo // zisofs-compressed: the extents hold rawSize bytes
 	rawSize int64
 }
 
@@ -125,9 +130,17 @@ func (im *Image) list(d *Entry, p string) (*dirList, error) {
 	return l, l.err
 }
 
+// pathOf is d's path in the image, as found by listing its parents.
+func pathOf(d *Entry) string {
+	if d.dir == "" && d.Name == "" {
+		return "/"
+	}
+	return path.Join("/", d.dir, d.Name)
+}
+
 // Children returns the entries of directory d sorted by name.
 func (im *Image) Children(d *Entry) ([]*Entry, error) {
-	l, err := im.list(d, d.Name)
+	l, err := im.list(d, pathOf(d))
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +150,7 @@ func (im *Image) Children(d *Entry) ([]*Entry, error) {
 // Child returns the entry called name in directory d, or nil and no error
 // if there is none.
 func (im *Image) Child(d *Entry, name string) (*Entry, error) {
-	l, err := im.list(d, d.Name)
+	l, err := im.list(d, pathOf(d))
 	if err != nil {
 		return nil, err
 	}
@@ -212,6 +225,9 @@ func (im *Image) parseDir(d *Entry, p string) ([]*Entry, map[string]*Entry, erro
 		}
 		e, err := im.entryOf(pending, &ri, p)
 		pending = pending[:0]
+		if e != nil {
+			e.dir = p
+		}
 		if err != nil {
 			return nil, nil, err
 		}
