@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -53,5 +55,27 @@ func TestJSONAlways(t *testing.T) {
 				t.Errorf("%v: exit %v in the JSON, %d returned", tc.args, m["exit"], code)
 			}
 		}
+	}
+}
+
+// TestJSONReportWithItsFailure: a command that writes its report and then
+// fails (tag create of a file that is not there) gives the reason in the
+// same JSON object, as "error", "exit" and "hint".
+func TestJSONReportWithItsFailure(t *testing.T) {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ := runCLI(t, "--root", root, "--json", "tag", "create", "--version", "1", "/x/none")
+	var rep struct {
+		Action, Error string
+		Done          []string
+		Exit          int
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 1 {
+		t.Fatalf("exit %d, %v:\n%s", code, err, out)
+	}
+	if rep.Action != "create" || rep.Done == nil || rep.Exit != 1 || !strings.Contains(rep.Error, "/x/none") {
+		t.Errorf("report with its failure: %+v", rep)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -290,7 +291,11 @@ func tagLocked(name string, f func(*cli.Context, *env, *tagfs.Tags) (any, string
 			err = lerr
 		}
 		if e.JSON && rep != nil {
-			return firstErr(writeJSON(e, rep), err)
+			if err != nil {
+				// The report of what was done, and why the rest was not.
+				return firstErr(writeJSONFailed(e, rep, err), err)
+			}
+			return writeJSON(e, rep)
 		}
 		if msg != "" && err == nil {
 			fmt.Fprintln(e.Out, msg)
@@ -303,6 +308,33 @@ func writeJSON(e *env, v any) error {
 	enc := json.NewEncoder(e.Out)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// writeJSONFailed writes the JSON object v with the failure err added as
+// "error", "exit" and "hint", as the failure object of any command has them.
+func writeJSONFailed(e *env, v any, err error) error {
+	b, merr := json.Marshal(v)
+	if merr != nil || len(b) < 2 || b[0] != '{' {
+		return writeJSON(e, v)
+	}
+	tail, _ := json.Marshal(struct {
+		Error string `json:"error"`
+		Exit  int    `json:"exit"`
+		Hint  string `json:"hint,omitempty"`
+	}{err.Error(), exitCode(err), hint(err)})
+	if len(b) > 2 {
+		b = append(b[:len(b)-1], ',')
+	} else {
+		b = b[:1]
+	}
+	b = append(b, tail[1:]...)
+	var out bytes.Buffer
+	if err := json.Indent(&out, b, "", "  "); err != nil {
+		return err
+	}
+	out.WriteByte('\n')
+	_, werr := e.Out.Write(out.Bytes())
+	return werr
 }
 
 func firstErr(errs ...error) error {
