@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -91,7 +92,7 @@ func Open(cfg host.FleetConfig, root host.Root, stateDir string) (*Fleet, error)
 	id := ""
 	if stateDir != "" { // "": only to read the fleet (checks)
 		var err error
-		if id, err = memberID(cfg, root, stateDir); err != nil {
+		if id, err = memberID(cfg, root, stateDir, true); err != nil {
 			return nil, err
 		}
 	}
@@ -116,7 +117,8 @@ func Open(cfg host.FleetConfig, root host.Root, stateDir string) (*Fleet, error)
 	}
 	f := &Fleet{Config: cfg, ID: id, cli: cli, timeout: cfg.RequestTimeout.Duration}
 	if cfg.FleetlockURL != "" {
-		f.slots = &fleetLock{url: strings.TrimRight(cfg.FleetlockURL, "/"), tls: tlsc, timeout: f.timeout}
+		f.slots = &fleetLock{url: strings.TrimRight(cfg.FleetlockURL, "/"), timeout: f.timeout,
+			client: &http.Client{Transport: &http.Transport{TLSClientConfig: tlsc}}}
 	} else {
 		f.slots = &semaphore{f: f}
 	}
@@ -131,9 +133,15 @@ func (f *Fleet) Close() error {
 	return f.cli.Close()
 }
 
+// MemberID is this server's member id as Open finds it, without
+// connecting and without keeping a new one (status shows it).
+func MemberID(cfg host.FleetConfig, root host.Root, stateDir string) (string, error) {
+	return memberID(cfg, root, stateDir, false)
+}
+
 // memberID is the configured id, else the one kept in the state
-// directory, else /etc/machine-id under the root (then kept).
-func memberID(cfg host.FleetConfig, root host.Root, stateDir string) (string, error) {
+// directory, else /etc/machine-id under the root (then kept, with keep).
+func memberID(cfg host.FleetConfig, root host.Root, stateDir string, keep bool) (string, error) {
 	if cfg.Member != "" {
 		return cfg.Member, nil
 	}
@@ -156,6 +164,9 @@ func memberID(cfg host.FleetConfig, root host.Root, stateDir string) (string, er
 	if err != nil || !idRE.MatchString(id) {
 		return "", host.WithHint(host.CannotRun("no fleet member id: /etc/machine-id is missing or empty (%v)", err),
 			"set [fleet] member in the configuration, or create /etc/machine-id with systemd-machine-id-setup")
+	}
+	if !keep {
+		return id, nil
 	}
 	if err := os.MkdirAll(stateDir, 0o755); err != nil {
 		return "", host.CannotRun("cannot keep the fleet member id: %v", err)
@@ -300,14 +311,21 @@ func (f *Fleet) Publish(ctx context.Context, m Member) error {
 	if err != nil {
 		return err
 	}
-	if _, err := f.txn(ctx, nil, clientv3.OpPut(f.MemberKey(f.ID), string(b))); err != nil {
-		return err
-	}
+	// One transaction: the record, and the cluster version where there is
+	// none yet.
+	put := clientv3.OpPut(f.MemberKey(f.ID), string(b))
+	var (
+		cmps []clientv3.Cmp
+		then = []clientv3.Op{put}
+		els  []clientv3.Op
+	)
 	if m.Active != "" {
 		cv, _ := json.Marshal(ClusterVersion{Version: m.Active, By: f.ID, Time: m.Time})
 		vk := f.VersionKey()
-		_, err = f.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.Version(vk), "=", 0)}, clientv3.OpPut(vk, string(cv)))
+		cmps = []clientv3.Cmp{clientv3.Compare(clientv3.Version(vk), "=", 0)}
+		then, els = append(then, clientv3.OpPut(vk, string(cv))), []clientv3.Op{put}
 	}
+	_, err = f.do(ctx, clientv3.OpTxn(cmps, then, els))
 	return err
 }
 

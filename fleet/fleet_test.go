@@ -330,18 +330,25 @@ func TestMemberIDFromMachineID(t *testing.T) {
 	root, _ := host.NewRoot(dir)
 	state := filepath.Join(dir, "var/lib/upgradectl")
 	cfg := testConfig([]string{"http://127.0.0.1:9"}, "", "default", 1)
-	id, err := memberID(cfg, root, state)
+	// Read only, as status reads it: nothing kept.
+	if id, err := MemberID(cfg, root, state); err != nil || id != "0123456789abcdef0123456789abcdef" {
+		t.Fatalf("id %q %v", id, err)
+	}
+	if _, err := os.Stat(filepath.Join(state, MemberFile)); !os.IsNotExist(err) {
+		t.Fatalf("MemberID kept the id: %v", err)
+	}
+	id, err := memberID(cfg, root, state, true)
 	if err != nil || id != "0123456789abcdef0123456789abcdef" {
 		t.Fatalf("id %q %v", id, err)
 	}
 	// Kept: a new machine id does not change the member.
 	os.WriteFile(filepath.Join(dir, "etc/machine-id"), []byte("ffffffffffffffffffffffffffffffff\n"), 0o444)
-	if id2, _ := memberID(cfg, root, state); id2 != id {
+	if id2, _ := memberID(cfg, root, state, true); id2 != id {
 		t.Errorf("id changed with the machine id: %q", id2)
 	}
 	os.Remove(filepath.Join(state, MemberFile))
 	os.WriteFile(filepath.Join(dir, "etc/machine-id"), nil, 0o444)
-	if _, err := memberID(cfg, root, state); err == nil || !strings.Contains(err.Error(), "machine-id") {
+	if _, err := memberID(cfg, root, state, true); err == nil || !strings.Contains(err.Error(), "machine-id") {
 		t.Errorf("empty machine id: %v", err)
 	}
 }

@@ -3,7 +3,6 @@ package fleet
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -242,8 +241,8 @@ func (f *Fleet) Release(ctx context.Context, group, id string) (was bool, err er
 // anything else a refusal.
 type fleetLock struct {
 	url     string
-	tls     *tls.Config
 	timeout time.Duration
+	client  *http.Client // one for every request: its connections are kept
 }
 
 func (fl *fleetLock) post(ctx context.Context, path, group, id string) (int, string, error) {
@@ -256,8 +255,7 @@ func (fl *fleetLock) post(ctx context.Context, path, group, id string) (int, str
 	}
 	req.Header.Set("fleet-lock-protocol", "true")
 	req.Header.Set("Content-Type", "application/json")
-	c := &http.Client{Transport: &http.Transport{TLSClientConfig: fl.tls}}
-	resp, err := c.Do(req)
+	resp, err := fl.client.Do(req)
 	if err != nil {
 		return 0, "", host.WithHint(host.CannotRun("FleetLock server %s is unreachable: %v", fl.url, err),
 			"nothing was changed; start the FleetLock server, then run the command again")

@@ -336,11 +336,10 @@ func checkFleetVersions(ctx context.Context, root host.Root, cfg *host.Config) c
 // etcd (status works while etcd is down).
 func (a *actions) fleetFact() Fact {
 	c := a.h.Config.Fleet
-	f, err := fleet.Open(c, a.h.Root, a.state)
+	id, err := fleet.MemberID(c, a.h.Root, a.state)
 	if err != nil {
 		return Fact{"fleet", "unknown: " + host.OneLine(err.Error())}
 	}
-	defer f.Close()
 	return Fact{"fleet", fmt.Sprintf("member %s of cluster %s, group %s (slots %d); 'upgradectl fleet status' shows every member",
-		f.ID, c.Cluster, c.Group, c.Slots)}
+		id, c.Cluster, c.Group, c.Slots)}
 }
