@@ -176,7 +176,7 @@ func printFleetStatus(e *env, st *FleetStatus) {
 		if len(g.Holders) > 0 {
 			held = "; held by " + strings.Join(g.Holders, ", ")
 		}
-		fmt.Fprintf(w, "group %s: %s, %d free%s\n", g.Group, plural(int(g.TotalSlots), "slot"), g.Free, held)
+		fmt.Fprintf(w, "group %s: %s, %d free%s\n", g.Group, host.Plural(int(g.TotalSlots), "slot"), g.Free, held)
 	}
 	other := false
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -195,7 +195,7 @@ func printFleetStatus(e *env, st *FleetStatus) {
 			orDash(m.Active), orDash(m.New), orDash(m.Stage), orDash(m.Status), orDash(m.Maintenance), slot, seen(m.Time))
 	}
 	tw.Flush()
-	fmt.Fprint(w, plural(len(st.Members), "member"))
+	fmt.Fprint(w, host.Plural(len(st.Members), "member"))
 	if other {
 		fmt.Fprint(w, "; * runs another version than the cluster's")
 	}
@@ -207,11 +207,4 @@ func seen(t time.Time) string {
 		return "-"
 	}
 	return fmt.Sprintf("%s (%s ago)", stamp(t), time.Since(t).Round(time.Second))
-}
-
-func plural(n int, word string) string {
-	if n == 1 {
-		return "1 " + word
-	}
-	return fmt.Sprintf("%d %ss", n, word)
 }

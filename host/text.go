@@ -52,3 +52,11 @@ func isRuneError(s string) bool {
 	r, n := utf8.DecodeRuneInString(s)
 	return r == utf8.RuneError && n == 3
 }
+
+// Plural is "1 word" or "n words".
+func Plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}

@@ -361,12 +361,6 @@ func unreadable(what string, err error) Result {
 }
 
 // plural is "1 unit", "2 units".
-func plural(n int, word string) string {
-	if n == 1 {
-		return fmt.Sprintf("%d %s", n, word)
-	}
-	return fmt.Sprintf("%d %ss", n, word)
-}
 
 // sortedKeys returns m's keys in order.
 func sortedKeys[V any](m map[string]V) []string {

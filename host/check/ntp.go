@@ -14,6 +14,8 @@ import (
 
 	"github.com/beevik/ntp"
 	"golang.org/x/sys/unix"
+
+	"upgradectl/host"
 )
 
 // timeDaemons are the process names of the time daemons reported by
@@ -202,7 +204,7 @@ func judgeServers(res []serverResult, problems []string, fail time.Duration) Res
 		detail = ": " + strings.Join(notes, "; ")
 	}
 	if len(usable) == 0 {
-		return Result{Status: Fail, Data: d, Message: fmt.Sprintf("no usable NTP server (%s)%s", plural(len(res), "server"), detail)}
+		return Result{Status: Fail, Data: d, Message: fmt.Sprintf("no usable NTP server (%s)%s", host.Plural(len(res), "server"), detail)}
 	}
 	sort.Slice(usable, func(i, j int) bool { return abs(usable[i].Offset) < abs(usable[j].Offset) })
 	best := usable[0]
@@ -212,10 +214,10 @@ func judgeServers(res []serverResult, problems []string, fail time.Duration) Res
 		return Result{Status: Fail, Data: d, Message: fmt.Sprintf("clock off by %s from the closest server %s (limit %s)%s", fmtOffset(off), best.Address, fail, detail)}
 	case bad > 0 || len(problems) > 0:
 		return Result{Status: Warn, Data: d, Message: fmt.Sprintf("%d of %s good, offset %s to %s%s",
-			len(res)-bad, plural(len(res), "server"), fmtOffset(off), best.Address, detail)}
+			len(res)-bad, host.Plural(len(res), "server"), fmtOffset(off), best.Address, detail)}
 	}
 	return Result{Status: Pass, Data: d, Message: fmt.Sprintf("%s reachable and synchronised, offset %s to %s",
-		plural(len(res), "server"), fmtOffset(off), best.Address)}
+		host.Plural(len(res), "server"), fmtOffset(off), best.Address)}
 }
 
 // maxAddresses is how many addresses of one server name are queried: as

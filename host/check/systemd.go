@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/coreos/go-systemd/v22/dbus"
+
+	"upgradectl/host"
 )
 
 // unitData is one failed unit.
@@ -51,5 +53,5 @@ func checkFailedUnits(ctx context.Context, e *env) Result {
 	if len(out) == 0 {
 		return Result{Status: Pass, Data: out, Message: "no failed units"}
 	}
-	return Result{Status: Fail, Data: out, Message: fmt.Sprintf("%s failed: %s", plural(len(out), "unit"), strings.Join(names, ", "))}
+	return Result{Status: Fail, Data: out, Message: fmt.Sprintf("%s failed: %s", host.Plural(len(out), "unit"), strings.Join(names, ", "))}
 }
