@@ -169,13 +169,7 @@ func (e *Engine) Do(ctx context.Context, n Name, opts Options) error {
 	if err := e.allowDo(st, n, opts); err != nil {
 		return err
 	}
-	if err := e.checkRepair(st, index(n), opts.Force); err != nil {
-		return err
-	}
-	if err := e.gate(ctx, st, n, false, opts); err != nil {
-		return err
-	}
-	return e.runDo(ctx, st, n, opts)
+	return e.byHand(ctx, st, n, false, opts)
 }
 
 // Undo undoes stage n: only the latest stage not undone, only before switch.
@@ -191,13 +185,7 @@ func (e *Engine) Undo(ctx context.Context, n Name, opts Options) error {
 	if err := e.allowUndo(st, n); err != nil {
 		return err
 	}
-	if err := e.checkRepair(st, index(n)-1, opts.Force); err != nil {
-		return err
-	}
-	if err := e.gate(ctx, st, n, true, opts); err != nil {
-		return err
-	}
-	return e.runUndo(ctx, st, n)
+	return e.byHand(ctx, st, n, true, opts)
 }
 
 // Continue runs the next action, whatever it is: it completes an
@@ -218,24 +206,12 @@ func (e *Engine) Continue(ctx context.Context, opts Options) (Name, error) {
 		// Clean is done but the archive was cut short.
 		return Clean, e.archive(st)
 	case opUndo:
-		if err := e.checkRepair(st, index(n)-1, opts.Force); err != nil {
-			return n, err
-		}
-		if err := e.gate(ctx, st, n, true, opts); err != nil {
-			return n, err
-		}
-		return n, e.runUndo(ctx, st, n)
+		return n, e.byHand(ctx, st, n, true, opts)
 	}
 	if err := e.allowDo(st, n, opts); err != nil {
 		return n, err
 	}
-	if err := e.checkRepair(st, index(n), opts.Force); err != nil {
-		return n, err
-	}
-	if err := e.gate(ctx, st, n, false, opts); err != nil {
-		return n, err
-	}
-	return n, e.runDo(ctx, st, n, opts)
+	return n, e.byHand(ctx, st, n, false, opts)
 }
 
 // Resume is the boot hook's action: it completes a stage (or an undo) that
@@ -286,11 +262,26 @@ func (e *Engine) Resume(ctx context.Context) (Name, error) {
 	return n, e.runDo(ctx, st, n, Options{})
 }
 
-func (e *Engine) gate(ctx context.Context, st *State, n Name, undo bool, opts Options) error {
-	if e.Gate == nil {
-		return nil
+// byHand runs stage n (its undo when undo) for a command, once allowed:
+// the done stages before it are held to the host, the gate (the fleet) is
+// asked, then it runs.
+func (e *Engine) byHand(ctx context.Context, st *State, n Name, undo bool, opts Options) error {
+	upto := index(n)
+	if undo {
+		upto--
 	}
-	return e.Gate(ctx, st, n, undo, opts)
+	if err := e.checkRepair(st, upto, opts.Force); err != nil {
+		return err
+	}
+	if e.Gate != nil {
+		if err := e.Gate(ctx, st, n, undo, opts); err != nil {
+			return err
+		}
+	}
+	if undo {
+		return e.runUndo(ctx, st, n)
+	}
+	return e.runDo(ctx, st, n, opts)
 }
 
 // next is the preferred next action on st.
