@@ -228,6 +228,25 @@ func waitResume(t *testing.T, c *hosttest.Container, n int) []host.LogEntry {
 	}
 }
 
+// waitJournal waits up to 30 seconds for text in this boot's journal of
+// unit, and returns the journal. journald reads a service's output from
+// its stream on its own time: the unit's "Deactivated successfully",
+// which systemd sends itself, can be in the journal before the last
+// lines the service printed (seen in CI).
+func waitJournal(c *hosttest.Container, unit, text string) (string, bool) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		j, _, _ := c.Exec("journalctl", "-b", "-u", unit, "--no-pager")
+		if strings.Contains(j, text) {
+			return j, true
+		}
+		if time.Now().After(deadline) {
+			return j, false
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
 // reboot waits for the container to reboot (nspawn exits 133) and boots it
 // again.
 func reboot(t *testing.T, c *hosttest.Container) {
@@ -324,7 +343,7 @@ func TestContainerEnterExit(t *testing.T) {
 	// The resume service started with the target, saw that this boot
 	// entered maintenance and did nothing.
 	waitInactive(t, c, ResumeUnit)
-	if j := c.MustExec(t, "journalctl", "-b", "-u", ResumeUnit, "--no-pager"); !strings.Contains(j, "entered in this boot") {
+	if j, ok := waitJournal(c, ResumeUnit, "entered in this boot"); !ok {
 		t.Errorf("resume journal:\n%s", j)
 	}
 	for _, e := range logEntries(t, c) {
@@ -452,8 +471,7 @@ func TestContainerRebootIntoMaintenanceAndBack(t *testing.T) {
 	if res[0].Result != host.ResultSuccess || res[0].Mode != host.ModeAutomatic || !strings.HasPrefix(res[0].Message, "check post") {
 		t.Errorf("resume log entry: %+v", res[0])
 	}
-	j := c.MustExec(t, "journalctl", "-b", "-u", ResumeUnit, "--no-pager")
-	if !strings.Contains(j, "resumed: check post") {
+	if j, ok := waitJournal(c, ResumeUnit, "resumed: check post"); !ok {
 		t.Errorf("resume journal:\n%s", j)
 	}
 	if r := status(t, c); !r.In || r.LastResumeResult != host.ResultSuccess || r.ResumeFailures != 0 || len(r.Problems) != 0 {

@@ -90,14 +90,14 @@ func TestUpgradeWithoutMountsInContainer(t *testing.T) {
 	// The journal, across the reboot.
 	type rec map[string]any
 	var entries []rec
-	for _, line := range strings.Split(c.MustExec(t, "journalctl", "-o", "json", "--no-pager", "SYSLOG_IDENTIFIER=upgradectl"), "\n") {
-		var r rec
-		if json.Unmarshal([]byte(line), &r) == nil && r["MESSAGE_ID"] != nil {
-			entries = append(entries, r)
+	read := func() {
+		entries = nil
+		for _, line := range strings.Split(c.MustExec(t, "journalctl", "-o", "json", "--no-pager", "SYSLOG_IDENTIFIER=upgradectl"), "\n") {
+			var r rec
+			if json.Unmarshal([]byte(line), &r) == nil && r["MESSAGE_ID"] != nil {
+				entries = append(entries, r)
+			}
 		}
-	}
-	for _, r := range entries {
-		t.Logf("journal: %v %v %v %v %v", r["UPGRADECTL_EVENT"], r["UPGRADECTL_STAGE"], r["UPGRADECTL_STATUS"], r["UPGRADECTL_MODE"], r["MESSAGE"])
 	}
 	find := func(kind stage.Kind, field, value string) rec {
 		for _, r := range entries {
@@ -106,6 +106,17 @@ func TestUpgradeWithoutMountsInContainer(t *testing.T) {
 			}
 		}
 		return nil
+	}
+	// journald takes the entries on its own time: wait for the last one
+	// sent (the undo of version 3's setup) before reading them all.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(300 * time.Millisecond) {
+		read()
+		if find(stage.KindUpgradeUndone, "UPGRADECTL_UPGRADE_ID", id3) != nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	for _, r := range entries {
+		t.Logf("journal: %v %v %v %v %v", r["UPGRADECTL_EVENT"], r["UPGRADECTL_STAGE"], r["UPGRADECTL_STATUS"], r["UPGRADECTL_MODE"], r["MESSAGE"])
 	}
 	started := find(stage.KindUpgradeStarted, "", "")
 	if started == nil {
