@@ -305,22 +305,26 @@ func TestSetupArguments(t *testing.T) {
 // backout: the next run kills it before it acts.
 func TestKilledInstallLeavesNothingRunning(t *testing.T) {
 	r := readyToInstall(t)
-	late := filepath.Join(r.root, "late")
-	cmd := r.cmd("install", "--", "/bin/sh", "-c", `(sleep 3; echo late > "$UPGRADECTL_ROOT/late") & sleep 60`)
+	late, started := filepath.Join(r.root, "late"), filepath.Join(r.root, "started")
+	// The background process writes 10 s after the command started, long
+	// after the kill and the undo even on a loaded machine.
+	cmd := r.cmd("install", "--", "/bin/sh", "-c", `(sleep 10; echo late > "$UPGRADECTL_ROOT/late") & touch "$UPGRADECTL_ROOT/started"; sleep 60`)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	for end := time.Now().Add(30 * time.Second); stageOf(status(t, r), stage.Install).Status != stage.Running; {
-		if time.Now().After(end) {
-			t.Fatal("install did not start")
+	for end := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, err := os.Stat(started); err == nil {
+			break
 		}
-		time.Sleep(50 * time.Millisecond)
+		if time.Now().After(end) {
+			t.Fatal("the install command did not start")
+		}
 	}
-	time.Sleep(300 * time.Millisecond)
+	wrote := time.Now().Add(10 * time.Second)
 	syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
 	cmd.Wait()
 	r.must(t, "undo", "install")
-	time.Sleep(4 * time.Second)
+	time.Sleep(time.Until(wrote) + time.Second)
 	if _, err := os.Stat(late); err == nil {
 		t.Fatal("a process the killed install left wrote into the root after undo install")
 	}

@@ -133,7 +133,7 @@ func TestUpgradeInContainer(t *testing.T) {
 	// Then it fails in postinstall, and is undone to version 2.
 	u("setup", "--iso", in(img3))
 	u("continue")
-	pid := strings.TrimSpace(c.MustExec(t, "sh", "-c", "ACME_INSTALL_DELAY=0.5 upgradectl install >/tmp/install.out 2>&1 & echo $!"))
+	pid := strings.TrimSpace(c.MustExec(t, "sh", "-c", "ACME_INSTALL_DELAY=2 upgradectl install >/tmp/install.out 2>&1 & echo $!"))
 	// Kill it once the image is mounted and the install command runs.
 	deadline := time.Now().Add(2 * time.Minute)
 	for stageOf(st(), stage.Install).Status != stage.Running || !strings.Contains(c.MustExec(t, "cat", "/proc/self/mountinfo"), "/var/lib/upgradectl/mnt") {
@@ -159,6 +159,7 @@ func TestUpgradeInContainer(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 	}
+	c.WaitStopped(t, "upgradectl-resume.service") // the hook lets go of the lock
 	if s := stageOf(st(), stage.Install); s.Attempt != 2 {
 		t.Errorf("install done at attempt %d, want 2", s.Attempt)
 	}

@@ -288,6 +288,9 @@ func TestFleetFaults(t *testing.T) {
 	wantExit(t, a, 4, "held by m1", "continue")
 	// One etcd node of three dies in the middle of b's roll: it goes on.
 	e.Kill(2)
+	// (If it was the leader, the others elect one first: on a loaded
+	// machine that can outlast a request's timeout.)
+	e.WaitHealthy(30 * time.Second)
 	b.must(t, "postinstall")
 	b.must(t, "roll")
 	a.must(t, "continue")

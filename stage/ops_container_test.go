@@ -255,4 +255,8 @@ func rollThroughReboot(t *testing.T, c *hosttest.Container, u func(args ...strin
 		}
 		time.Sleep(time.Second)
 	}
+	// Roll shows done while the hook still holds the state lock (it logs,
+	// then the resume writes its own state): a command run by hand in that
+	// window would find the lock taken.
+	c.WaitStopped(t, "upgradectl-resume.service")
 }

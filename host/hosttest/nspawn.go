@@ -401,6 +401,45 @@ func isNamespaceInit(pid int) bool {
 	return false
 }
 
+// WaitRanAndStopped waits up to 2 minutes until a service of the
+// container has run and stopped: inactive or failed, with an exit time.
+func (c *Container) WaitRanAndStopped(t testing.TB, unit string) {
+	t.Helper()
+	c.waitStopped(t, unit, true)
+}
+
+// WaitStopped waits up to 2 minutes until a service that has started is
+// no longer running: inactive or failed. Once nothing wants an inactive
+// unit (upgradectl's resume service after maintenance mode is left)
+// systemd unloads it and forgets its last run, so its exit time is not
+// asked for.
+func (c *Container) WaitStopped(t testing.TB, unit string) {
+	t.Helper()
+	c.waitStopped(t, unit, false)
+}
+
+func (c *Container) waitStopped(t testing.TB, unit string, ran bool) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		out, code, err := c.Exec("systemctl", "show", "-p", "ActiveState,ExecMainExitTimestampMonotonic", unit)
+		p := map[string]string{}
+		for _, l := range strings.Split(out, "\n") {
+			if k, v, ok := strings.Cut(strings.TrimSpace(l), "="); ok {
+				p[k] = v
+			}
+		}
+		st := p["ActiveState"]
+		if (st == "inactive" || st == "failed") && (!ran || p["ExecMainExitTimestampMonotonic"] != "0") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not stop within 2 minutes: systemctl show: exit %d %v\n%s", unit, code, err, out)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
 // Exec runs a command inside the booted container and returns its
 // combined output and exit code; err is set only when it could not run.
 func (c *Container) Exec(args ...string) (out string, code int, err error) {
