@@ -236,18 +236,23 @@ func waitResume(t *testing.T, c *hosttest.Container, n int) []host.LogEntry {
 
 // waitJournal waits up to 30 seconds for text in this boot's journal of
 // unit, and returns the journal. journald reads a service's output from
-// its stream on its own time: the unit's "Deactivated successfully",
-// which systemd sends itself, can be in the journal before the last
-// lines the service printed (seen in CI).
+// its stream on its own time, and it names the unit of a line from the
+// sender's cgroup in /proc: a line that arrives after the process has
+// exited has no _SYSTEMD_UNIT and is missing from journalctl -u (systemd
+// issue 2913; seen in CI and here, the line on the console and not under
+// -u). So the lines the service printed are also looked for by their
+// identifier, which the stream's own header gives: upgradectl's output
+// goes to the journal only from its services.
 func waitJournal(c *hosttest.Container, unit, text string) (string, bool) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		j, _, _ := c.Exec("journalctl", "-b", "-u", unit, "--no-pager")
-		if strings.Contains(j, text) {
-			return j, true
+		printed, _, _ := c.Exec("journalctl", "-b", "_TRANSPORT=stdout", "SYSLOG_IDENTIFIER=upgradectl", "--no-pager")
+		if strings.Contains(j, text) || strings.Contains(printed, text) {
+			return j + printed, true
 		}
 		if time.Now().After(deadline) {
-			return j, false
+			return j + "upgradectl's output:\n" + printed, false
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
