@@ -166,7 +166,7 @@ func fleetStatus(ctx context.Context, f *fleet.Fleet) (*FleetStatus, error) {
 func printFleetStatus(e *env, st *FleetStatus) {
 	w := e.Out
 	v := st.Version
-	fmt.Fprintf(w, "cluster %s: version %s", st.Cluster, orDash(v.Version))
+	fmt.Fprintf(w, "cluster %s: version %s", st.Cluster, host.OrDash(v.Version))
 	if v.Previous != "" {
 		fmt.Fprintf(w, " (switched from %s by %s at %s)", v.Previous, v.By, stamp(v.Time))
 	}
@@ -186,13 +186,13 @@ func printFleetStatus(e *env, st *FleetStatus) {
 		if m.Slot {
 			slot = "held"
 		}
-		running := orDash(m.Running)
+		running := host.OrDash(m.Running)
 		if v.Version != "" && m.Running != v.Version {
 			running += "*"
 			other = true
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", host.OneLine(m.ID), host.OneLine(orDash(m.Host)), m.Group, running,
-			orDash(m.Active), orDash(m.New), orDash(m.Stage), orDash(m.Status), orDash(m.Maintenance), slot, seen(m.Time))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", host.OneLine(m.ID), host.OneLine(host.OrDash(m.Host)), m.Group, running,
+			host.OrDash(m.Active), host.OrDash(m.New), host.OrDash(m.Stage), host.OrDash(m.Status), host.OrDash(m.Maintenance), slot, seen(m.Time))
 	}
 	tw.Flush()
 	fmt.Fprint(w, host.Plural(len(st.Members), "member"))

@@ -267,18 +267,11 @@ func printISOInfo(e *env, im *iso.Image, name string) error {
 	fmt.Fprintf(tw, "bootable:\t%s\n", yes[info.Bootable])
 	fmt.Fprintf(tw, "embedded md5:\t%s\n", yes[info.EmbeddedMD5])
 	if idErr == nil {
-		fmt.Fprintf(tw, "product:\ttype %s, version %s, arch %s (from the %s)\n", id.Type, id.Version, orDash(id.Arch), id.Source)
+		fmt.Fprintf(tw, "product:\ttype %s, version %s, arch %s (from the %s)\n", id.Type, id.Version, host.OrDash(id.Arch), id.Source)
 	} else {
 		fmt.Fprintf(tw, "product:\tunknown: %v\n", idErr)
 	}
 	return tw.Flush()
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }
 
 // isoRow is one line of "iso ls".

@@ -111,7 +111,7 @@ func init() {
 				// checks it at every stage: removed, the next stage fails.
 				if upgrade, img, inUse := stage.ImageInUse(e.State()); inUse && !c.Bool("force") &&
 					(c.Bool("all") || img == "" || filepath.Base(img) == c.Args().First()) {
-					return host.WithHint(host.Refused("cannot remove staged images: the upgrade in progress (%s) uses %s", upgrade, orDash(filepath.Base(img))),
+					return host.WithHint(host.Refused("cannot remove staged images: the upgrade in progress (%s) uses %s", upgrade, host.OrDash(filepath.Base(img))),
 						"finish the upgrade ('upgradectl continue') or undo it; --force removes it anyway")
 				}
 				o, err := e.stageOptions()

@@ -259,9 +259,9 @@ func signalContext() (context.Context, context.CancelFunc) {
 func printStageStatus(e *env, rep *stage.Report) {
 	w := e.Out
 	if !rep.InProgress {
-		fmt.Fprintf(w, "no upgrade in progress; active version %s\n", orDash(rep.ActiveVersion))
+		fmt.Fprintf(w, "no upgrade in progress; active version %s\n", host.OrDash(rep.ActiveVersion))
 	} else {
-		fmt.Fprintf(w, "upgrade %s: version %s to %s", rep.Upgrade, orDash(rep.OldVersion), orDash(rep.NewVersion))
+		fmt.Fprintf(w, "upgrade %s: version %s to %s", rep.Upgrade, host.OrDash(rep.OldVersion), host.OrDash(rep.NewVersion))
 		if rep.Image != "" {
 			fmt.Fprintf(w, " (image %s", rep.Image)
 			if rep.Signer != "" {
@@ -271,7 +271,7 @@ func printStageStatus(e *env, rep *stage.Report) {
 		}
 		fmt.Fprintln(w)
 	}
-	fmt.Fprintf(w, "versions: running %s, new %s, active %s\n", orDash(rep.RunningVersion), orDash(rep.NewVersion), orDash(rep.ActiveVersion))
+	fmt.Fprintf(w, "versions: running %s, new %s, active %s\n", host.OrDash(rep.RunningVersion), host.OrDash(rep.NewVersion), host.OrDash(rep.ActiveVersion))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "STAGE\tSTATUS\tATTEMPT\tSTARTED\tENDED\tNOTE")
 	for _, s := range rep.Stages {

@@ -407,16 +407,9 @@ func (f *Fleet) Switch(ctx context.Context, old, new string) (already bool, err 
 
 func memberWhere(m Member) string {
 	if m.Stage == "" {
-		return "running " + orDash(m.Running)
+		return "running " + host.OrDash(m.Running)
 	}
-	return fmt.Sprintf("running %s, %s %s", orDash(m.Running), m.Stage, m.Status)
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
+	return fmt.Sprintf("running %s, %s %s", host.OrDash(m.Running), m.Stage, m.Status)
 }
 
 // OrderBlocks names the members of the groups before this member's group

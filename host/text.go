@@ -60,3 +60,11 @@ func Plural(n int, word string) string {
 	}
 	return fmt.Sprintf("%d %ss", n, word)
 }
+
+// OrDash is s, or "-" when s is empty (an empty cell of a table).
+func OrDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
