@@ -26,6 +26,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -41,10 +42,11 @@ const tmpSuffix = ".upgradectl-tmp"
 // Tags works on the tagged files of one root.
 type Tags struct {
 	root     host.Root
-	attr     string // the version attribute
-	stateDir string // the state directory on the running system
-	rootFD   int    // -1 until opened
-	procOK   bool   // /proc/self/fd works, so xattr calls can use dirfd paths
+	attr     string   // the version attribute
+	stateDir string   // the state directory on the running system
+	rootFD   int      // -1 until opened
+	procOK   bool     // /proc/self/fd works, so xattr calls can use dirfd paths
+	unnamed  sync.Map // device -> whether copies there are unnamed files (unnamedFor)
 }
 
 // New returns the tagged files of root, with the version attribute of cfg
