@@ -456,8 +456,13 @@ func copyHashing(ctx context.Context, alg checksum.Algorithm, src, dir, name str
 		return "", checksum.Digest{}, host.CannotRun("cannot stage %s: %v", src, unwrapPath(err))
 	}
 	h := checksum.NewHasher(alg)
+	wb := writeback{fd: int(out.Fd())}
 	if _, err := checksum.Stream(ctx, in, progress,
-		func(b []byte) error { _, err := out.Write(b); return err },
+		func(b []byte) error {
+			n, err := out.Write(b)
+			wb.wrote(int64(n))
+			return err
+		},
 		func(b []byte) error { h.Write(b); return nil },
 	); err != nil {
 		return fail(err)
@@ -472,6 +477,29 @@ func copyHashing(ctx context.Context, alg checksum.Algorithm, src, dir, name str
 		return fail(err)
 	}
 	return tmp, h.Sum(), nil
+}
+
+// writebackChunk is how much of a staged copy is written before its
+// writeback is started.
+const writebackChunk = 8 << 20
+
+// writeback starts writing a file's pages out while it is still being
+// written, a chunk at a time, so that the disk works while the image is
+// read and hashed and the sync at the end has little left to do (512 MiB
+// to ext4 on this machine's disk: the sync was most of a stage). It is
+// only a start (SYNC_FILE_RANGE_WRITE does not wait): the sync after the
+// copy still makes it durable and reports any write error.
+type writeback struct {
+	fd          int
+	done, total int64 // started up to done; written up to total
+}
+
+func (w *writeback) wrote(n int64) {
+	w.total += n
+	if w.total-w.done >= writebackChunk {
+		_ = unix.SyncFileRange(w.fd, w.done, w.total-w.done, unix.SYNC_FILE_RANGE_WRITE)
+		w.done = w.total
+	}
 }
 
 // removePartials deletes unfinished copies of name left by an earlier
