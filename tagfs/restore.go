@@ -13,7 +13,10 @@ import (
 
 // selectEntries returns the record's entries for the given host paths (an
 // original or its .Old.. copy), or all of them when paths is empty. A path
-// not in the record is taken as it is (for a record that was lost).
+// not in the record is taken as it is when its .Old.. copy or temporary is
+// there (for a record that was lost); with neither it is refused, as not
+// tagged (a mistyped path, or one a finished run already restored or
+// removed), and nothing is done.
 func (t *Tags) selectEntries(rec *Record, paths []string, what string) ([]Entry, error) {
 	if len(paths) == 0 {
 		out := append([]Entry(nil), rec.Files...)
@@ -45,8 +48,10 @@ func (t *Tags) selectEntries(rec *Record, paths []string, what string) ([]Entry,
 		seen[orig] = true
 		if i, ok := idx[orig]; ok {
 			out = append(out, rec.Files[i])
-		} else {
+		} else if t.hasCopy(orig) {
 			out = append(out, Entry{Path: orig})
+		} else {
+			probs.add("%s: not tagged (the record does not name it and there is no %s)", p, TaggedPath(orig))
 		}
 	}
 	if err := probs.err(what); err != nil {
@@ -54,6 +59,23 @@ func (t *Tags) selectEntries(rec *Record, paths []string, what string) ([]Entry,
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
 	return out, nil
+}
+
+// hasCopy says whether the original at host path orig has a .Old.. name or
+// a temporary of ours beside it (whoever's it is).
+func (t *Tags) hasCopy(orig string) bool {
+	dp, name := splitHost(orig)
+	d, err := t.openDir(dp)
+	if err != nil {
+		return false
+	}
+	defer d.close()
+	for _, n := range []string{TaggedName(name), tmpName(name)} {
+		if _, err := lstatAt(d, n); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // Restore is the backout: each selected original (all of the record when

@@ -625,3 +625,48 @@ func TestResolveIn(t *testing.T) {
 		t.Errorf("parents = %v", parents)
 	}
 }
+
+// TestRestoreNotTagged: a path given to restore or remove that is neither
+// in the record nor has a copy beside it is refused, nothing done; one
+// whose record was lost is still put back from its copy.
+func TestRestoreNotTagged(t *testing.T) {
+	hosttest.RequireRoot(t)
+	root := t.TempDir()
+	p := func(h string) string { return filepath.Join(root, h) }
+	writeFile(t, p("/etc/a"), []byte("a1\n"), 0o644)
+	writeFile(t, p("/etc/b"), []byte("b1\n"), 0o644)
+	tg := newTestTags(t, root)
+	if _, err := tg.Create("1", []string{"/etc/a", "/etc/b"}, CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, p("/etc/a"), []byte("a2\n"), 0o644)
+	// One tagged path and one never tagged: refused together.
+	_, err := tg.Restore([]string{"/etc/a", "/etc/typo"})
+	mustKind(t, err, host.KindBad, "/etc/typo: not tagged")
+	if b, _ := os.ReadFile(p("/etc/a")); string(b) != "a2\n" {
+		t.Errorf("a refused restore changed /etc/a: %q", b)
+	}
+	_, err = tg.Remove([]string{"/etc/.Old..typo"})
+	mustKind(t, err, host.KindBad, "not tagged")
+	if _, err := tg.Restore([]string{"/etc/a"}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(p("/etc/a")); string(b) != "a1\n" {
+		t.Errorf("restored /etc/a: %q", b)
+	}
+	// Restored already: no longer tagged.
+	_, err = tg.Restore([]string{"/etc/a"})
+	mustKind(t, err, host.KindBad, "/etc/a: not tagged")
+	// The record lost: the copy beside the original is enough.
+	if err := os.Remove(filepath.Join(root, "var/lib/upgradectl", RecordFile)); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, p("/etc/b"), []byte("b2\n"), 0o644)
+	rep, err := tg.Restore([]string{"/etc/b"})
+	if err != nil || len(rep.Done) != 1 {
+		t.Fatalf("restore without a record: %+v %v", rep, err)
+	}
+	if b, _ := os.ReadFile(p("/etc/b")); string(b) != "b1\n" {
+		t.Errorf("restored /etc/b: %q", b)
+	}
+}
