@@ -129,8 +129,8 @@ func TestJSONOnEveryCommand(t *testing.T) {
 		{cmd: "tag lookup", ok: []string{"/x/README"}, bad: []string{}},
 		{cmd: "tag disable", ok: []string{}, bad: []string{"x"}},
 		{cmd: "tag exec", raw: true, bad: []string{"--", "no-such-command"}},
+		{cmd: "tag remove", ok: []string{"/x/README"}, bad: []string{"/x/none"}},
 		{cmd: "tag restore", ok: []string{}, bad: []string{"--no-such-flag"}},
-		{cmd: "tag remove", ok: []string{"/x/README"}, bad: []string{}},
 		{cmd: "tag clean", ok: []string{}, bad: []string{"x"}},
 	}
 	leaves := leafCommands()
