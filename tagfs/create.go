@@ -740,7 +740,7 @@ func (t *Tags) createOne(d *dir, it *item, version string, digest bool) (Entry, 
 // when it is made and again when it is linked (xfs: the allocation group's
 // unlinked list; ext4: the orphan list in the superblock), where a rename
 // stays in its directory (10,000 clones or copies, two workers, medians of
-// five: xfs 315 ms against 354, ext4 750 against 829, btrfs 570 against
+// five: xfs 315 ms against 354, ext4 750 against 829, btrfs 568 against
 // 750 the other way). Other filesystems keep the unnamed file, which leaves
 // nothing behind a crash.
 func (t *Tags) unnamedFor(d *dir) bool {
