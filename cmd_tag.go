@@ -317,11 +317,7 @@ func writeJSONFailed(e *env, v any, err error) error {
 	if merr != nil || len(b) < 2 || b[0] != '{' {
 		return writeJSON(e, v)
 	}
-	tail, _ := json.Marshal(struct {
-		Error string `json:"error"`
-		Exit  int    `json:"exit"`
-		Hint  string `json:"hint,omitempty"`
-	}{err.Error(), exitCode(err), hint(err)})
+	tail, _ := json.Marshal(failureOf(err))
 	if len(b) > 2 {
 		b = append(b[:len(b)-1], ',')
 	} else {

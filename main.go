@@ -252,13 +252,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// A program that asked for JSON gets the failure as JSON too, unless
 	// the command already wrote its report (which says what failed).
 	if jsonAsked(args) && out.n == 0 {
-		json.NewEncoder(stdout).Encode(struct {
-			Error string `json:"error"`
-			Exit  int    `json:"exit"`
-			Hint  string `json:"hint,omitempty"`
-		}{err.Error(), code, h})
+		json.NewEncoder(stdout).Encode(failureOf(err))
 	}
 	return code
+}
+
+// jsonFailure is how a failure is given in JSON: on its own, or added to
+// the report of a command that did part of its work.
+type jsonFailure struct {
+	Error string `json:"error"`
+	Exit  int    `json:"exit"`
+	Hint  string `json:"hint,omitempty"`
+}
+
+func failureOf(err error) jsonFailure {
+	return jsonFailure{err.Error(), exitCode(err), hint(err)}
 }
 
 // jsonAsked reports whether --json is on the command line (before "--").
