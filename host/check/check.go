@@ -360,8 +360,6 @@ func unreadable(what string, err error) Result {
 	return Result{Status: Fail, Message: fmt.Sprintf("cannot read %s: %v", what, err)}
 }
 
-// plural is "1 unit", "2 units".
-
 // sortedKeys returns m's keys in order.
 func sortedKeys[V any](m map[string]V) []string {
 	k := make([]string, 0, len(m))
