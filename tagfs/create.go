@@ -1,10 +1,12 @@
 package tagfs
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -344,18 +346,19 @@ func (t *Tags) createAll(items []item, rec *Record, idx map[string]int, version 
 	}
 	group, linkTo := hardLinks(items)
 	out := make([]outcome, len(items))
-	var next atomic.Int64
+	nw := min(workers(), len(runs)) // no more than there are directories
+	parts := spread(runs, items, nw)
 	var failed atomic.Bool
 	var wg sync.WaitGroup
-	for w := min(workers(), len(runs)); w > 0; w-- { // no more than there are directories
+	for w := 0; w < nw; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			c := t.cursor()
 			defer c.close()
 			for !failed.Load() {
-				r := int(next.Add(1) - 1)
-				if r >= len(runs) {
+				r := parts.take(w)
+				if r < 0 {
 					return
 				}
 				for i := runs[r][0]; i < runs[r][1] && !failed.Load(); i++ {
@@ -452,6 +455,68 @@ func (t *Tags) createAll(items []item, rec *Record, idx map[string]int, version 
 		return t.createError(failedAt, firstErr, done, len(items)-len(rep.Already))
 	}
 	return serr
+}
+
+// parts hands out directory runs to workers: each worker takes from the
+// front of a part of its own and, once that is done, from the back of the
+// part with the most left, so that two workers meet in a part only at its
+// end.
+type parts struct {
+	mu     sync.Mutex
+	runs   []int // run indexes, in the order handed out
+	lo, hi []int // part w is runs[lo[w]:hi[w]]
+}
+
+// spread orders the runs by the inode number of their first file and cuts
+// them into n parts of about the same number of files, so that the workers
+// work far apart in inode numbers: on xfs in different allocation groups,
+// on ext4 in different block groups, on btrfs in different leaves of the
+// tree, where each filesystem takes its locks.
+func spread(runs [][2]int, items []item, n int) *parts {
+	p := &parts{runs: make([]int, len(runs)), lo: make([]int, n), hi: make([]int, n)}
+	for i := range p.runs {
+		p.runs[i] = i
+	}
+	slices.SortStableFunc(p.runs, func(a, b int) int {
+		return cmp.Compare(items[runs[a][0]].st.Ino, items[runs[b][0]].st.Ino)
+	})
+	w, acc := 0, 0
+	for i, r := range p.runs {
+		for w+1 < n && acc >= len(items)*(w+1)/n {
+			p.hi[w] = i
+			w++
+			p.lo[w] = i
+		}
+		acc += runs[r][1] - runs[r][0]
+	}
+	for ; w < n; w++ {
+		p.hi[w] = len(p.runs)
+		if w+1 < n {
+			p.lo[w+1] = len(p.runs)
+		}
+	}
+	return p
+}
+
+// take gives worker w its next run, or -1 when none is left.
+func (p *parts) take(w int) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.lo[w] < p.hi[w] {
+		p.lo[w]++
+		return p.runs[p.lo[w]-1]
+	}
+	most := -1
+	for v := range p.lo {
+		if left := p.hi[v] - p.lo[v]; left > 0 && (most < 0 || left > p.hi[most]-p.lo[most]) {
+			most = v
+		}
+	}
+	if most < 0 {
+		return -1
+	}
+	p.hi[most]--
+	return p.runs[p.hi[most]]
 }
 
 // hardLinks groups the names of one inode (hard links) in the set: the
