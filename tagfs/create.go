@@ -348,6 +348,7 @@ func (t *Tags) createAll(items []item, rec *Record, idx map[string]int, version 
 	out := make([]outcome, len(items))
 	nw := min(workers(), len(runs)) // no more than there are directories
 	parts := spread(runs, items, nw)
+	defer host.SyscallWorkers(nw)()
 	var failed atomic.Bool
 	var wg sync.WaitGroup
 	for w := 0; w < nw; w++ {

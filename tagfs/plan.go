@@ -168,7 +168,9 @@ func (t *Tags) expand(paths []string, force bool) ([]item, error) {
 				probs.add("%s: %v", p, err)
 				break
 			}
+			done := host.SyscallWorkers(workers())
 			tree := t.readTree(sub, st.Dev, make(chan struct{}, workers()-1))
+			done()
 			sub.close()
 			tree.walk(func(w *walked) bool {
 				ok := checkDir(w.host, &w.st, w.locked)
