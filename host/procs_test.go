@@ -8,6 +8,7 @@ import (
 // TestSyscallWorkers: GOMAXPROCS is raised to twice the workers while any
 // caller runs, never lowered by one, and put back when the last one ends.
 func TestSyscallWorkers(t *testing.T) {
+	t.Setenv("GOMAXPROCS", "")
 	was := runtime.GOMAXPROCS(1)
 	defer runtime.GOMAXPROCS(was)
 
@@ -33,4 +34,17 @@ func TestSyscallWorkers(t *testing.T) {
 	if got := runtime.GOMAXPROCS(0); got != 1 {
 		t.Fatalf("after the last caller: GOMAXPROCS %d, want 1 as it was", got)
 	}
+}
+
+// TestSyscallWorkersLeavesTheEnvironment: GOMAXPROCS given in the
+// environment is not changed.
+func TestSyscallWorkersLeavesTheEnvironment(t *testing.T) {
+	t.Setenv("GOMAXPROCS", "1")
+	was := runtime.GOMAXPROCS(1)
+	defer runtime.GOMAXPROCS(was)
+	done := SyscallWorkers(4)
+	if got := runtime.GOMAXPROCS(0); got != 1 {
+		t.Errorf("GOMAXPROCS=1 in the environment: raised to %d", got)
+	}
+	done()
 }

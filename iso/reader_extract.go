@@ -66,7 +66,7 @@ func Extract(im *Image, dest string, paths []string, opts ...ExtractOption) erro
 	x := &extractor{im: im, cfg: cfg, dest: dest, destfd: fd, sel: sel, jobs: make(chan fileJob, 64), links: map[uint64]*firstName{}}
 	// File data is copied by a few workers while the tree is walked.
 	var workers sync.WaitGroup
-	n := max(1, min(runtime.NumCPU(), 4))
+	n := max(1, min(runtime.GOMAXPROCS(0), 4))
 	defer host.SyscallWorkers(n + 1)() // and the walk
 	for range n {
 		workers.Go(func() {
