@@ -344,6 +344,17 @@ func (t *Tags) createAll(items []item, rec *Record, idx map[string]int, version 
 		}
 		runs[len(runs)-1][1] = i + 1
 	}
+	// Every filesystem that may be written to is opened for its sync
+	// before the first copy is made.
+	sy := t.syncer()
+	defer sy.close()
+	for i := range items {
+		if !items[i].done {
+			if err := sy.watch(items[i].st.Dev, items[i].dir); err != nil {
+				return err
+			}
+		}
+	}
 	group, linkTo := hardLinks(items)
 	out := make([]outcome, len(items))
 	nw := min(workers(), len(runs)) // no more than there are directories
@@ -394,7 +405,7 @@ func (t *Tags) createAll(items []item, rec *Record, idx map[string]int, version 
 		fc.close()
 	}
 
-	syncs := map[uint64]string{} // one directory per filesystem written to
+	written := map[uint64]bool{} // the filesystems written to
 	var failedAt *item
 	var firstErr error
 	done := 0
@@ -411,7 +422,7 @@ func (t *Tags) createAll(items []item, rec *Record, idx map[string]int, version 
 		case it.done:
 			rep.Already = append(rep.Already, it.path())
 		case o.made:
-			syncs[it.st.Dev] = it.dir
+			written[it.st.Dev] = true
 			rep.Done = append(rep.Done, it.path())
 			done++
 			if o.linked {
@@ -451,7 +462,7 @@ func (t *Tags) createAll(items []item, rec *Record, idx map[string]int, version 
 			}
 		}
 	}
-	serr := t.syncAll(syncs)
+	serr := sy.sync(written)
 	if firstErr != nil {
 		return t.createError(failedAt, firstErr, done, len(items)-len(rep.Already))
 	}
@@ -622,19 +633,53 @@ func (t *Tags) createItem(c *cursor, it *item, recorded bool, version string, di
 
 // syncAll syncs the filesystems of the given directories, so that the
 // copies are on disk before the record says they exist.
-func (t *Tags) syncAll(dirs map[uint64]string) error {
-	for _, p := range dirs {
-		d, err := t.openDir(p)
-		if err != nil {
-			return host.CannotRun("cannot sync %s: %v", p, err)
+// syncer syncs each filesystem written to once, at the end (syncfs, what
+// sync does). syncfs reports a writeback error only to a descriptor opened
+// before the error happened (the kernel samples the filesystem's error
+// state when a file is opened), so a filesystem's descriptor is opened
+// before anything is written to it: the writeback of a copy that failed
+// while later copies were still being made (create starts a large copy's
+// writeback at once) is reported too, not only what fails during the sync.
+type syncer struct {
+	t    *Tags
+	dirs map[uint64]*dir
+}
+
+func (t *Tags) syncer() *syncer { return &syncer{t: t, dirs: map[uint64]*dir{}} }
+
+// watch opens directory p, of filesystem dev, to sync that filesystem
+// later; only the first directory of a filesystem is kept.
+func (s *syncer) watch(dev uint64, p string) error {
+	if s.dirs[dev] != nil {
+		return nil
+	}
+	d, err := s.t.openDir(p)
+	if err != nil {
+		return host.CannotRun("cannot sync %s: %v", p, err)
+	}
+	s.dirs[dev] = d
+	return nil
+}
+
+// sync syncs the filesystems of devs (every one watched when devs is nil)
+// and reports the first error.
+func (s *syncer) sync(devs map[uint64]bool) error {
+	var first error
+	for dev, d := range s.dirs {
+		if devs != nil && !devs[dev] {
+			continue
 		}
-		err = unix.Syncfs(d.fd)
-		d.close()
-		if err != nil {
-			return host.CannotRun("cannot sync the filesystem of %s: %v", p, err)
+		if err := unix.Syncfs(d.fd); err != nil && first == nil {
+			first = host.CannotRun("cannot sync the filesystem of %s: %v", d.host, err)
 		}
 	}
-	return nil
+	return first
+}
+
+func (s *syncer) close() {
+	for _, d := range s.dirs {
+		d.close()
+	}
 }
 
 func (t *Tags) createError(it *item, err error, done, total int) error {

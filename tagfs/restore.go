@@ -100,7 +100,8 @@ func (t *Tags) Restore(paths []string) (*Report, error) {
 		return rep, err
 	}
 	gone := map[string]bool{}
-	syncs := map[uint64]string{}
+	sy := t.syncer()
+	defer sy.close()
 	var probs problems
 	// The version attribute stays on a restored inode while another
 	// .Old.. name of the record is still linked to it (hard links tagged
@@ -159,7 +160,10 @@ func (t *Tags) Restore(paths []string) (*Report, error) {
 			probs.add("%s: %v", e.Path, err)
 			continue
 		}
-		syncs[d.st.Dev] = dp
+		if err := sy.watch(d.st.Dev, dp); err != nil {
+			probs.add("%s: %v", e.Path, err)
+			continue
+		}
 		done, err := t.restoreOne(d, name, e, keep, !rec.Complete)
 		switch {
 		case errors.Is(err, errForeign):
@@ -176,7 +180,7 @@ func (t *Tags) Restore(paths []string) (*Report, error) {
 		}
 	}
 	c.close()
-	err = t.syncAll(syncs)
+	err = sy.sync(nil)
 	rec.drop(gone)
 	if serr := t.save(rec); serr != nil && err == nil {
 		err = serr
