@@ -39,7 +39,7 @@ var packageOf = map[string]string{
 	"xorriso": "xorriso", "implantisomd5": "isomd5sum", "checkisomd5": "isomd5sum",
 	"chronyd": "chrony", "systemd-nspawn": "systemd-container", "debootstrap": "debootstrap",
 	"qemu-system-x86_64": "qemu-system-x86", "mkfs.btrfs": "btrfs-progs", "mkfs.xfs": "xfsprogs",
-	"mkfs.ext4": "e2fsprogs", "fusermount3": "fuse3", "setfacl": "acl", "getfacl": "acl",
+	"mkfs.ext4": "e2fsprogs", "dumpe2fs": "e2fsprogs", "xfs_db": "xfsprogs", "fusermount3": "fuse3", "setfacl": "acl", "getfacl": "acl",
 	"setcap": "libcap2-bin", "getcap": "libcap2-bin", "setfattr": "attr", "cpio": "cpio",
 	"busybox": "busybox-static", "md5sum": "coreutils", "unshare": "util-linux",
 	"sha256sum": "coreutils", "sha512sum": "coreutils", "openssl": "openssl",
