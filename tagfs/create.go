@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"runtime"
 	"slices"
 	"strings"
@@ -462,11 +463,57 @@ func (t *Tags) createAll(items []item, rec *Record, idx map[string]int, version 
 			}
 		}
 	}
-	serr := sy.sync(written)
+	serr := t.dropUnsynced(items, out, sy.sync(written), rec, idx, rep)
 	if firstErr != nil {
 		return t.createError(failedAt, firstErr, done, len(items)-len(rep.Already))
 	}
 	return serr
+}
+
+// dropUnsynced removes the copies this run made on the filesystems whose
+// sync failed (failed: the sync's error for each). Their data may never
+// reach the disk, and the kernel reports that once: a later sync would
+// succeed and a rerun would take them for complete. Their entries go back
+// to planned and they leave the report, so that a rerun makes them again.
+func (t *Tags) dropUnsynced(items []item, out []outcome, failed map[uint64]error, rec *Record, idx map[string]int, rep *Report) error {
+	if len(failed) == 0 {
+		return nil
+	}
+	c := t.cursor()
+	defer c.close()
+	dropped := map[string]bool{}
+	var cerr error
+	for i := range items {
+		it := &items[i]
+		if !out[i].made || failed[it.st.Dev] == nil {
+			continue
+		}
+		d, err := c.open(it.dir)
+		if err == nil {
+			err = unix.Unlinkat(d.fd, TaggedName(it.name), 0)
+		}
+		if err != nil && err != unix.ENOENT && cerr == nil {
+			cerr = fmt.Errorf("cannot remove %s, a copy that may not be on disk: %v", path.Join(it.dir, TaggedName(it.name)), err)
+		}
+		rec.Files[idx[it.path()]] = Entry{Path: it.path()}
+		dropped[it.path()] = true
+		switch o := &out[i]; {
+		case o.linked:
+			rep.Linked--
+		case o.res.cloned:
+			rep.Cloned--
+		case o.e.Type == typeFile:
+			rep.Copied--
+			rep.Bytes -= o.e.Size
+		}
+	}
+	rep.Done = slices.DeleteFunc(rep.Done, func(p string) bool { return dropped[p] })
+	err := syncErr(failed)
+	if cerr != nil {
+		return host.CannotRun("%v; %v", err, cerr)
+	}
+	return host.WithHint(host.CannotRun("%v; the %d copies made on that filesystem were removed", err, len(dropped)),
+		"run the command again once the filesystem can be written")
 }
 
 // parts hands out directory runs to workers: each worker takes from the
@@ -662,18 +709,26 @@ func (s *syncer) watch(dev uint64, p string) error {
 }
 
 // sync syncs the filesystems of devs (every one watched when devs is nil)
-// and reports the first error.
-func (s *syncer) sync(devs map[uint64]bool) error {
-	var first error
+// and gives the error of each that failed.
+func (s *syncer) sync(devs map[uint64]bool) map[uint64]error {
+	failed := map[uint64]error{}
 	for dev, d := range s.dirs {
 		if devs != nil && !devs[dev] {
 			continue
 		}
-		if err := unix.Syncfs(d.fd); err != nil && first == nil {
-			first = host.CannotRun("cannot sync the filesystem of %s: %v", d.host, err)
+		if err := unix.Syncfs(d.fd); err != nil {
+			failed[dev] = fmt.Errorf("cannot sync the filesystem of %s: %v", d.host, err)
 		}
 	}
-	return first
+	return failed
+}
+
+// syncErr is one of the sync's errors, as a cannot-run error.
+func syncErr(failed map[uint64]error) error {
+	for _, err := range failed {
+		return host.CannotRun("%v", err)
+	}
+	return nil
 }
 
 func (s *syncer) close() {

@@ -180,7 +180,7 @@ func (t *Tags) Restore(paths []string) (*Report, error) {
 		}
 	}
 	c.close()
-	err = sy.sync(nil)
+	err = syncErr(sy.sync(nil))
 	rec.drop(gone)
 	if serr := t.save(rec); serr != nil && err == nil {
 		err = serr

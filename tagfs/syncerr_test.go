@@ -1,6 +1,7 @@
 package tagfs
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -23,7 +24,10 @@ import (
 // process's sync of the filesystem saw the error first. syncfs tells a
 // descriptor of an error that happened after it was opened, or of one
 // nobody has seen yet; so the filesystem must be opened for its sync
-// before the copies are made.
+// before the copies are made. The copies made on that filesystem are
+// removed and go back to planned: a rerun once there is space again makes
+// them anew, and what is on the disk is then the originals' data (kept,
+// the rerun took them for complete and the disk had none of their data).
 //
 // The I/O error is real. The image sits on a tmpfs that is full, and
 // the image's free blocks are punched out of the image file. The loop
@@ -125,7 +129,8 @@ func writebackError(t *testing.T, size int64, mkfs []string, free func(*testing.
 	if err != nil {
 		t.Fatal(err)
 	}
-	tg := New(hr, host.DefaultConfig(), t.TempDir()) // the record elsewhere: it can be written
+	state := t.TempDir() // the record elsewhere: it can be written
+	tg := New(hr, host.DefaultConfig(), state)
 	defer tg.Close()
 	// Another process syncing the same filesystem meanwhile (a backup
 	// agent, an operator's sync -f) sees the error first: a descriptor
@@ -167,6 +172,64 @@ func writebackError(t *testing.T, size int64, mkfs []string, free func(*testing.
 	if rec.Complete {
 		t.Errorf("the set is recorded as complete after a failed sync")
 	}
+	if !strings.Contains(err.Error(), "cannot sync") {
+		return // ext4 went read-only: nothing more can be written
+	}
+	// The copies made on the filesystem are gone and their entries are
+	// back to planned: none of them can be taken for complete.
+	for _, e := range rec.Files {
+		if e.Type != "" {
+			t.Errorf("%s recorded as tagged after the failed sync", e.Path)
+		}
+	}
+	for i := 0; i < 8; i++ {
+		if _, err := os.Lstat(filepath.Join(mnt, fmt.Sprintf("opt/big/.Old..f%d", i))); err == nil {
+			t.Errorf(".Old..f%d is left after the failed sync", i)
+		}
+	}
+	// With space again, a rerun makes the set; the copies read from the
+	// disk (the filesystem mounted again) are the originals' data.
+	if err := os.Remove(filepath.Join(tmp, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	tg.Close()
+	remount(t, full, mnt)
+	hr, err = host.NewRoot(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg2 := New(hr, host.DefaultConfig(), state)
+	defer tg2.Close()
+	if _, err := tg2.Create("1", []string{"/opt"}, CreateOptions{NoSpaceCheck: true}); err != nil {
+		t.Fatalf("create again with space: %v", err)
+	}
+	tg2.Close()
+	remount(t, full, mnt)
+	for i := 0; i < 8; i++ {
+		a, err1 := os.ReadFile(filepath.Join(mnt, fmt.Sprintf("opt/big/f%d", i)))
+		b, err2 := os.ReadFile(filepath.Join(mnt, fmt.Sprintf("opt/big/.Old..f%d", i)))
+		if err1 != nil || err2 != nil || !bytes.Equal(a, b) {
+			t.Errorf(".Old..f%d on disk is not f%d's data (%v, %v)", i, i, err1, err2)
+		}
+	}
+}
+
+// remount mounts the image again on mnt, so that files are read from the
+// disk, not the page cache. The unmount is tried again for a while: right
+// after failed writeback the filesystem can be busy for a moment.
+func remount(t *testing.T, img, mnt string) {
+	t.Helper()
+	for i := 0; ; i++ {
+		out, err := exec.Command("umount", mnt).CombinedOutput()
+		if err == nil {
+			break
+		}
+		if i == 50 {
+			t.Fatalf("umount %s: %v %s", mnt, err, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	hosttest.Run(t, "mount", "-o", "loop", img, mnt)
 }
 
 // copyWhole copies src to dst writing every byte, holes included, so that
