@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -456,13 +457,9 @@ func copyHashing(ctx context.Context, alg checksum.Algorithm, src, dir, name str
 		return "", checksum.Digest{}, host.CannotRun("cannot stage %s: %v", src, unwrapPath(err))
 	}
 	h := checksum.NewHasher(alg)
-	wb := writeback{fd: int(out.Fd())}
+	w := newCopyWriter(int(out.Fd()))
 	if _, err := checksum.Stream(ctx, in, progress,
-		func(b []byte) error {
-			n, err := out.Write(b)
-			wb.wrote(int64(n))
-			return err
-		},
+		w.write,
 		func(b []byte) error { h.Write(b); return nil },
 	); err != nil {
 		return fail(err)
@@ -479,24 +476,81 @@ func copyHashing(ctx context.Context, alg checksum.Algorithm, src, dir, name str
 	return tmp, h.Sum(), nil
 }
 
-// writebackChunk is how much of a staged copy is written before its
-// writeback is started.
+// copyWriter writes a staged copy. It writes past the page cache
+// (O_DIRECT) where the filesystem allows: the image goes from the read
+// buffer to the disk, without a copy into new page-cache pages (which on a
+// VM whose host takes freed memory back can cost several times the copy;
+// BenchmarkStage: 1.7-2.0x cp+sync+md5sum this way against 0.75-1.2x
+// buffered, alternating runs) and without filling the page cache with a
+// file nobody reads soon. Where the filesystem refuses direct I/O, or a
+// block is not aligned as it needs (the image's last block), it writes
+// through the page cache from then on and starts the writeback of every
+// writebackChunk written. Either way the sync after the copy makes it
+// durable and reports any write error.
+type copyWriter struct {
+	fd          int
+	direct      bool
+	done, total int64 // written up to total; writeback started (or written direct) up to done
+}
+
+func newCopyWriter(fd int) *copyWriter {
+	w := &copyWriter{fd: fd}
+	if fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0); err == nil {
+		_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl|unix.O_DIRECT)
+		w.direct = err == nil
+	}
+	return w
+}
+
+// buffered leaves direct I/O for good.
+func (w *copyWriter) buffered() error {
+	w.direct, w.done = false, w.total
+	fl, err := unix.FcntlInt(uintptr(w.fd), unix.F_GETFL, 0)
+	if err == nil {
+		_, err = unix.FcntlInt(uintptr(w.fd), unix.F_SETFL, fl&^unix.O_DIRECT)
+	}
+	return err
+}
+
+func (w *copyWriter) write(b []byte) error {
+	for len(b) > 0 {
+		n, err := unix.Write(w.fd, b)
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EINVAL && w.direct {
+			// Not aligned for direct I/O (nothing was written).
+			if err := w.buffered(); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return io.ErrShortWrite
+		}
+		b = b[n:]
+		w.wrote(int64(n))
+	}
+	return nil
+}
+
+// writebackChunk is how much of a copy written through the page cache is
+// written before its writeback is started.
 const writebackChunk = 8 << 20
 
-// writeback starts writing a file's pages out while it is still being
+// wrote starts writing the copy's pages out while it is still being
 // written, a chunk at a time, so that the disk works while the image is
 // read and hashed and the sync at the end has little left to do (512 MiB
 // to ext4 on this machine's disk: the sync was most of a stage). It is
-// only a start (SYNC_FILE_RANGE_WRITE does not wait): the sync after the
-// copy still makes it durable and reports any write error.
-type writeback struct {
-	fd          int
-	done, total int64 // started up to done; written up to total
-}
-
-func (w *writeback) wrote(n int64) {
+// only a start (SYNC_FILE_RANGE_WRITE does not wait).
+func (w *copyWriter) wrote(n int64) {
 	w.total += n
-	if w.total-w.done >= writebackChunk {
+	if w.direct {
+		w.done = w.total
+	} else if w.total-w.done >= writebackChunk {
 		_ = unix.SyncFileRange(w.fd, w.done, w.total-w.done, unix.SYNC_FILE_RANGE_WRITE)
 		w.done = w.total
 	}
