@@ -351,9 +351,7 @@ func (t *Tags) createAll(items []item, rec *Record, idx map[string]int, version 
 	defer sy.close()
 	for i := range items {
 		if !items[i].done {
-			if err := sy.watch(items[i].st.Dev, items[i].dir); err != nil {
-				return err
-			}
+			sy.watch(items[i].st.Dev, items[i].dir)
 		}
 	}
 	group, linkTo := hardLinks(items)
@@ -406,7 +404,7 @@ func (t *Tags) createAll(items []item, rec *Record, idx map[string]int, version 
 		fc.close()
 	}
 
-	written := map[uint64]bool{} // the filesystems written to
+	written := map[uint64]string{} // the filesystems written to: a directory of each
 	var failedAt *item
 	var firstErr error
 	done := 0
@@ -423,7 +421,7 @@ func (t *Tags) createAll(items []item, rec *Record, idx map[string]int, version 
 		case it.done:
 			rep.Already = append(rep.Already, it.path())
 		case o.made:
-			written[it.st.Dev] = true
+			written[it.st.Dev] = it.dir
 			rep.Done = append(rep.Done, it.path())
 			done++
 			if o.linked {
@@ -695,26 +693,31 @@ type syncer struct {
 func (t *Tags) syncer() *syncer { return &syncer{t: t, dirs: map[uint64]*dir{}} }
 
 // watch opens directory p, of filesystem dev, to sync that filesystem
-// later; only the first directory of a filesystem is kept.
-func (s *syncer) watch(dev uint64, p string) error {
+// later; only the first directory of a filesystem that opens is kept (one
+// that cannot be opened is left to the work on it to report).
+func (s *syncer) watch(dev uint64, p string) {
 	if s.dirs[dev] != nil {
-		return nil
+		return
 	}
-	d, err := s.t.openDir(p)
-	if err != nil {
-		return host.CannotRun("cannot sync %s: %v", p, err)
+	if d, err := s.t.openDir(p); err == nil {
+		s.dirs[dev] = d
 	}
-	s.dirs[dev] = d
-	return nil
 }
 
-// sync syncs the filesystems of devs (every one watched when devs is nil)
-// and gives the error of each that failed.
-func (s *syncer) sync(devs map[uint64]bool) map[uint64]error {
+// sync syncs the filesystems written (a directory of each) and gives the
+// error of each that failed. A filesystem none of whose directories could
+// be watched is opened now, through the directory given.
+func (s *syncer) sync(written map[uint64]string) map[uint64]error {
 	failed := map[uint64]error{}
-	for dev, d := range s.dirs {
-		if devs != nil && !devs[dev] {
-			continue
+	for dev, p := range written {
+		d := s.dirs[dev]
+		if d == nil {
+			var err error
+			if d, err = s.t.openDir(p); err != nil {
+				failed[dev] = fmt.Errorf("cannot sync %s: %v", p, err)
+				continue
+			}
+			s.dirs[dev] = d
 		}
 		if err := unix.Syncfs(d.fd); err != nil {
 			failed[dev] = fmt.Errorf("cannot sync the filesystem of %s: %v", d.host, err)

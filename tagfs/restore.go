@@ -102,6 +102,7 @@ func (t *Tags) Restore(paths []string) (*Report, error) {
 	gone := map[string]bool{}
 	sy := t.syncer()
 	defer sy.close()
+	written := map[uint64]string{}
 	var probs problems
 	// The version attribute stays on a restored inode while another
 	// .Old.. name of the record is still linked to it (hard links tagged
@@ -160,10 +161,8 @@ func (t *Tags) Restore(paths []string) (*Report, error) {
 			probs.add("%s: %v", e.Path, err)
 			continue
 		}
-		if err := sy.watch(d.st.Dev, dp); err != nil {
-			probs.add("%s: %v", e.Path, err)
-			continue
-		}
+		sy.watch(d.st.Dev, dp)
+		written[d.st.Dev] = dp
 		done, err := t.restoreOne(d, name, e, keep, !rec.Complete)
 		switch {
 		case errors.Is(err, errForeign):
@@ -180,7 +179,7 @@ func (t *Tags) Restore(paths []string) (*Report, error) {
 		}
 	}
 	c.close()
-	err = syncErr(sy.sync(nil))
+	err = syncErr(sy.sync(written))
 	rec.drop(gone)
 	if serr := t.save(rec); serr != nil && err == nil {
 		err = serr
