@@ -490,26 +490,34 @@ func copyHashing(ctx context.Context, alg checksum.Algorithm, src, dir, name str
 type copyWriter struct {
 	fd          int
 	direct      bool
-	done, total int64 // written up to total; writeback started (or written direct) up to done
+	done, total int64 // written up to total; written direct or its writeback started up to done
 }
 
 func newCopyWriter(fd int) *copyWriter {
 	w := &copyWriter{fd: fd}
-	if fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0); err == nil {
-		_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl|unix.O_DIRECT)
-		w.direct = err == nil
-	}
+	w.direct = w.setDirect(true) == nil
 	return w
+}
+
+// setDirect turns direct I/O on the copy on or off.
+func (w *copyWriter) setDirect(on bool) error {
+	fl, err := unix.FcntlInt(uintptr(w.fd), unix.F_GETFL, 0)
+	if err != nil {
+		return err
+	}
+	if on {
+		fl |= unix.O_DIRECT
+	} else {
+		fl &^= unix.O_DIRECT
+	}
+	_, err = unix.FcntlInt(uintptr(w.fd), unix.F_SETFL, fl)
+	return err
 }
 
 // buffered leaves direct I/O for good.
 func (w *copyWriter) buffered() error {
 	w.direct, w.done = false, w.total
-	fl, err := unix.FcntlInt(uintptr(w.fd), unix.F_GETFL, 0)
-	if err == nil {
-		_, err = unix.FcntlInt(uintptr(w.fd), unix.F_SETFL, fl&^unix.O_DIRECT)
-	}
-	return err
+	return w.setDirect(false)
 }
 
 func (w *copyWriter) write(b []byte) error {
@@ -548,9 +556,7 @@ const writebackChunk = 8 << 20
 // only a start (SYNC_FILE_RANGE_WRITE does not wait).
 func (w *copyWriter) wrote(n int64) {
 	w.total += n
-	if w.direct {
-		w.done = w.total
-	} else if w.total-w.done >= writebackChunk {
+	if !w.direct && w.total-w.done >= writebackChunk {
 		_ = unix.SyncFileRange(w.fd, w.done, w.total-w.done, unix.SYNC_FILE_RANGE_WRITE)
 		w.done = w.total
 	}

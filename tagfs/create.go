@@ -404,7 +404,16 @@ func (t *Tags) createAll(items []item, rec *Record, idx map[string]int, version 
 		fc.close()
 	}
 
-	written := map[uint64]string{} // the filesystems written to: a directory of each
+	// Every filesystem written to is synced before anything is recorded
+	// or reported: the copies on one whose sync failed are removed first.
+	written := map[uint64]string{} // a directory of each
+	for i := range items {
+		if out[i].made && out[i].err == nil {
+			written[items[i].st.Dev] = items[i].dir
+		}
+	}
+	serr := t.dropUnsynced(items, out, sy.sync(written))
+
 	var failedAt *item
 	var firstErr error
 	done := 0
@@ -421,7 +430,6 @@ func (t *Tags) createAll(items []item, rec *Record, idx map[string]int, version 
 		case it.done:
 			rep.Already = append(rep.Already, it.path())
 		case o.made:
-			written[it.st.Dev] = it.dir
 			rep.Done = append(rep.Done, it.path())
 			done++
 			if o.linked {
@@ -461,7 +469,6 @@ func (t *Tags) createAll(items []item, rec *Record, idx map[string]int, version 
 			}
 		}
 	}
-	serr := t.dropUnsynced(items, out, sy.sync(written), rec, idx, rep)
 	if firstErr != nil {
 		return t.createError(failedAt, firstErr, done, len(items)-len(rep.Already))
 	}
@@ -469,17 +476,18 @@ func (t *Tags) createAll(items []item, rec *Record, idx map[string]int, version 
 }
 
 // dropUnsynced removes the copies this run made on the filesystems whose
-// sync failed (failed: the sync's error for each). Their data may never
-// reach the disk, and the kernel reports that once: a later sync would
-// succeed and a rerun would take them for complete. Their entries go back
-// to planned and they leave the report, so that a rerun makes them again.
-func (t *Tags) dropUnsynced(items []item, out []outcome, failed map[uint64]error, rec *Record, idx map[string]int, rep *Report) error {
+// sync failed (failed: the sync's error for each) and marks them not made.
+// Their data may never reach the disk, and the kernel reports that once: a
+// later sync would succeed and a rerun would take them for complete. Not
+// made, their entries stay planned and they are not reported, so that a
+// rerun makes them again.
+func (t *Tags) dropUnsynced(items []item, out []outcome, failed map[uint64]error) error {
 	if len(failed) == 0 {
 		return nil
 	}
 	c := t.cursor()
 	defer c.close()
-	dropped := map[string]bool{}
+	dropped := 0
 	var cerr error
 	for i := range items {
 		it := &items[i]
@@ -493,24 +501,14 @@ func (t *Tags) dropUnsynced(items []item, out []outcome, failed map[uint64]error
 		if err != nil && err != unix.ENOENT && cerr == nil {
 			cerr = fmt.Errorf("cannot remove %s, a copy that may not be on disk: %v", path.Join(it.dir, TaggedName(it.name)), err)
 		}
-		rec.Files[idx[it.path()]] = Entry{Path: it.path()}
-		dropped[it.path()] = true
-		switch o := &out[i]; {
-		case o.linked:
-			rep.Linked--
-		case o.res.cloned:
-			rep.Cloned--
-		case o.e.Type == typeFile:
-			rep.Copied--
-			rep.Bytes -= o.e.Size
-		}
+		out[i].made = false
+		dropped++
 	}
-	rep.Done = slices.DeleteFunc(rep.Done, func(p string) bool { return dropped[p] })
 	err := syncErr(failed)
 	if cerr != nil {
 		return host.CannotRun("%v; %v", err, cerr)
 	}
-	return host.WithHint(host.CannotRun("%v; the %d copies made on that filesystem were removed", err, len(dropped)),
+	return host.WithHint(host.CannotRun("%v; the %d copies made on that filesystem were removed", err, dropped),
 		"run the command again once the filesystem can be written")
 }
 
@@ -676,10 +674,9 @@ func (t *Tags) createItem(c *cursor, it *item, recorded bool, version string, di
 	return outcome{e: e, res: res, made: err == nil, err: err}
 }
 
-// syncAll syncs the filesystems of the given directories, so that the
-// copies are on disk before the record says they exist.
 // syncer syncs each filesystem written to once, at the end (syncfs, what
-// sync does). syncfs reports a writeback error only to a descriptor opened
+// sync does), so that what was written is on disk before the record says
+// it exists. syncfs reports a writeback error only to a descriptor opened
 // before the error happened (the kernel samples the filesystem's error
 // state when a file is opened), so a filesystem's descriptor is opened
 // before anything is written to it: the writeback of a copy that failed
